@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* Engines turn a ploop image directory into a mounted ext4 directory.
+   user:   our delta-chain server process -> one file exported through FUSE ->
+           loop device -> ext4 (works on any kernel with FUSE and loop)
+   kernel: libploop's ploop_mount_image (needs the ploop module) */
+#ifndef PGD_ENGINE_H
+#define PGD_ENGINE_H
+
+#include <limits.h>
+#include <stdbool.h>
+
+#include "err.h"
+
+enum pgd_engine_kind
+{
+  PGD_ENGINE_USER = 0,
+  PGD_ENGINE_KERNEL = 1,
+};
+
+/* Engine configuration, set up once. */
+struct pgd_engine
+{
+  enum pgd_engine_kind kind;
+  char exe[PATH_MAX]; /* binary that serves images ("serve-image" sub-mode) */
+};
+
+enum
+{
+  PGD_MOUNT_RO = 1 << 0,   /* every delta read-only, ext4 mounted ro */
+  PGD_MOUNT_MKFS = 1 << 1, /* make a fresh ext4 on the device before mounting */
+};
+
+/* Pick the engine: NAME is "auto" (kernel when /proc/vz/ploop_minor exists), "kernel"
+   or "user". EXE is the binary with the serve-image sub-mode (NULL = /proc/self/exe). */
+int pgd_engine_setup (struct pgd_engine *e, const char *name, const char *exe,
+                      struct pgd_err *err) __attribute__ ((warn_unused_result));
+
+/* Mount the image in IMAGE_DIR at the existing directory TARGET. RUN_DIR is a private
+   per-image directory for the engine's runtime state (FUSE mount point, pid file).
+   MOUNT_OPTS (may be NULL) are extra ext4 options, e.g. an SELinux context=. */
+int pgd_engine_mount (const struct pgd_engine *e, const char *image_dir, const char *run_dir,
+                      const char *target, unsigned flags, const char *mount_opts,
+                      struct pgd_err *err) __attribute__ ((warn_unused_result));
+
+/* Undo pgd_engine_mount: unmount TARGET, detach the device, stop the server and close
+   the image cleanly. Succeeds when nothing is mounted. Leaves no loop device, FUSE
+   mount or process behind. */
+int pgd_engine_umount (const struct pgd_engine *e, const char *image_dir, const char *run_dir,
+                       const char *target, struct pgd_err *err)
+    __attribute__ ((warn_unused_result));
+
+/* Entry point of the image server sub-mode ("ploop-graphdriver serve-image ..."). */
+int pgd_imgsrv_main (int argc, char **argv);
+
+#endif

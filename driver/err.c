@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include "err.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+int
+pgd_error (struct pgd_err *err, int errnum, const char *fmt, ...)
+{
+  va_list ap;
+  int n;
+
+  if (err == NULL)
+    return -1;
+  va_start (ap, fmt);
+  n = vsnprintf (err->msg, sizeof err->msg, fmt, ap);
+  va_end (ap);
+  if (n < 0)
+    n = 0;
+  if (errnum != 0 && (size_t) n < sizeof err->msg)
+    snprintf (err->msg + n, sizeof err->msg - n, ": %s", strerror (errnum));
+  err->errnum = errnum;
+  return -1;
+}
+
+int
+pgd_error_wrap (struct pgd_err *err, const char *fmt, ...)
+{
+  char ctx[PGD_ERR_MSG_MAX];
+  char old[PGD_ERR_MSG_MAX];
+  va_list ap;
+
+  if (err == NULL)
+    return -1;
+  va_start (ap, fmt);
+  vsnprintf (ctx, sizeof ctx, fmt, ap);
+  va_end (ap);
+  memcpy (old, err->msg, sizeof old);
+  snprintf (err->msg, sizeof err->msg, "%s: %s", ctx, old);
+  return -1;
+}
+
+void
+pgd_error_clear (struct pgd_err *err)
+{
+  err->errnum = 0;
+  err->msg[0] = '\0';
+}

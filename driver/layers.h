@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* The layer store: every Docker layer is a ploop image under Home; implements the
+   graphdriver operation table (driver.h) on top of image, engine and diff. */
+#ifndef PGD_LAYERS_H
+#define PGD_LAYERS_H
+
+#include "driver.h"
+#include "err.h"
+
+struct pgd_layers;
+
+/* How the binary configures the layer store. */
+struct pgd_layers_config
+{
+  const char *state_file; /* where Init is persisted; read back at start */
+  const char *home;       /* serve this Home at once (NULL = wait for Init/state) */
+  const char *engine;     /* "auto", "user" or "kernel" (NULL = auto) */
+  const char *exe;        /* binary with the serve-image sub-mode (NULL = /proc/self/exe) */
+};
+
+/* Open the store: load the persisted Init state, sweep staging, adopt live mounts. */
+int pgd_layers_open (struct pgd_layers **out, const struct pgd_layers_config *cfg,
+                     struct pgd_err *err) __attribute__ ((warn_unused_result));
+
+/* Release memory; mounts stay (containers keep running across a plugin restart). */
+void pgd_layers_close (struct pgd_layers *l);
+
+/* Unmount every layer nobody holds (shutdown). */
+void pgd_layers_shutdown (struct pgd_layers *l);
+
+/* The operation table; pass the struct pgd_layers * as its ctx. */
+extern const struct pgd_ops pgd_layers_ops;
+
+#endif

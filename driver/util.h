@@ -1,0 +1,73 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* Small shared helpers: cleanup attributes, ID validation, files, processes. */
+#ifndef PGD_UTIL_H
+#define PGD_UTIL_H
+
+#include <dirent.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "err.h"
+
+#define PGD_WUR __attribute__ ((warn_unused_result))
+
+void pgd_freep (void *p);
+void pgd_closep (int *fd);
+void pgd_fclosep (FILE **f);
+void pgd_closedirp (DIR **d);
+void pgd_unlockp (pthread_mutex_t **m);
+
+/* Scope-bound cleanups: the resource is released when the variable leaves scope.
+   Hand ownership on by setting the variable to NULL (or -1 for fds). */
+#define cleanup_free __attribute__ ((cleanup (pgd_freep)))
+#define cleanup_close __attribute__ ((cleanup (pgd_closep)))
+#define cleanup_fclose __attribute__ ((cleanup (pgd_fclosep)))
+#define cleanup_dir __attribute__ ((cleanup (pgd_closedirp)))
+
+/* Lock M until the end of the enclosing scope. */
+#define PGD_SCOPED_LOCK(m)                                                              \
+  __attribute__ ((cleanup (pgd_unlockp))) pthread_mutex_t *pgd_scoped_lock_##__LINE__ = \
+      (pthread_mutex_lock (m), (m))
+
+/* Maximum length of a layer ID in bytes. */
+#define PGD_ID_MAX 255
+
+/* True when ID is a plain file name Docker may use: 1..255 bytes, not "." or "..",
+   no '/', no control characters. On false, ERR (if given) names the problem. */
+bool pgd_id_valid (const char *id, struct pgd_err *err);
+
+/* mkdir -p PATH with MODE for the directories it creates. */
+int pgd_mkdir_p (const char *path, mode_t mode, struct pgd_err *err) PGD_WUR;
+
+/* rm -rf PATH without crossing into other mounts; missing PATH is success. */
+int pgd_rm_rf (const char *path, struct pgd_err *err) PGD_WUR;
+
+/* fsync the directory PATH. */
+int pgd_fsync_dir (const char *path, struct pgd_err *err) PGD_WUR;
+
+/* Write LEN bytes to PATH durably: PATH.tmp, fsync, rename, fsync of the directory. */
+int pgd_write_file_atomic (const char *path, const void *data, size_t len,
+                           struct pgd_err *err) PGD_WUR;
+
+/* Read the whole (small) file PATH into a NUL-terminated malloc'd buffer. */
+int pgd_read_file (const char *path, char **data, size_t *len, struct pgd_err *err) PGD_WUR;
+
+/* Run ARGV (argv[0] looked up in PATH), wait, and fail unless it exits 0.
+   Its stderr is captured into the error message. */
+int pgd_run (char *const argv[], struct pgd_err *err) PGD_WUR;
+
+/* Parse a Docker-style size ("10G", "512M", "1.5g", "1048576"; binary units). */
+int pgd_parse_size (const char *s, uint64_t *out, struct pgd_err *err) PGD_WUR;
+
+/* Monotonic clock in nanoseconds. */
+uint64_t pgd_now_ns (void);
+
+/* True when PATH is a mount point according to /proc/self/mountinfo. */
+bool pgd_is_mountpoint (const char *path);
+
+#endif

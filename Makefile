@@ -14,11 +14,12 @@ SOCKET    ?= /run/docker/plugins/ploop.sock
 DRIVER_SRC := $(wildcard driver/*.c)
 PLUGIN_SRC := $(wildcard plugin/*.c)
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+PROTO_SRC  := $(wildcard tests/protocol/test_*.c)
 TLIB_SRC   := $(wildcard tests/lib/*.c)
 DRIVER_OBJ := $(DRIVER_SRC:%.c=$(BUILD)/%.o)
 PLUGIN_OBJ := $(PLUGIN_SRC:%.c=$(BUILD)/%.o)
 TLIB_OBJ   := $(TLIB_SRC:%.c=$(BUILD)/%.o)
-UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%) $(PROTO_SRC:tests/protocol/%.c=$(BUILD)/tests/%)
 BIN        := $(BUILD)/ploop-graphdriver
 
 DEB_PKGS := build-essential pkg-config libmicrohttpd-dev libjansson-dev libploop-dev ploop \
@@ -47,9 +48,13 @@ $(BUILD)/libpgd.a: $(DRIVER_OBJ)
 $(BIN): $(PLUGIN_OBJ) $(BUILD)/libpgd.a
 	$(CC) $(CFLAGS) -o $@ $(PLUGIN_OBJ) $(BUILD)/libpgd.a $(PKG_LIBS) -lpthread
 
+TEST_LINK = $(CC) $(CFLAGS) $(PKG_CFLAGS) -Itests/lib $< $(TLIB_OBJ) $(BUILD)/libpgd.a -o $@ $(PKG_LIBS) -lcriterion -lpthread
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libpgd.a $(TLIB_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(PKG_CFLAGS) -Itests/lib $< $(TLIB_OBJ) $(BUILD)/libpgd.a -o $@ $(PKG_LIBS) -lcriterion -lpthread
+	$(TEST_LINK)
+$(BUILD)/tests/%: tests/protocol/%.c $(BUILD)/libpgd.a $(TLIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(TEST_LINK)
 
 run: deps $(BIN)
 	$(BIN) --socket $(SOCKET)

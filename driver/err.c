@@ -37,7 +37,14 @@ pgd_error_wrap (struct pgd_err *err, const char *fmt, ...)
   vsnprintf (ctx, sizeof ctx, fmt, ap);
   va_end (ap);
   memcpy (old, err->msg, sizeof old);
-  snprintf (err->msg, sizeof err->msg, "%s: %s", ctx, old);
+  /* truncation is fine: the message stays readable */
+  size_t n = strnlen (ctx, sizeof err->msg - 3);
+  memcpy (err->msg, ctx, n);
+  memcpy (err->msg + n, ": ", 2);
+  n += 2;
+  size_t rest = strnlen (old, sizeof err->msg - n - 1);
+  memcpy (err->msg + n, old, rest);
+  err->msg[n + rest] = '\0';
   return -1;
 }
 

@@ -91,17 +91,17 @@ pgd_mkdir_p (const char *path, mode_t mode, struct pgd_err *err)
 }
 
 static int
-rm_rf_at (int dirfd, const char *name, dev_t dev, struct pgd_err *err)
+rm_rf_at (int at, const char *name, dev_t dev, struct pgd_err *err)
 {
   struct stat st;
 
-  if (fstatat (dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+  if (fstatat (at, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
     return errno == ENOENT ? 0 : pgd_error (err, errno, "stat %s", name);
   if (S_ISDIR (st.st_mode))
     {
       if (st.st_dev != dev)
         return pgd_error (err, EBUSY, "remove %s: a mount is still inside", name);
-      int fd = openat (dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      int fd = openat (at, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
       if (fd < 0)
         return pgd_error (err, errno, "open %s", name);
       cleanup_dir DIR *d = fdopendir (fd);
@@ -118,11 +118,11 @@ rm_rf_at (int dirfd, const char *name, dev_t dev, struct pgd_err *err)
           if (rm_rf_at (dirfd (d), de->d_name, dev, err) < 0)
             return pgd_error_wrap (err, "remove %s", name);
         }
-      if (unlinkat (dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+      if (unlinkat (at, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
         return pgd_error (err, errno, "rmdir %s", name);
       return 0;
     }
-  if (unlinkat (dirfd, name, 0) < 0 && errno != ENOENT)
+  if (unlinkat (at, name, 0) < 0 && errno != ENOENT)
     return pgd_error (err, errno, "unlink %s", name);
   return 0;
 }

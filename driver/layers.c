@@ -1,11 +1,704 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* PLACEHOLDER until the layer store lands. */
+/* The layer store: Create, Remove, Get, Put, Exists, Cleanup and mount reference
+   counting. Layout under Home:
+     layers/<id>/     the layer's ploop image (DiskDescriptor.xml, deltas) + metadata
+     mnt/<id>/        where the layer is mounted (the path Get returns, stable per ID)
+     run/<id>/        the engine's runtime state for a mounted layer
+     staging/         layers being created; swept at start
+     templates/<s>-<c>/  an empty formatted base image every base layer is cloned from */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
-#include "layers.h"
-struct pgd_layers { int unused; };
-int pgd_layers_open (struct pgd_layers **out, const struct pgd_layers_config *cfg, struct pgd_err *err)
-{ (void) cfg; (void) err; *out = calloc (1, sizeof **out); return 0; }
-void pgd_layers_close (struct pgd_layers *l) { free (l); }
-void pgd_layers_shutdown (struct pgd_layers *l) { (void) l; }
-const struct pgd_ops pgd_layers_ops = { 0 };
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "image.h"
+#include "log.h"
+#include "store.h"
+#include "util.h"
+
+#define PARENT_FILE "parent"
+
+static unsigned
+hash_id (const char *id)
+{
+  unsigned h = 5381;
+  for (const unsigned char *p = (const unsigned char *) id; *p; p++)
+    h = h * 33 + *p;
+  return h % PGD_BUCKETS;
+}
+
+void
+pgd_store_path (const struct pgd_layers *l, char *buf, const char *sub, const char *id)
+{
+  if (id)
+    snprintf (buf, PATH_MAX, "%s/%s/%s", l->home, sub, id);
+  else
+    snprintf (buf, PATH_MAX, "%s/%s", l->home, sub);
+}
+
+int
+pgd_store_ready (const struct pgd_layers *l, struct pgd_err *err)
+{
+  if (!l->ready)
+    return pgd_error (err, 0, "driver not initialised: no Init received and no saved state");
+  return 0;
+}
+
+struct layer *
+pgd_layer_find (struct pgd_layers *l, const char *id, bool create)
+{
+  unsigned h = hash_id (id);
+  struct layer *lay;
+
+  for (lay = l->table[h]; lay; lay = lay->next)
+    if (strcmp (lay->id, id) == 0)
+      return lay;
+  if (!create)
+    return NULL;
+  lay = calloc (1, sizeof *lay);
+  if (lay == NULL)
+    return NULL;
+  lay->id = strdup (id);
+  if (lay->id == NULL)
+    {
+      free (lay);
+      return NULL;
+    }
+  lay->next = l->table[h];
+  l->table[h] = lay;
+  return lay;
+}
+
+void
+pgd_layer_forget (struct pgd_layers *l, const char *id)
+{
+  struct layer **pp = &l->table[hash_id (id)];
+
+  for (; *pp; pp = &(*pp)->next)
+    if (strcmp ((*pp)->id, id) == 0)
+      {
+        struct layer *dead = *pp;
+        *pp = dead->next;
+        free (dead->id);
+        free (dead);
+        return;
+      }
+}
+
+bool
+pgd_layer_on_disk (const struct pgd_layers *l, const char *id)
+{
+  char path[PATH_MAX];
+  struct stat st;
+
+  snprintf (path, sizeof path, "%s/layers/%s/" PGD_IMAGE_DD, l->home, id);
+  return stat (path, &st) == 0;
+}
+
+/* The ApplyDiff marker: absent = never applied; "started"; "done". */
+static void
+apply_marker_path (const struct pgd_layers *l, const char *id, char *buf)
+{
+  snprintf (buf, PATH_MAX, "%s/layers/%s/applydiff", l->home, id);
+}
+
+int
+pgd_layer_usable (const struct pgd_layers *l, const char *id, struct pgd_err *err)
+{
+  char path[PATH_MAX];
+  cleanup_free char *state = NULL;
+  struct pgd_err ignored;
+
+  apply_marker_path (l, id, path);
+  if (access (path, F_OK) < 0)
+    return 0;
+  if (pgd_read_file (path, &state, NULL, &ignored) == 0 && strcmp (state, "done") == 0)
+    return 0;
+  return pgd_error (err, 0, "layer %s is incomplete (its ApplyDiff did not finish); remove it",
+                    id);
+}
+
+/* Wait until LAY is not busy, then mark it busy. Called and returns with l->lock held. */
+static void
+claim (struct pgd_layers *l, struct layer *lay)
+{
+  while (lay->busy)
+    pthread_cond_wait (&l->cond, &l->lock);
+  lay->busy = true;
+}
+
+static void
+unclaim (struct pgd_layers *l, struct layer *lay)
+{
+  lay->busy = false;
+  pthread_cond_broadcast (&l->cond);
+}
+
+int
+pgd_layer_acquire (struct pgd_layers *l, const char *id, const char *mount_label, bool need_rw,
+                   char *dir, struct pgd_err *err)
+{
+  char image[PATH_MAX], run[PATH_MAX], opts[PATH_MAX + 32];
+  struct pgd_image_info info;
+  struct layer *lay;
+  int ret;
+
+  PGD_SCOPED_LOCK (&l->lock);
+  if (pgd_store_ready (l, err) < 0)
+    return -1;
+  if (!pgd_layer_on_disk (l, id))
+    return pgd_error (err, ENOENT, "layer %s", id);
+  if (pgd_layer_usable (l, id, err) < 0)
+    return -1;
+  lay = pgd_layer_find (l, id, true);
+  if (lay == NULL)
+    return pgd_error (err, ENOMEM, "layer %s", id);
+  claim (l, lay);
+  pgd_store_path (l, dir, "mnt", id);
+  if (lay->state == LAYER_MOUNTED)
+    {
+      ret = 0;
+      if (need_rw && lay->ro)
+        ret = pgd_error (err, EROFS, "layer %s is mounted read-only (a child layer shares its data)", id);
+      else
+        lay->refs++;
+      unclaim (l, lay);
+      return ret;
+    }
+
+  /* first reference: mount outside the lock */
+  pthread_mutex_unlock (&l->lock);
+  pgd_store_path (l, image, "layers", id);
+  pgd_store_path (l, run, "run", id);
+  ret = pgd_image_info (image, &info, err);
+  if (ret == 0 && need_rw && info.top_shared)
+    ret = pgd_error (err, EROFS, "layer %s has child layers; it can only be read", id);
+  if (ret == 0)
+    ret = pgd_mkdir_p (dir, 0755, err);
+  if (ret == 0)
+    ret = pgd_mkdir_p (run, 0700, err);
+  opts[0] = '\0';
+  if (mount_label && *mount_label)
+    snprintf (opts, sizeof opts, "context=\"%s\"", mount_label);
+  if (ret == 0)
+    ret = pgd_engine_mount (&l->engine, image, run, dir, info.top_shared ? PGD_MOUNT_RO : 0,
+                            opts[0] ? opts : NULL, err);
+  pthread_mutex_lock (&l->lock);
+  if (ret == 0)
+    {
+      lay->state = LAYER_MOUNTED;
+      lay->ro = info.top_shared;
+      lay->refs = 1;
+      pgd_log (PGD_LOG_DEBUG, "mounted %s at %s%s", id, dir, lay->ro ? " (read-only)" : "");
+    }
+  else
+    pgd_error_wrap (err, "mount layer %s", id);
+  unclaim (l, lay);
+  return ret;
+}
+
+int
+pgd_layer_release (struct pgd_layers *l, const char *id, struct pgd_err *err)
+{
+  char image[PATH_MAX], run[PATH_MAX], dir[PATH_MAX];
+  struct layer *lay;
+  int ret;
+
+  PGD_SCOPED_LOCK (&l->lock);
+  if (pgd_store_ready (l, err) < 0)
+    return -1;
+  lay = pgd_layer_find (l, id, false);
+  if (lay == NULL)
+    return 0;
+  claim (l, lay);
+  if (lay->state != LAYER_MOUNTED || lay->refs == 0)
+    {
+      unclaim (l, lay);
+      return 0;
+    }
+  if (--lay->refs > 0)
+    {
+      unclaim (l, lay);
+      return 0;
+    }
+  pthread_mutex_unlock (&l->lock);
+  pgd_store_path (l, image, "layers", id);
+  pgd_store_path (l, run, "run", id);
+  pgd_store_path (l, dir, "mnt", id);
+  ret = pgd_engine_umount (&l->engine, image, run, dir, err);
+  pthread_mutex_lock (&l->lock);
+  if (ret == 0)
+    {
+      lay->state = LAYER_UNMOUNTED;
+      pgd_log (PGD_LOG_DEBUG, "unmounted %s", id);
+    }
+  else
+    {
+      lay->refs = 1; /* still mounted: a later Put retries */
+      pgd_error_wrap (err, "unmount layer %s", id);
+    }
+  unclaim (l, lay);
+  return ret;
+}
+
+/* Parse Create's StorageOpt: only "size" is known. */
+static int
+parse_storage_opt (const struct pgd_create_req *req, uint64_t *size, struct pgd_err *err)
+{
+  *size = 0;
+  for (size_t i = 0; i < req->nstorage_opt; i++)
+    {
+      const struct pgd_kv *kv = &req->storage_opt[i];
+      if (strcasecmp (kv->key, "size") != 0)
+        return pgd_error (err, 0, "Unknown option %s", kv->key);
+      if (pgd_parse_size (kv->value, size, err) < 0)
+        return pgd_error_wrap (err, "storage option size");
+      if (*size < (16ULL << 20))
+        return pgd_error (err, 0, "storage option size=%s: smaller than 16 MiB", kv->value);
+    }
+  return 0;
+}
+
+/* Make sure the formatted empty base for the current size/cluster exists; its
+   directory goes to PATH. Serialised by the template lock. */
+static int
+ensure_template (struct pgd_layers *l, char *path, struct pgd_err *err)
+{
+  char name[64], staging[PATH_MAX], run[PATH_MAX], mnt[PATH_MAX];
+  int ret;
+
+  snprintf (name, sizeof name, "%llu-%u", (unsigned long long) l->default_size, l->cluster);
+  pgd_store_path (l, path, "templates", name);
+  PGD_SCOPED_LOCK (&l->template_lock);
+  if (access (path, F_OK) == 0)
+    return 0;
+  snprintf (staging, sizeof staging, "%s/staging/template-%s", l->home, name);
+  snprintf (run, sizeof run, "%s/staging/template-%s.run", l->home, name);
+  snprintf (mnt, sizeof mnt, "%s/staging/template-%s.mnt", l->home, name);
+  if (pgd_rm_rf (staging, err) < 0 || pgd_mkdir_p (staging, 0700, err) < 0
+      || pgd_mkdir_p (run, 0700, err) < 0 || pgd_mkdir_p (mnt, 0755, err) < 0)
+    return -1;
+  if (pgd_image_create (staging, l->default_size, l->cluster, err) < 0)
+    return pgd_error_wrap (err, "create base template");
+  if (pgd_engine_mount (&l->engine, staging, run, mnt, PGD_MOUNT_MKFS, NULL, err) < 0)
+    return pgd_error_wrap (err, "format base template");
+  /* the root of an empty layer: 0755, owned by (remapped) root, nothing inside */
+  int64_t uid = pgd_idmap_to_host (l->maps.uid, l->maps.nuid, 0);
+  int64_t gid = pgd_idmap_to_host (l->maps.gid, l->maps.ngid, 0);
+  char lf[PATH_MAX + 16];
+  snprintf (lf, sizeof lf, "%s/lost+found", mnt);
+  ret = 0;
+  if (rmdir (lf) < 0 && errno != ENOENT)
+    ret = pgd_error (err, errno, "rmdir %s", lf);
+  if (ret == 0 && chmod (mnt, 0755) < 0)
+    ret = pgd_error (err, errno, "chmod %s", mnt);
+  if (ret == 0 && chown (mnt, uid < 0 ? 0 : uid, gid < 0 ? 0 : gid) < 0)
+    ret = pgd_error (err, errno, "chown %s", mnt);
+  struct pgd_err uerr;
+  if (pgd_engine_umount (&l->engine, staging, run, mnt, &uerr) < 0 && ret == 0)
+    {
+      *err = uerr;
+      ret = -1;
+    }
+  if (ret < 0)
+    return pgd_error_wrap (err, "format base template");
+  rmdir (mnt);
+  rmdir (run);
+  if (pgd_fsync_dir (staging, err) < 0)
+    return -1;
+  if (rename (staging, path) < 0)
+    return pgd_error (err, errno, "rename %s to %s", staging, path);
+  pgd_log (PGD_LOG_INFO, "made base template %s", path);
+  return 0;
+}
+
+/* After a grow, let ext4 take the new size: mount, resize2fs the device, unmount. */
+static int
+resize_fs (struct pgd_layers *l, const char *image, const char *tag, struct pgd_err *err)
+{
+  char run[PATH_MAX], mnt[PATH_MAX], dev[PATH_MAX];
+  int ret;
+
+  snprintf (run, sizeof run, "%s.run", image);
+  snprintf (mnt, sizeof mnt, "%s.mnt", image);
+  if (pgd_mkdir_p (run, 0700, err) < 0 || pgd_mkdir_p (mnt, 0755, err) < 0)
+    return -1;
+  if (pgd_engine_mount (&l->engine, image, run, mnt, 0, NULL, err) < 0)
+    return pgd_error_wrap (err, "resize %s", tag);
+  ret = pgd_mount_source (mnt, dev, sizeof dev, err);
+  if (ret == 0)
+    {
+      char *argv[] = { "resize2fs", dev, NULL };
+      ret = pgd_run (argv, err);
+    }
+  struct pgd_err uerr;
+  if (pgd_engine_umount (&l->engine, image, run, mnt, &uerr) < 0 && ret == 0)
+    {
+      *err = uerr;
+      ret = -1;
+    }
+  rmdir (mnt);
+  rmdir (run);
+  return ret < 0 ? pgd_error_wrap (err, "resize %s", tag) : 0;
+}
+
+/* Build the new layer in STAGING: clone of the parent (or of the base template),
+   grown when asked. The parent is claimed so that it is not mounted read-write,
+   removed or cloned meanwhile. */
+static int
+build_layer (struct pgd_layers *l, const struct pgd_create_req *req, uint64_t size,
+             const char *staging, struct pgd_err *err)
+{
+  char src[PATH_MAX];
+  struct pgd_image_info info;
+  int ret;
+
+  if (req->parent == NULL)
+    {
+      if (ensure_template (l, src, err) < 0)
+        return -1;
+      ret = pgd_image_clone (src, staging, err);
+    }
+  else
+    {
+      struct layer *play;
+
+      pthread_mutex_lock (&l->lock);
+      if (!pgd_layer_on_disk (l, req->parent))
+        {
+          pthread_mutex_unlock (&l->lock);
+          return pgd_error (err, ENOENT, "parent layer %s", req->parent);
+        }
+      if (pgd_layer_usable (l, req->parent, err) < 0)
+        {
+          pthread_mutex_unlock (&l->lock);
+          return pgd_error_wrap (err, "parent");
+        }
+      play = pgd_layer_find (l, req->parent, true);
+      if (play == NULL)
+        {
+          pthread_mutex_unlock (&l->lock);
+          return pgd_error (err, ENOMEM, "parent layer %s", req->parent);
+        }
+      claim (l, play);
+      bool mounted_rw = play->state == LAYER_MOUNTED && !play->ro;
+      pthread_mutex_unlock (&l->lock);
+      pgd_store_path (l, src, "layers", req->parent);
+      if (mounted_rw)
+        ret = pgd_error (err, EBUSY, "parent layer %s is mounted read-write", req->parent);
+      else
+        ret = pgd_image_clone (src, staging, err);
+      pthread_mutex_lock (&l->lock);
+      unclaim (l, play);
+      pthread_mutex_unlock (&l->lock);
+    }
+  if (ret < 0)
+    return -1;
+  if (size == 0)
+    return 0;
+  if (pgd_image_info (staging, &info, err) < 0)
+    return -1;
+  if (size < info.virtual_size)
+    return pgd_error (err, 0, "storage option size=%llu is smaller than the parent's %llu bytes",
+                      (unsigned long long) size, (unsigned long long) info.virtual_size);
+  if (size == info.virtual_size)
+    return 0;
+  if (pgd_image_grow (staging, size, err) < 0)
+    return -1;
+  return resize_fs (l, staging, req->id, err);
+}
+
+static int
+layers_create (void *ctx, const struct pgd_create_req *req, struct pgd_err *err)
+{
+  struct pgd_layers *l = ctx;
+  char staging[PATH_MAX], final[PATH_MAX], layers_dir[PATH_MAX];
+  struct layer *lay;
+  uint64_t size;
+  int ret;
+
+  if (parse_storage_opt (req, &size, err) < 0)
+    return pgd_error_wrap (err, "create layer %s", req->id);
+  pthread_mutex_lock (&l->lock);
+  if (pgd_store_ready (l, err) < 0)
+    {
+      pthread_mutex_unlock (&l->lock);
+      return -1;
+    }
+  lay = pgd_layer_find (l, req->id, true);
+  if (lay == NULL)
+    {
+      pthread_mutex_unlock (&l->lock);
+      return pgd_error (err, ENOMEM, "create layer %s", req->id);
+    }
+  claim (l, lay);
+  bool exists = pgd_layer_on_disk (l, req->id);
+  pthread_mutex_unlock (&l->lock);
+  if (exists)
+    ret = pgd_error (err, EEXIST, "create layer %s", req->id);
+  else
+    {
+      snprintf (staging, sizeof staging, "%s/staging/%s.%d.%llx", l->home, req->id, getpid (),
+                (unsigned long long) pgd_now_ns ());
+      pgd_store_path (l, final, "layers", req->id);
+      pgd_store_path (l, layers_dir, "layers", NULL);
+      ret = pgd_mkdir_p (staging, 0700, err);
+      if (ret == 0)
+        ret = build_layer (l, req, size, staging, err);
+      if (ret == 0 && req->parent)
+        {
+          char pf[PATH_MAX + 16];
+          snprintf (pf, sizeof pf, "%s/" PARENT_FILE, staging);
+          ret = pgd_write_file_atomic (pf, req->parent, strlen (req->parent), err);
+        }
+      if (ret == 0)
+        ret = pgd_fsync_dir (staging, err);
+      if (ret == 0 && rename (staging, final) < 0)
+        ret = pgd_error (err, errno, "rename %s to %s", staging, final);
+      if (ret == 0)
+        ret = pgd_fsync_dir (layers_dir, err);
+      if (ret < 0)
+        {
+          struct pgd_err ignored;
+          if (pgd_rm_rf (staging, &ignored) < 0)
+            pgd_log (PGD_LOG_WARN, "%s", ignored.msg);
+          pgd_error_wrap (err, "create layer %s", req->id);
+        }
+    }
+  pthread_mutex_lock (&l->lock);
+  unclaim (l, lay);
+  if (ret < 0 && !exists)
+    pgd_layer_forget (l, req->id);
+  pthread_mutex_unlock (&l->lock);
+  if (ret == 0)
+    pgd_log (PGD_LOG_DEBUG, "created %s%s%s", req->id, req->parent ? " on " : "",
+             req->parent ? req->parent : "");
+  return ret;
+}
+
+/* Delete everything of ID on disk; the layer is claimed and unmounted. */
+static int
+delete_layer_files (struct pgd_layers *l, const char *id, struct pgd_err *err)
+{
+  static const char *const subs[] = { "mnt", "run", "layers" };
+  char path[PATH_MAX], trash[PATH_MAX];
+
+  for (size_t i = 0; i < 3; i++)
+    {
+      pgd_store_path (l, path, subs[i], id);
+      if (i == 2)
+        {
+          /* rename first so a crash never leaves a half-deleted image under layers/ */
+          snprintf (trash, sizeof trash, "%s/staging/removed.%s.%llx", l->home, id,
+                    (unsigned long long) pgd_now_ns ());
+          if (rename (path, trash) < 0 && errno != ENOENT)
+            return pgd_error (err, errno, "rename %s", path);
+          snprintf (path, sizeof path, "%s", trash);
+        }
+      if (pgd_rm_rf (path, err) < 0)
+        return -1;
+    }
+  return 0;
+}
+
+static int
+layers_remove (void *ctx, const char *id, struct pgd_err *err)
+{
+  struct pgd_layers *l = ctx;
+  char image[PATH_MAX], run[PATH_MAX], dir[PATH_MAX];
+  struct layer *lay;
+  int ret = 0;
+
+  pthread_mutex_lock (&l->lock);
+  if (pgd_store_ready (l, err) < 0)
+    {
+      pthread_mutex_unlock (&l->lock);
+      return -1;
+    }
+  lay = pgd_layer_find (l, id, true);
+  if (lay == NULL)
+    {
+      pthread_mutex_unlock (&l->lock);
+      return pgd_error (err, ENOMEM, "remove layer %s", id);
+    }
+  claim (l, lay);
+  pthread_mutex_unlock (&l->lock);
+
+  pgd_store_path (l, image, "layers", id);
+  pgd_store_path (l, run, "run", id);
+  pgd_store_path (l, dir, "mnt", id);
+  if (lay->state == LAYER_MOUNTED || pgd_is_mountpoint (dir))
+    {
+      if (lay->refs > 0)
+        pgd_log (PGD_LOG_WARN, "remove %s: still held by %u reference(s); unmounting", id,
+                 lay->refs);
+      ret = pgd_engine_umount (&l->engine, image, run, dir, err);
+    }
+  if (ret == 0)
+    ret = delete_layer_files (l, id, err);
+
+  pthread_mutex_lock (&l->lock);
+  if (ret == 0)
+    {
+      lay->state = LAYER_UNMOUNTED;
+      lay->refs = 0;
+    }
+  unclaim (l, lay);
+  if (ret == 0)
+    pgd_layer_forget (l, id);
+  pthread_mutex_unlock (&l->lock);
+  return ret < 0 ? pgd_error_wrap (err, "remove layer %s", id) : 0;
+}
+
+static int
+layers_get (void *ctx, const char *id, const char *mount_label, char **dir, struct pgd_err *err)
+{
+  char path[PATH_MAX];
+
+  if (pgd_layer_acquire (ctx, id, mount_label, false, path, err) < 0)
+    return -1;
+  *dir = strdup (path);
+  if (*dir == NULL)
+    {
+      struct pgd_err ignored;
+      if (pgd_layer_release (ctx, id, &ignored) < 0)
+        pgd_log (PGD_LOG_WARN, "%s", ignored.msg);
+      return pgd_error (err, ENOMEM, "get %s", id);
+    }
+  return 0;
+}
+
+static int
+layers_put (void *ctx, const char *id, struct pgd_err *err)
+{
+  return pgd_layer_release (ctx, id, err);
+}
+
+static int
+layers_exists (void *ctx, const char *id, bool *exists, struct pgd_err *err)
+{
+  struct pgd_layers *l = ctx;
+
+  PGD_SCOPED_LOCK (&l->lock);
+  if (pgd_store_ready (l, err) < 0)
+    return -1;
+  *exists = pgd_layer_on_disk (l, id);
+  return 0;
+}
+
+static int
+layers_init (void *ctx, const struct pgd_init_req *req, struct pgd_err *err)
+{
+  return pgd_store_init (ctx, req, true, err);
+}
+
+/* Unmount every layer nobody holds. */
+static int
+layers_cleanup (void *ctx, struct pgd_err *err)
+{
+  struct pgd_layers *l = ctx;
+  (void) err;
+  pgd_layers_shutdown (l);
+  return 0;
+}
+
+void
+pgd_layers_shutdown (struct pgd_layers *l)
+{
+  char image[PATH_MAX], run[PATH_MAX], dir[PATH_MAX];
+
+  pthread_mutex_lock (&l->lock);
+  for (size_t b = 0; b < PGD_BUCKETS; b++)
+    for (struct layer *lay = l->table[b]; lay; lay = lay->next)
+      {
+        if (lay->busy || lay->state != LAYER_MOUNTED || lay->refs > 0)
+          continue;
+        lay->busy = true;
+        pthread_mutex_unlock (&l->lock);
+        struct pgd_err err;
+        pgd_store_path (l, image, "layers", lay->id);
+        pgd_store_path (l, run, "run", lay->id);
+        pgd_store_path (l, dir, "mnt", lay->id);
+        int ret = pgd_engine_umount (&l->engine, image, run, dir, &err);
+        if (ret < 0)
+          pgd_log (PGD_LOG_WARN, "cleanup: %s", err.msg);
+        pthread_mutex_lock (&l->lock);
+        if (ret == 0)
+          lay->state = LAYER_UNMOUNTED;
+        unclaim (l, lay);
+      }
+  pthread_mutex_unlock (&l->lock);
+}
+
+int
+pgd_layers_open (struct pgd_layers **out, const struct pgd_layers_config *cfg,
+                 struct pgd_err *err)
+{
+  struct pgd_layers *l = calloc (1, sizeof *l);
+
+  if (l == NULL)
+    return pgd_error (err, ENOMEM, "layer store");
+  pthread_mutex_init (&l->lock, NULL);
+  pthread_mutex_init (&l->template_lock, NULL);
+  pthread_cond_init (&l->cond, NULL);
+  l->default_size = PGD_DEFAULT_SIZE;
+  l->cluster = PGD_DEFAULT_CLUSTER;
+  snprintf (l->state_file, sizeof l->state_file, "%s",
+            cfg->state_file ? cfg->state_file : "/var/lib/ploop-graphdriver/state.json");
+  snprintf (l->engine_name, sizeof l->engine_name, "%s", cfg->engine ? cfg->engine : "auto");
+  snprintf (l->exe, sizeof l->exe, "%s", cfg->exe ? cfg->exe : "/proc/self/exe");
+  if (pgd_engine_setup (&l->engine, l->engine_name, l->exe, err) < 0)
+    goto fail;
+  if (cfg->home)
+    {
+      struct pgd_init_req req = { .home = cfg->home };
+      if (pgd_store_init (l, &req, false, err) < 0)
+        goto fail;
+    }
+  else if (pgd_store_load (l, err) < 0)
+    goto fail;
+  if (l->ready)
+    pgd_store_recover (l);
+  *out = l;
+  return 0;
+fail:
+  pgd_layers_close (l);
+  return -1;
+}
+
+void
+pgd_layers_close (struct pgd_layers *l)
+{
+  if (l == NULL)
+    return;
+  for (size_t b = 0; b < PGD_BUCKETS; b++)
+    while (l->table[b])
+      pgd_layer_forget (l, l->table[b]->id);
+  free (l->maps.uid);
+  free (l->maps.gid);
+  pthread_mutex_destroy (&l->lock);
+  pthread_mutex_destroy (&l->template_lock);
+  pthread_cond_destroy (&l->cond);
+  free (l);
+}
+
+const struct pgd_ops pgd_layers_ops = {
+  .init = layers_init,
+  .create = layers_create,
+  .remove = layers_remove,
+  .get = layers_get,
+  .put = layers_put,
+  .exists = layers_exists,
+  .status = pgd_store_status,
+  .metadata = pgd_store_metadata,
+  .cleanup = layers_cleanup,
+  .diff_open = pgd_layers_diff_open,
+  .diff_write = pgd_layers_diff_write,
+  .diff_close = pgd_layers_diff_close,
+  .changes = pgd_layers_changes,
+  .apply_diff = pgd_layers_apply_diff,
+  .diff_size = pgd_layers_diff_size,
+};

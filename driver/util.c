@@ -344,12 +344,14 @@ unescape_mountinfo (char *s)
   *w = '\0';
 }
 
-bool
-pgd_is_mountpoint (const char *path)
+/* Find the mountinfo line whose mount point is PATH; copy its source into SRC. */
+static bool
+find_mount (const char *path, char *src, size_t len)
 {
   cleanup_fclose FILE *f = fopen ("/proc/self/mountinfo", "re");
   cleanup_free char *line = NULL;
   size_t cap = 0;
+  bool found = false;
 
   if (f == NULL)
     return false;
@@ -361,8 +363,34 @@ pgd_is_mountpoint (const char *path)
       if (tok == NULL)
         continue;
       unescape_mountinfo (tok);
-      if (strcmp (tok, path) == 0)
-        return true;
+      if (strcmp (tok, path) != 0)
+        continue;
+      found = true; /* keep going: the last (topmost) mount wins */
+      if (src == NULL)
+        continue;
+      /* after the optional fields comes "-", then fstype, then source */
+      while ((tok = strtok_r (NULL, " ", &save)) && strcmp (tok, "-") != 0)
+        ;
+      if (tok && strtok_r (NULL, " ", &save) && (tok = strtok_r (NULL, " ", &save)))
+        {
+          unescape_mountinfo (tok);
+          snprintf (src, len, "%s", tok);
+        }
     }
-  return false;
+  return found;
+}
+
+bool
+pgd_is_mountpoint (const char *path)
+{
+  return find_mount (path, NULL, 0);
+}
+
+int
+pgd_mount_source (const char *path, char *buf, size_t len, struct pgd_err *err)
+{
+  buf[0] = '\0';
+  if (!find_mount (path, buf, len) || buf[0] == '\0')
+    return pgd_error (err, EINVAL, "%s is not a mount point", path);
+  return 0;
 }

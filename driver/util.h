@@ -70,4 +70,7 @@ uint64_t pgd_now_ns (void);
 /* True when PATH is a mount point according to /proc/self/mountinfo. */
 bool pgd_is_mountpoint (const char *path);
 
+/* The source (device) of the mount at PATH, e.g. "/dev/loop3", into BUF. */
+int pgd_mount_source (const char *path, char *buf, size_t len, struct pgd_err *err) PGD_WUR;
+
 #endif

@@ -1,0 +1,186 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* The layer store's diff operations: mount the layer (and its parent) through the
+   reference-counted mounts, then hand the trees to the diff engine. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "diff.h"
+#include "log.h"
+#include "store.h"
+#include "util.h"
+
+/* A layer and its parent mounted for a diff. */
+struct mounted_pair
+{
+  struct pgd_layers *l;
+  char id[PGD_ID_MAX + 1];
+  char parent[PGD_ID_MAX + 1];
+  char new_dir[PATH_MAX];
+  char old_dir[PATH_MAX];
+};
+
+static void
+pair_release (struct mounted_pair *p)
+{
+  struct pgd_err err;
+
+  if (p->new_dir[0] && pgd_layer_release (p->l, p->id, &err) < 0)
+    pgd_log (PGD_LOG_WARN, "%s", err.msg);
+  if (p->old_dir[0] && pgd_layer_release (p->l, p->parent, &err) < 0)
+    pgd_log (PGD_LOG_WARN, "%s", err.msg);
+  p->new_dir[0] = p->old_dir[0] = '\0';
+}
+
+static int
+pair_acquire (struct mounted_pair *p, struct pgd_layers *l, const char *id, const char *parent,
+              struct pgd_err *err)
+{
+  memset (p, 0, sizeof *p);
+  p->l = l;
+  snprintf (p->id, sizeof p->id, "%s", id);
+  if (pgd_layer_acquire (l, id, NULL, false, p->new_dir, err) < 0)
+    {
+      p->new_dir[0] = '\0';
+      return -1;
+    }
+  if (parent == NULL || parent[0] == '\0')
+    return 0;
+  snprintf (p->parent, sizeof p->parent, "%s", parent);
+  if (pgd_layer_acquire (l, parent, NULL, false, p->old_dir, err) < 0)
+    {
+      p->old_dir[0] = '\0';
+      pgd_error_wrap (err, "parent");
+      pair_release (p);
+      return -1;
+    }
+  return 0;
+}
+
+static const char *
+old_root (const struct mounted_pair *p)
+{
+  return p->old_dir[0] ? p->old_dir : NULL;
+}
+
+int
+pgd_layers_diff_open (void *ctx, const char *id, const char *parent, void **stream,
+                      struct pgd_err *err)
+{
+  struct mounted_pair *p = malloc (sizeof *p);
+
+  if (p == NULL)
+    return pgd_error (err, ENOMEM, "diff %s", id);
+  if (pair_acquire (p, ctx, id, parent, err) < 0)
+    {
+      free (p);
+      return pgd_error_wrap (err, "diff %s", id);
+    }
+  *stream = p;
+  return 0;
+}
+
+int
+pgd_layers_diff_write (void *stream, int fd, struct pgd_err *err)
+{
+  struct mounted_pair *p = stream;
+
+  if (pgd_diff_write (p->new_dir, old_root (p), fd, &p->l->maps, err) < 0)
+    return pgd_error_wrap (err, "diff %s", p->id);
+  return 0;
+}
+
+void
+pgd_layers_diff_close (void *stream)
+{
+  struct mounted_pair *p = stream;
+
+  if (p == NULL)
+    return;
+  pair_release (p);
+  free (p);
+}
+
+int
+pgd_layers_changes (void *ctx, const char *id, const char *parent, struct pgd_changes *out,
+                    struct pgd_err *err)
+{
+  struct mounted_pair p;
+  int ret;
+
+  if (pair_acquire (&p, ctx, id, parent, err) < 0)
+    return pgd_error_wrap (err, "changes of %s", id);
+  ret = pgd_diff_changes (p.new_dir, old_root (&p), out, err);
+  pair_release (&p);
+  return ret < 0 ? pgd_error_wrap (err, "changes of %s", id) : 0;
+}
+
+int
+pgd_layers_diff_size (void *ctx, const char *id, const char *parent, int64_t *size,
+                      struct pgd_err *err)
+{
+  struct mounted_pair p;
+  int ret;
+
+  if (pair_acquire (&p, ctx, id, parent, err) < 0)
+    return pgd_error_wrap (err, "size of %s", id);
+  ret = pgd_diff_size (p.new_dir, old_root (&p), size, err);
+  pair_release (&p);
+  return ret < 0 ? pgd_error_wrap (err, "size of %s", id) : 0;
+}
+
+/* ApplyDiff runs once per layer (PROTOCOL.md §4.2): a durable marker says it started;
+   only a finished apply turns it into "done". A retried request with the rest of a
+   cut stream finds the marker and is refused; a layer whose apply never finished is
+   refused by Get and clone until it is removed. */
+static int
+mark_apply (struct pgd_layers *l, const char *id, const char *state, bool must_be_new,
+            struct pgd_err *err)
+{
+  char path[PATH_MAX];
+
+  snprintf (path, sizeof path, "%s/layers/%s/applydiff", l->home, id);
+  PGD_SCOPED_LOCK (&l->lock);
+  if (!pgd_layer_on_disk (l, id))
+    return pgd_error (err, ENOENT, "layer %s", id);
+  if (must_be_new && access (path, F_OK) == 0)
+    return pgd_error (err, EEXIST, "layer %s already had its ApplyDiff (allowed once per layer)",
+                      id);
+  return pgd_write_file_atomic (path, state, strlen (state), err);
+}
+
+int
+pgd_layers_apply_diff (void *ctx, const char *id, const char *parent, int fd, int64_t *size,
+                       struct pgd_err *err)
+{
+  struct pgd_layers *l = ctx;
+  char dir[PATH_MAX];
+  int ret;
+
+  (void) parent; /* always applied onto the layer's current content */
+  {
+    PGD_SCOPED_LOCK (&l->lock);
+    if (pgd_store_ready (l, err) < 0)
+      return -1;
+  }
+  if (mark_apply (l, id, "started", true, err) < 0)
+    return pgd_error_wrap (err, "apply diff");
+  if (pgd_layer_acquire (l, id, NULL, true, dir, err) < 0)
+    return pgd_error_wrap (err, "apply diff");
+  ret = pgd_diff_apply (dir, fd, &l->maps, size, err);
+  if (ret < 0)
+    pgd_error_wrap (err, "apply diff to layer %s", id);
+  struct pgd_err rerr;
+  if (pgd_layer_release (l, id, &rerr) < 0 && ret == 0)
+    {
+      *err = rerr;
+      ret = -1;
+    }
+  if (ret == 0)
+    ret = mark_apply (l, id, "done", false, err);
+  if (ret == 0)
+    pgd_log (PGD_LOG_DEBUG, "applied %lld bytes to %s", (long long) *size, id);
+  return ret;
+}

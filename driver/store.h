@@ -1,0 +1,110 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* Internal to the layer store: shared state and helpers of layers.c, store.c and
+   layerdiff.c. Not used outside driver/. */
+#ifndef PGD_STORE_H
+#define PGD_STORE_H
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "driver.h"
+#include "engine.h"
+#include "err.h"
+#include "layers.h"
+
+#define PGD_DEFAULT_SIZE (10ULL << 30)
+#define PGD_DEFAULT_CLUSTER (1U << 20)
+#define PGD_BUCKETS 256
+
+enum layer_state
+{
+  LAYER_UNMOUNTED = 0,
+  LAYER_MOUNTED = 1,
+};
+
+/* In-memory state of one layer; created on first use, freed on Remove. */
+struct layer
+{
+  struct layer *next;
+  char *id;
+  unsigned refs;         /* Get references plus internal ones (diff, apply) */
+  enum layer_state state;
+  bool ro;               /* mounted read-only */
+  bool busy;             /* a mount, unmount, clone or remove is in progress */
+};
+
+struct pgd_layers
+{
+  pthread_mutex_t lock; /* guards everything below but the template lock */
+  pthread_cond_t cond;  /* broadcast whenever a layer stops being busy */
+  pthread_mutex_t template_lock;
+  bool ready;           /* Home is known (Init or persisted state) */
+  char home[PATH_MAX];
+  char state_file[PATH_MAX];
+  char engine_name[16];
+  char exe[PATH_MAX];
+  struct pgd_engine engine;
+  uint64_t default_size;
+  uint32_t cluster;
+  struct pgd_idmaps maps;
+  struct layer *table[PGD_BUCKETS];
+};
+
+/* Path helpers: write "<home>/<sub>/<id>" into BUF (PATH_MAX). */
+void pgd_store_path (const struct pgd_layers *l, char *buf, const char *sub, const char *id);
+
+/* Fail with a clear error unless Init (or persisted state) gave a Home. Locked. */
+int pgd_store_ready (const struct pgd_layers *l, struct pgd_err *err);
+
+/* Find (and with CREATE, add) the entry of ID. Called with l->lock held. */
+struct layer *pgd_layer_find (struct pgd_layers *l, const char *id, bool create);
+
+/* Drop the entry of ID from the table. Called with l->lock held. */
+void pgd_layer_forget (struct pgd_layers *l, const char *id);
+
+/* True when layers/<id> holds an image. */
+bool pgd_layer_on_disk (const struct pgd_layers *l, const char *id);
+
+/* Check the layer's ApplyDiff marker: fail if an ApplyDiff started and never finished. */
+int pgd_layer_usable (const struct pgd_layers *l, const char *id, struct pgd_err *err);
+
+/* Take a mount reference on ID (mounting on 0 -> 1) and return its directory in DIR
+   (PATH_MAX). NEED_RW fails instead of mounting read-only. */
+int pgd_layer_acquire (struct pgd_layers *l, const char *id, const char *mount_label,
+                       bool need_rw, char *dir, struct pgd_err *err)
+    __attribute__ ((warn_unused_result));
+
+/* Drop a reference taken by pgd_layer_acquire; unmount at zero. Unknown ID: success. */
+int pgd_layer_release (struct pgd_layers *l, const char *id, struct pgd_err *err)
+    __attribute__ ((warn_unused_result));
+
+/* Apply Init options and Home; persist them when PERSIST. */
+int pgd_store_init (struct pgd_layers *l, const struct pgd_init_req *req, bool persist,
+                    struct pgd_err *err) __attribute__ ((warn_unused_result));
+
+/* Load the persisted Init state, if any. */
+int pgd_store_load (struct pgd_layers *l, struct pgd_err *err)
+    __attribute__ ((warn_unused_result));
+
+/* Start-up recovery under Home: sweep staging, drop half-applied layers, adopt mounts. */
+void pgd_store_recover (struct pgd_layers *l);
+
+/* The Status, GetMetadata and Cleanup operations. */
+int pgd_store_status (void *ctx, struct pgd_kvlist *out, struct pgd_err *err);
+int pgd_store_metadata (void *ctx, const char *id, struct pgd_kvlist *out, struct pgd_err *err);
+
+/* The diff operations (layerdiff.c). */
+int pgd_layers_diff_open (void *ctx, const char *id, const char *parent, void **stream,
+                          struct pgd_err *err);
+int pgd_layers_diff_write (void *stream, int fd, struct pgd_err *err);
+void pgd_layers_diff_close (void *stream);
+int pgd_layers_changes (void *ctx, const char *id, const char *parent,
+                        struct pgd_changes *out, struct pgd_err *err);
+int pgd_layers_apply_diff (void *ctx, const char *id, const char *parent, int fd,
+                           int64_t *size, struct pgd_err *err);
+int pgd_layers_diff_size (void *ctx, const char *id, const char *parent, int64_t *size,
+                          struct pgd_err *err);
+
+#endif

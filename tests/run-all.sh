@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# `make test`: unit + protocol suites, end-to-end through a real dockerd, then the
+# unit + protocol suites again built with ASan/UBSan. Ends with "N passed, N failed".
+# SPDX-License-Identifier: GPL-2.0-or-later
+set -u
+build=${1:-build}
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(dirname "$here")
+PGD_COUNTS=$(mktemp)
+export PGD_COUNTS
+rc=0
+
+echo "== unit and protocol suites ($build)"
+"$here/run-unit.sh" "$build" || rc=1
+
+echo "== end-to-end through dockerd"
+if [ -x "$here/e2e/run.sh" ]; then
+  "$here/e2e/run.sh" "$build" || rc=1
+else
+  echo "no end-to-end runner"; echo "0 1" >>"$PGD_COUNTS"; rc=1
+fi
+
+if [ "${PGD_SKIP_ASAN:-0}" != 1 ]; then
+  echo "== unit and protocol suites under ASan/UBSan"
+  if make -C "$top" -s -j2 asan >/dev/null; then
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+      "$here/run-unit.sh" "$top/build-asan" || rc=1
+  else
+    echo "ASan build failed"; echo "0 1" >>"$PGD_COUNTS"; rc=1
+  fi
+fi
+
+read -r passed failed < <(awk '{p+=$1; f+=$2} END {print p+0, f+0}' "$PGD_COUNTS")
+rm -f "$PGD_COUNTS"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ] || rc=1
+exit $rc

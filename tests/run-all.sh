@@ -15,7 +15,16 @@ echo "== unit and protocol suites ($build)"
 
 echo "== end-to-end through dockerd"
 if [ -x "$here/e2e/run.sh" ]; then
-  "$here/e2e/run.sh" "$build" || rc=1
+  elog=$(mktemp)
+  "$here/e2e/run.sh" "$build" 2>&1 | tee "$elog"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+  line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$elog" | tail -1)
+  if [ -n "$line" ]; then
+    sed -E 's/^([0-9]+) passed, ([0-9]+) failed.*/\1 \2/' <<<"$line" >>"$PGD_COUNTS"
+  else
+    echo "0 1" >>"$PGD_COUNTS"; rc=1
+  fi
+  rm -f "$elog"
 else
   echo "no end-to-end runner"; echo "0 1" >>"$PGD_COUNTS"; rc=1
 fi

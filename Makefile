@@ -25,7 +25,7 @@ BIN        := $(BUILD)/ploop-graphdriver
 
 DEB_PKGS := build-essential pkg-config libmicrohttpd-dev libjansson-dev libploop-dev ploop \
             libarchive-dev libfuse3-dev fuse3 libcriterion-dev e2fsprogs util-linux \
-            qemu-utils curl docker.io containerd runc busybox-static psmisc
+            qemu-utils curl docker.io containerd runc busybox-static psmisc gnuplot-nox strace
 
 .PHONY: all deps run test unit protocol e2e asan bench plugin clean install fuzz
 all: $(BIN) $(UNIT_BIN)

@@ -1,0 +1,151 @@
+# shellcheck shell=bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+# bench/lib.sh: helpers of bench/run.sh and bench/profile.sh on top of
+# tests/e2e/lib.sh: memory of a process, and the summary (CSV, Markdown, PNG).
+
+# smaps_kib PID FIELD: FIELD (Pss, Rss, ...) of /proc/PID/smaps_rollup in KiB, 0 if gone.
+smaps_kib() {
+	awk -v f="$2:" '$1 == f {print $2; found = 1} END {if (!found) print 0}' \
+		"/proc/$1/smaps_rollup" 2>/dev/null || echo 0
+}
+
+# The figures: id|label|unit|scale|target. Samples of ms figures are recorded in
+# microseconds (scale 1000). A target is "ratio<=X", "ratio>=X" (ploop/overlay2) or
+# "abs<=X" (ploop's own median, in the figure's unit), or empty.
+bench_figures() {
+	cat <<'EOF'
+run|docker run --rm busybox true|ms|1000|ratio<=1.2
+create|docker create|ms|1000|
+rm|docker rm|ms|1000|
+create_rm|docker create + docker rm|ms|1000|
+import|docker import 200 MiB of random files|ms|1000|ratio<=1.2
+commit|docker commit (1 MiB written)|ms|1000|ratio<=1.5
+diff|docker diff (1 MiB written)|ms|1000|ratio<=1.5
+dd|dd 256 MiB conv=fsync in a container|MiB/s|1|ratio>=0.9
+disk|disk per created container|KiB|1|abs<=512
+mem|plugin PSS per running container|KiB|1|abs<=4096
+mem_rss|plugin RSS per running container|KiB|1|
+EOF
+}
+
+# stats SAMPLES: driver,figure,median,min,max,n,per-round medians ("a/b/c"), raw units.
+stats() {
+	sort -t, -k1,1 -k2,2 -k3,3n -k4,4g "$1" | awk -F, '
+	function med(a, n,   i, j, t) {
+		for (i = 2; i <= n; i++)
+			for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+		return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+	}
+	function flush_round() {
+		if (rn) { rounds = rounds (rounds == "" ? "" : "/") med(rv, rn); rn = 0 }
+	}
+	function flush_key(   m) {
+		if (n == 0) return
+		flush_round()
+		m = med(v, n)
+		printf "%s,%s,%s,%s,%s,%d,%s\n", dr, fg, m, v[1], v[n], n, rounds
+		n = 0; rounds = ""
+	}
+	{
+		if ($1 != dr || $2 != fg) { flush_key(); dr = $1; fg = $2; rd = $3 }
+		if ($3 != rd) { flush_round(); rd = $3 }
+		v[++n] = $4 + 0; rv[++rn] = $4 + 0
+	}
+	END { flush_key() }'
+}
+
+# summarize SAMPLES OUTDIR SECONDS: write OUTDIR/latest.{csv,md,raw.csv,png} and
+# print the table, the ratio line and the targets.
+summarize() {
+	local samples=$1 out=$2 secs=$3 st tmp
+	tmp=$(mktemp -d "${TMPDIR:-/tmp}/pgd-bench-sum.XXXX")
+	st=$tmp/stats.csv
+	stats "$samples" >"$st"
+	{
+		echo "driver,figure,round,value"
+		cat "$samples"
+	} >"$out/latest.raw.csv.tmp" && mv "$out/latest.raw.csv.tmp" "$out/latest.raw.csv"
+	bench_figures | awk -F'|' -v st="$st" -v csv="$out/latest.csv.tmp" -v md="$out/latest.md.tmp" \
+		-v dat="$tmp/ratios.dat" -v secs="$secs" -v ndisk="${BENCH_DISK_N:-20}" -v when="$(date -u '+%Y-%m-%d %H:%M UTC')" \
+		-v host="$(nproc) vCPU, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), kernel $(uname -r)" '
+	function fmt(x, unit) {
+		if (x == "") return "–"
+		if (unit == "ms") return x < 100 ? sprintf("%.1f", x) : sprintf("%.0f", x)
+		return sprintf("%.0f", x)
+	}
+	function rfmt(x) { return x == "" ? "–" : sprintf("%.2f", x) }
+	function asc(x) { gsub(/–/, "-", x); gsub(/≤/, "<=", x); gsub(/≥/, ">=", x); gsub(/×/, "x", x); return x }
+	function ratio(a, b) { return (a == "" || b == "" || b == 0) ? "" : a / b }
+	BEGIN {
+		FS = ","
+		while ((getline line < st) > 0) {
+			split(line, f, ",")
+			k = f[1] SUBSEP f[2]
+			have[k] = 1; medv[k] = f[3]; minv[k] = f[4]; maxv[k] = f[5]; nv[k] = f[6]; rounds[k] = f[7]
+		}
+		FS = "|"
+		print "driver,figure,unit,median,min,max,n,per_round_medians" > csv
+		print "| figure | unit | ploop | overlay2 | vfs | ploop/overlay2 | ploop/vfs | target | result |" > md
+		print "|---|---|---|---|---|---|---|---|---|" > md
+		printf "%-42s %-6s %9s %9s %9s %8s %8s  %-17s %s\n", "figure (median)", "unit", "ploop", "overlay2", "vfs", "p/ovl2", "p/vfs", "target", "result"
+		nd = split("ploop overlay2 vfs", drv, " ")
+	}
+	{
+		id = $1; label = $2; unit = $3; scale = $4; target = $5
+		for (i = 1; i <= nd; i++) {
+			k = drv[i] SUBSEP id
+			m[i] = ""; cell[i] = "–"
+			if (!(k in have)) continue
+			m[i] = medv[k] / scale
+			rr = rounds[k]
+			if (scale != 1) {
+				cnt = split(rounds[k], pr, "/"); rr = ""
+				for (j = 1; j <= cnt; j++) rr = rr (j > 1 ? "/" : "") sprintf("%.1f", pr[j] / scale)
+			}
+			printf "%s,%s,%s,%s,%s,%s,%d,%s\n", drv[i], id, unit, fmt(m[i], unit), fmt(minv[k] / scale, unit), fmt(maxv[k] / scale, unit), nv[k], rr > csv
+			cell[i] = sprintf("%s (%s–%s, n=%d)", fmt(m[i], unit), fmt(minv[k] / scale, unit), fmt(maxv[k] / scale, unit), nv[k])
+		}
+		r1 = ratio(m[1], m[2]); r2 = ratio(m[1], m[3])
+		tg = "–"; res = ""
+		if (target != "") {
+			split(target, t, /<=|>=/); lim = t[2] + 0; ge = index(target, ">=") > 0
+			val = (t[1] == "ratio") ? r1 : m[1]
+			if (t[1] == "ratio") tg = (ge ? "≥ " : "≤ ") lim "× overlay2"
+			else tg = (ge ? "≥ " : "≤ ") lim " " unit
+			if (val == "") res = "n/a"
+			else res = ((ge && val >= lim) || (!ge && val <= lim)) ? "PASS" : "MISS"
+			results = results asc(sprintf("  %-4s %s: %s (target %s)\n", res, label, t[1] == "ratio" ? rfmt(val) "×" : fmt(val, unit) " " unit, tg))
+		}
+		printf "%-42s %-6s %9s %9s %9s %8s %8s  %-17s %s\n", label, unit, asc(fmt(m[1], unit)), asc(fmt(m[2], unit)), asc(fmt(m[3], unit)), asc(rfmt(r1)), asc(rfmt(r2)), asc(tg), res
+		printf "| %s | %s | **%s** | %s | %s | %s | %s | %s | %s |\n", label, unit, cell[1], cell[2], cell[3], rfmt(r1), rfmt(r2), tg, res == "" ? "" : "**" res "**" > md
+		if (unit != "KiB") {
+			rl1 = rl1 sprintf(" %s %s", id, rfmt(r1)); rl2 = rl2 sprintf(" %s %s", id, rfmt(r2))
+			short = id == "create_rm" ? "create+rm" : id == "dd" ? "dd (MiB/s)" : id == "run" ? "run --rm" : id
+			if (id != "create" && id != "rm") printf "\"%s\" %s %s %s\n", short, r1 == "" ? "NaN" : r1, r2 == "" ? "NaN" : r2, target ~ /^ratio/ ? lim : "NaN" > dat
+		}
+	}
+	END {
+		line = "ratios ploop/overlay2:" rl1 " | ploop/vfs:" rl2
+		print ""
+		print asc(line)
+		print ""
+		print "targets (ploop):"
+		printf "%s", results
+		print "" > md
+		print "`" line "`" > md
+		print "" > md
+		printf "Medians (min–max, n) of `make bench` on %s, %s; the whole run took %d s. Times are wall-clock times of the docker CLI (20.10) against private dockerds running side by side; the drivers alternate batch by batch. dd is MiB/s (higher is better); disk is `du` of the driver storage after %s creates, per container; memory is the plugin and image-server PSS added by each running `sleep` container.\n", when, host, secs, ndisk > md
+	}'
+	mv "$out/latest.csv.tmp" "$out/latest.csv"
+	mv "$out/latest.md.tmp" "$out/latest.md"
+	if ! command -v gnuplot >/dev/null; then
+		log "warning: no gnuplot (apt-get install gnuplot-nox): no latest.png"
+	elif [ -s "$tmp/ratios.dat" ]; then
+		if gnuplot -e "dat='$tmp/ratios.dat'; out='$out/latest.png.tmp'" "$BENCH_DIR/ratios.gp"; then
+			mv "$out/latest.png.tmp" "$out/latest.png"
+		else
+			log "warning: gnuplot failed"
+		fi
+	fi
+	rm -rf "$tmp"
+}

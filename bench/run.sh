@@ -1,0 +1,319 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+# bench/run.sh [BUILD]: `make bench`. Times ploop (legacy plugin) against overlay2 and
+# vfs, each in its own private dockerd (tests/e2e/lib.sh), all three side by side.
+# The drivers alternate batch by batch, and the order rotates every round, so the
+# noise of this VM hits them alike. Prints a table of medians, a line of ratios and a
+# PASS/MISS per target; writes bench/results/latest.{csv,md,png} (+ latest.raw.csv).
+# It never fails on a target; it fails only when a command of a baseline driver fails.
+#
+# Method as /work/shared/DOCKERD.md §9: wall-clock time of each docker CLI call, from
+# `date +%s%N` before and after, medians pooled over the rounds.
+#
+# Environment (run counts are sized so that `make bench` stays under 10 minutes):
+#   BENCH_DRIVERS  drivers to run (default "ploop overlay2 vfs"; ploop is skipped with
+#                  a warning when the plugin is not built or cannot run a container)
+#   BENCH_ROUNDS   rounds (default 5)
+#   BENCH_RUN      `docker run --rm` per batch (default 3, after 2 warm-ups per driver)
+#   BENCH_CREATE   create + rm pairs per batch (default 4)
+#   BENCH_IMPORT   import runs in total, one per round in the first rounds (default 3)
+#   BENCH_DD       dd runs per batch (default 2)
+#   BENCH_DISK_N   containers created for the disk figure (default 20)
+#   BENCH_MEM_N    running containers for the memory figure (default 5)
+#   BENCH_OUT      results directory (default bench/results)
+#   E2E_KEEP=1     keep the instance directories (see tests/e2e/lib.sh)
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+BUILD=${1:-${BUILD:-$BENCH_DIR/../build}}
+E2E_TIMEOUT=${E2E_TIMEOUT:-120}
+BENCH_DRIVERS=${BENCH_DRIVERS:-ploop overlay2 vfs}
+BENCH_ROUNDS=${BENCH_ROUNDS:-5}
+BENCH_RUN=${BENCH_RUN:-3}
+BENCH_CREATE=${BENCH_CREATE:-4}
+BENCH_IMPORT=${BENCH_IMPORT:-3}
+BENCH_DD=${BENCH_DD:-2}
+BENCH_DISK_N=${BENCH_DISK_N:-20}
+BENCH_MEM_N=${BENCH_MEM_N:-5}
+BENCH_OUT=${BENCH_OUT:-$BENCH_DIR/results}
+DD_MIB=256
+
+# shellcheck source=tests/e2e/lib.sh
+. "$BENCH_DIR/../tests/e2e/lib.sh"
+# shellcheck source=bench/lib.sh
+. "$BENCH_DIR/lib.sh"
+
+BENCH_T0=$(date +%s%N)
+e2e_setup
+W=$D/bench                 # work files; removed with the first instance directory
+mkdir -p "$W"
+: >"$W/samples.csv"
+
+declare -A DIR=()          # driver -> its instance directory
+declare -A BROKEN=()       # driver -> why it stopped being measured
+DRIVERS=()                 # drivers that came up
+
+# ---------------------------------------------------------------------------
+# set-up
+
+# start_driver DRV: a fresh instance with busybox:local imported and a container run.
+# Runs in a subshell so that a `fail` of lib.sh only loses this driver; everything it
+# starts is recorded in the instance directory, so the EXIT trap still cleans it up.
+start_driver() {
+	local drv=$1 rc=0
+	if [ "$drv" = ploop ] && [ ! -x "$BUILD/ploop-graphdriver" ]; then
+		log "warning: no $BUILD/ploop-graphdriver: ploop is not measured"
+		return 1
+	fi
+	e2e_new_instance
+	DIR[$drv]=$D
+	use "$drv"
+	set +e
+	(
+		set -e
+		if [ "$drv" = ploop ]; then
+			e2e_start_plugin
+			e2e_start_dockerd
+		else
+			E2E_NO_EXPERIMENTAL=1 e2e_start_dockerd
+		fi
+		dk import "$W/busybox.tar" busybox:local >/dev/null
+		dk run --rm --network none busybox:local true
+	) 2>"$D/start.err"
+	rc=$?
+	set -e
+	if [ "$rc" -ne 0 ]; then
+		log "warning: $drv could not run a container (exit $rc): it is not measured"
+		tail -15 "$D/start.err" >&2
+		e2e_dump_logs "$D"
+		e2e_cleanup_instance "$D"
+		return 1
+	fi
+	DRIVERS+=("$drv")
+	log "$drv is up in $D"
+}
+
+# use DRV: make DRV's instance the current one for lib.sh (D, E2E_DRIVER).
+use() {
+	D=${DIR[$1]}
+	E2E_DRIVER=$1
+}
+
+# The 200 MiB tar of random files (DOCKERD.md §9: 50 x 4 MiB under data/).
+make_rand_tar() {
+	local t=$W/randtree i
+	mkdir -p "$t/data"
+	for ((i = 0; i < 50; i++)); do
+		head -c 4194304 /dev/urandom >"$t/data/r$i"
+	done
+	tar -C "$t" -cf "$W/rand200.tar" .
+	rm -rf "$t"
+}
+
+# ---------------------------------------------------------------------------
+# samples
+
+# record DRV FIGURE ROUND VALUE
+record() { echo "$1,$2,$3,$4" >>"$W/samples.csv"; }
+
+# broken DRV WHAT: stop measuring DRV after a failed command, with its error.
+broken() {
+	BROKEN[$1]=$2
+	log "ERROR: $1: $2 failed; $1 is not measured any further:"
+	tail -15 "$W/err" >&2
+}
+
+# timed DRV FIGURE ROUND CMD...: run CMD, record its wall time in microseconds.
+timed() {
+	local drv=$1 fig=$2 round=$3 t0 t1
+	shift 3
+	t0=$(date +%s%N)
+	if ! "$@" >"$W/out" 2>"$W/err"; then
+		broken "$drv" "$fig ($*)"
+		return 1
+	fi
+	t1=$(date +%s%N)
+	record "$drv" "$fig" "$round" $(((t1 - t0) / 1000))
+}
+
+# quiet DRV WHAT CMD...: an untimed step of a measurement.
+quiet() {
+	local drv=$1 what=$2
+	shift 2
+	"$@" >"$W/out" 2>"$W/err" || {
+		broken "$drv" "$what ($*)"
+		return 1
+	}
+}
+
+# ---------------------------------------------------------------------------
+# one batch of measurements for one driver
+
+bench_run() {
+	local drv=$1 r=$2 i
+	for ((i = 0; i < BENCH_RUN; i++)); do
+		timed "$drv" run "$r" dk run --rm --network none busybox:local true || return 1
+	done
+}
+
+bench_create_rm() {
+	local drv=$1 r=$2 i c0 c1
+	for ((i = 0; i < BENCH_CREATE; i++)); do
+		c0=$(date +%s%N)
+		timed "$drv" create "$r" dk create --name "cr$r-$i" --network none busybox:local true || return 1
+		timed "$drv" rm "$r" dk rm "cr$r-$i" || return 1
+		c1=$(date +%s%N)
+		record "$drv" create_rm "$r" $(((c1 - c0) / 1000))
+	done
+}
+
+bench_import() {
+	local drv=$1 r=$2
+	[ "$r" -le "$BENCH_IMPORT" ] || return 0
+	timed "$drv" import "$r" dk import "$W/rand200.tar" "rand:$r" || return 1
+	quiet "$drv" "rmi rand:$r" dk rmi "rand:$r"
+}
+
+bench_commit_diff() {
+	local drv=$1 r=$2
+	quiet "$drv" "write 1 MiB" dk run --name "cw$r" --network none busybox:local \
+		dd if=/dev/urandom of=/f1m bs=1M count=1 || return 1
+	timed "$drv" commit "$r" dk commit "cw$r" "cw:$r" || return 1
+	timed "$drv" diff "$r" dk diff "cw$r" || return 1
+	if [ "$(cat "$W/out")" != "A /f1m" ]; then
+		echo "docker diff printed: $(cat "$W/out")" >"$W/err"
+		broken "$drv" "diff output"
+		return 1
+	fi
+	quiet "$drv" "rm cw$r" dk rm "cw$r" || return 1
+	quiet "$drv" "rmi cw:$r" dk rmi "cw:$r"
+}
+
+# busybox `time` prints "real<TAB>0m 1.23s" (10 ms resolution).
+bench_dd() {
+	local drv=$1 r=$2 i secs
+	for ((i = 0; i < BENCH_DD; i++)); do
+		quiet "$drv" dd dk run --rm --network none busybox:local \
+			sh -c "time dd if=/dev/zero of=/big bs=1M count=$DD_MIB conv=fsync" || return 1
+		secs=$(awk '$1 == "real" {m = $2; s = $3; sub(/m/, "", m); sub(/s/, "", s); print m * 60 + s}' "$W/err")
+		if [ -z "$secs" ] || [ "$(awk -v s="$secs" 'BEGIN {print (s > 0)}')" != 1 ]; then
+			broken "$drv" "dd timing (no 'real' line)"
+			return 1
+		fi
+		record "$drv" dd "$r" "$(awk -v s="$secs" -v m="$DD_MIB" 'BEGIN {printf "%.1f", m / s}')"
+	done
+}
+
+batch() {
+	local drv=$1 r=$2 t0
+	[ -z "${BROKEN[$drv]:-}" ] || return 0
+	use "$drv"
+	t0=$(now_ms)
+	if bench_run "$drv" "$r" && bench_create_rm "$drv" "$r" && bench_import "$drv" "$r" &&
+		bench_commit_diff "$drv" "$r"; then
+		bench_dd "$drv" "$r" || true
+	fi
+	log "round $r: $drv batch took $(($(now_ms) - t0)) ms"
+}
+
+# ---------------------------------------------------------------------------
+# once per driver: disk per created container, plugin memory per running container
+
+# The driver's storage: overlay2/vfs their directory; ploop its Home and state file.
+storage_kib() {
+	local -a paths=("$D/root/$E2E_DRIVER")
+	[ "$E2E_DRIVER" != ploop ] || paths=("$D/root/$E2E_PLUGIN_NAME" "$D/state.json")
+	du -skxc "${paths[@]}" 2>/dev/null | awk 'END {print $1}'
+}
+
+bench_disk() {
+	local drv=$1 i before after
+	[ -z "${BROKEN[$drv]:-}" ] || return 0
+	use "$drv"
+	sync
+	before=$(storage_kib)
+	for ((i = 0; i < BENCH_DISK_N; i++)); do
+		quiet "$drv" "create st$i" dk create --name "st$i" --network none busybox:local true || return 0
+	done
+	sync
+	after=$(storage_kib)
+	log "$drv: storage $before KiB before, $after KiB after $BENCH_DISK_N creates"
+	record "$drv" disk 0 "$(((after - before) / BENCH_DISK_N))"
+	# shellcheck disable=SC2046
+	quiet "$drv" "rm st*" dk rm $(seq -f 'st%g' 0 $((BENCH_DISK_N - 1))) || true
+}
+
+# PSS and RSS (KiB) of the plugin and of its image servers.
+plugin_mem() {
+	local main p servers=0 spss=0 srss=0
+	main=$(e2e_plugin_pid)
+	for p in $(e2e_image_server_pids); do
+		servers=$((servers + 1))
+		spss=$((spss + $(smaps_kib "$p" Pss)))
+		srss=$((srss + $(smaps_kib "$p" Rss)))
+	done
+	echo "$(smaps_kib "$main" Pss) $(smaps_kib "$main" Rss) $servers $spss $srss"
+}
+
+bench_mem() {
+	local drv=ploop i b a n=$BENCH_MEM_N ids
+	[ -n "${DIR[ploop]:-}" ] && [ -z "${BROKEN[ploop]:-}" ] || return 0
+	use ploop
+	read -r -a b <<<"$(plugin_mem)"
+	for ((i = 0; i < n; i++)); do
+		quiet "$drv" "run -d sleep" dk run -d --name "sl$i" --network none busybox:local sleep 3600 || return 0
+	done
+	sleep 1
+	read -r -a a <<<"$(plugin_mem)"
+	log "ploop memory before: plugin PSS ${b[0]} RSS ${b[1]} KiB, ${b[2]} image servers PSS ${b[3]} RSS ${b[4]} KiB"
+	log "ploop memory with $n running: plugin PSS ${a[0]} RSS ${a[1]} KiB, ${a[2]} image servers PSS ${a[3]} RSS ${a[4]} KiB"
+	record ploop mem 0 $(((a[3] - b[3] + a[0] - b[0]) / n))
+	record ploop mem_rss 0 $(((a[4] - b[4] + a[1] - b[1]) / n))
+	ids=$(seq -f 'sl%g' 0 $((n - 1)))
+	# shellcheck disable=SC2086
+	quiet "$drv" "kill sleepers" dk kill $ids || true
+	# shellcheck disable=SC2086
+	quiet "$drv" "rm sleepers" dk rm $ids || true
+}
+
+# ---------------------------------------------------------------------------
+# main
+
+log "bench: drivers $BENCH_DRIVERS; $BENCH_ROUNDS rounds; build $BUILD"
+D0=$D
+E2E_DRIVER=overlay2 e2e_busybox_tar "$W/busybox.tar" >/dev/null
+make_rand_tar
+cat "$W/rand200.tar" >/dev/null
+rmdir "$D0/root" "$D0/exec" "$D0/ctrd/root" "$D0/ctrd/state" "$D0/ctrd" 2>/dev/null || true
+for drv in $BENCH_DRIVERS; do
+	start_driver "$drv" || true
+done
+[ "${#DRIVERS[@]}" -gt 0 ] || fail "no driver could run a container"
+
+for drv in "${DRIVERS[@]}"; do
+	use "$drv"
+	for i in 1 2; do
+		quiet "$drv" warm-up dk run --rm --network none busybox:local true || break
+	done
+done
+
+for ((r = 1; r <= BENCH_ROUNDS; r++)); do
+	n=${#DRIVERS[@]}
+	for ((k = 0; k < n; k++)); do
+		batch "${DRIVERS[(k + r - 1) % n]}" "$r"
+	done
+done
+for drv in "${DRIVERS[@]}"; do bench_disk "$drv"; done
+bench_mem
+
+secs=$((($(date +%s%N) - BENCH_T0) / 1000000000))
+mkdir -p "$BENCH_OUT"
+summarize "$W/samples.csv" "$BENCH_OUT" "$secs"
+for drv in "${!BROKEN[@]}"; do
+	log "ERROR: $drv: ${BROKEN[$drv]}"
+done
+log "bench took $secs s (before teardown)"
+for drv in overlay2 vfs; do
+	[ -z "${BROKEN[$drv]:-}" ] || fail "$drv failed: ${BROKEN[$drv]}"
+done
+[ -z "${BROKEN[ploop]:-}" ] || fail "ploop failed: ${BROKEN[ploop]}"

@@ -1,14 +1,726 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* PLACEHOLDER until the image module lands: every call fails. */
-#include <errno.h>
+/* ploop images on disk through libploop 1.15, offline: none of these calls needs
+   the ploop kernel module. Facts and pitfalls: /work/shared/PLOOP.md §4, §5, §8. */
 #include "image.h"
-int pgd_image_create (const char *d, uint64_t s, uint32_t c, struct pgd_err *err)
-{ (void) d; (void) s; (void) c; return pgd_error (err, ENOSYS, "image create"); }
-int pgd_image_clone (const char *p, const char *c, struct pgd_err *err)
-{ (void) p; (void) c; return pgd_error (err, ENOSYS, "image clone"); }
-int pgd_image_grow (const char *d, uint64_t s, struct pgd_err *err)
-{ (void) d; (void) s; return pgd_error (err, ENOSYS, "image grow"); }
-int pgd_image_check (const char *d, bool r, struct pgd_err *err)
-{ (void) d; (void) r; return pgd_error (err, ENOSYS, "image check"); }
-int pgd_image_info (const char *d, struct pgd_image_info *i, struct pgd_err *err)
-{ (void) d; (void) i; return pgd_error (err, ENOSYS, "image info"); }
+
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <ploop/libploop.h>
+#include <ploop/ploop_if.h>
+
+#include <ploop/ploop1_image.h> /* after ploop_if.h: uses PLOOP_FMT_V1 */
+
+#include "util.h"
+
+/* Exported by libploop 1.15 but not declared in its header (PLOOP.md §5.1). */
+int ploop_check (char *img, int flags, __u32 *blocksize);
+int check_dd (struct ploop_disk_images_data *di, const char *uuid);
+int ploop_grow_image (struct ploop_disk_images_data *di, off_t sectors);
+
+/* ploop_check flags (libploop's check.h is not installed). */
+#define PGD_CHECK_FORCE 0x01
+#define PGD_CHECK_DETAILED 0x08
+#define PGD_CHECK_READONLY 0x20
+#define PGD_CHECK_RAW 0x80
+
+#define SECTOR_BYTES 512u
+#define MIN_CLUSTER (32u << 10) /* 64 sectors: libploop refuses 32 */
+#define MAX_CLUSTER (64u << 20) /* 131072 sectors */
+#define MAX_DELTAS 128          /* images per DiskDescriptor.xml (PLOOP.md §3) */
+/* libploop 1.15 refuses a snapshot of a DD that already has 127 images ("The maximum
+   number of snapshots (126) has been reached", measured): a chain ends at 127. */
+#define MAX_CLONE_DELTAS 127
+#define V1_MAX_SECTORS 0xffffffffULL
+#define NONE_UUID "{00000000-0000-0000-0000-000000000000}"
+#define LOCK_FILE PGD_IMAGE_DD ".lck"
+/* libploop 1.15 copies about PATH_MAX bytes from path arguments (pitfall 1): every
+   path handed to it lives in a zero-filled buffer of this size. */
+#define LPATH (2 * PATH_MAX)
+
+static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
+
+static void
+lib_init_once (void)
+{
+  /* libploop logs progress on stdout otherwise; errors still go to stderr */
+  ploop_set_verbose_level (PLOOP_LOG_NOSTDOUT);
+}
+
+static void
+lib_init (void)
+{
+  pthread_once (&lib_once, lib_init_once);
+}
+
+/* Format a path into BUF (LPATH bytes, zero-filled first, so libploop may read
+   PATH_MAX bytes past its start). */
+static int __attribute__ ((format (printf, 3, 4)))
+lpath (char *buf, struct pgd_err *err, const char *fmt, ...)
+{
+  va_list ap;
+  int n;
+
+  memset (buf, 0, LPATH);
+  va_start (ap, fmt);
+  n = vsnprintf (buf, LPATH, fmt, ap);
+  va_end (ap);
+  if (n < 0 || n >= PATH_MAX)
+    {
+      int e = pgd_error (err, ENAMETOOLONG, "path %.80s...", buf);
+      memset (buf, 0, LPATH);
+      return e;
+    }
+  return 0;
+}
+
+static int
+libploop_error (struct pgd_err *err, int rc, const char *what, const char *obj)
+{
+  const char *msg = ploop_get_last_error ();
+
+  return pgd_error (err, 0, "%s %s: libploop rc %d: %s", what, obj, rc,
+                    msg && *msg ? msg : "(no message)");
+}
+
+/* ---- delta header ---------------------------------------------------------- */
+
+/* A delta header in host byte order. */
+struct header
+{
+  bool v2;
+  uint32_t cluster_sectors;
+  uint32_t bat_entries;
+  uint64_t sectors; /* virtual size */
+  uint32_t in_use;
+  uint32_t first_block; /* sectors */
+  uint32_t flags;
+};
+
+static int
+parse_header (const char *path, const struct ploop_pvd_header *raw, struct header *h,
+              struct pgd_err *err)
+{
+  if (memcmp (raw->m_Sig, SIGNATURE_STRUCTURED_DISK_V1, sizeof raw->m_Sig) == 0)
+    h->v2 = false;
+  else if (memcmp (raw->m_Sig, SIGNATURE_STRUCTURED_DISK_V2, sizeof raw->m_Sig) == 0)
+    h->v2 = true;
+  else
+    return pgd_error (err, 0, "%s: not a ploop delta (wrong signature)", path);
+  if (le32toh (raw->m_Type) != PRL_IMAGE_COMPRESSED)
+    return pgd_error (err, 0, "%s: wrong delta type %u", path, le32toh (raw->m_Type));
+  h->cluster_sectors = le32toh (raw->m_Sectors);
+  h->bat_entries = le32toh (raw->m_Size);
+  h->in_use = le32toh (raw->m_DiskInUse);
+  h->first_block = le32toh (raw->m_FirstBlockOffset);
+  h->flags = le32toh (raw->m_Flags);
+  if (h->v2)
+    h->sectors = le64toh (raw->m_SizeInSectors_v2);
+  else
+    h->sectors = le32toh (raw->m_SizeInSectors_v1);
+  uint32_t cs = h->cluster_sectors;
+  if (cs == 0 || (cs & (cs - 1)) != 0 || cs > MAX_CLUSTER / SECTOR_BYTES)
+    return pgd_error (err, 0, "%s: wrong cluster size %u sectors", path, cs);
+  if (h->first_block == 0 || h->first_block % cs != 0
+      || 64 + 4ULL * h->bat_entries > (uint64_t)h->first_block * SECTOR_BYTES)
+    return pgd_error (err, 0, "%s: wrong first block offset %u", path, h->first_block);
+  return 0;
+}
+
+/* Read and validate the 64-byte header of the delta PATH. Plain reads: works while
+   the delta is served (in use, DD locked). */
+static int
+read_header (const char *path, struct header *h, struct pgd_err *err)
+{
+  struct ploop_pvd_header raw;
+  cleanup_close int fd = open (path, O_RDONLY | O_CLOEXEC);
+  ssize_t n;
+
+  if (fd < 0)
+    return pgd_error (err, errno, "open %s", path);
+  n = pread (fd, &raw, sizeof raw, 0);
+  if (n < 0)
+    return pgd_error (err, errno, "read %s", path);
+  if ((size_t)n < sizeof raw)
+    return pgd_error (err, 0, "%s: not a ploop delta (%zd bytes)", path, n);
+  return parse_header (path, &raw, h, err);
+}
+
+/* ---- DiskDescriptor.xml and the chain -------------------------------------- */
+
+/* An image's DD and its chain. The file names are our own copies: libploop calls
+   that take the DD lock rebuild di->images (pitfall 2). */
+struct chain
+{
+  struct ploop_disk_images_data *di;
+  unsigned n;              /* levels */
+  char *files[MAX_DELTAS]; /* [0] = base … [n-1] = top, absolute */
+  bool raw_base;
+  uint32_t blocksize; /* sectors */
+};
+
+static void
+chain_free (struct chain *c)
+{
+  for (unsigned i = 0; i < c->n; i++)
+    free (c->files[i]);
+  c->n = 0;
+  if (c->di)
+    ploop_free_diskdescriptor (c->di);
+  c->di = NULL;
+}
+
+#define cleanup_chain __attribute__ ((cleanup (chain_free)))
+
+static const char *
+image_file (const struct ploop_disk_images_data *di, const char *guid)
+{
+  for (int i = 0; i < di->nimages; i++)
+    if (di->images[i]->guid && strcmp (di->images[i]->guid, guid) == 0)
+      return di->images[i]->file;
+  return NULL;
+}
+
+static const char *
+parent_guid (const struct ploop_disk_images_data *di, const char *guid)
+{
+  for (int i = 0; i < di->nsnapshots; i++)
+    if (di->snapshots[i]->guid && strcmp (di->snapshots[i]->guid, guid) == 0)
+      return di->snapshots[i]->parent_guid;
+  return NULL;
+}
+
+/* Walk from <TopGUID> down to the base (<Image> order is creation order). */
+static int
+chain_walk (struct chain *c, const char *dd, struct pgd_err *err)
+{
+  const char *levels[MAX_DELTAS];
+  const char *guid = c->di->top_guid;
+  unsigned n = 0;
+
+  if (guid == NULL)
+    return pgd_error (err, 0, "%s: no <TopGUID>", dd);
+  while (strcmp (guid, NONE_UUID) != 0)
+    {
+      if (n == MAX_DELTAS)
+        return pgd_error (err, 0, "%s: chain longer than %d deltas (or a loop)", dd, MAX_DELTAS);
+      const char *file = image_file (c->di, guid);
+      const char *parent = parent_guid (c->di, guid);
+      if (file == NULL || parent == NULL)
+        return pgd_error (err, 0, "%s: snapshot %s has no %s", dd, guid,
+                          file ? "<Shot>" : "<Image>");
+      levels[n++] = file;
+      guid = parent;
+    }
+  if (n == 0)
+    return pgd_error (err, 0, "%s: empty chain", dd);
+  for (unsigned i = 0; i < n; i++)
+    {
+      c->files[i] = strdup (levels[n - 1 - i]);
+      if (c->files[i] == NULL)
+        return pgd_error (err, ENOMEM, "%s", dd);
+      c->n = i + 1;
+    }
+  return 0;
+}
+
+/* Parse DIR/DiskDescriptor.xml into C. ploop_read_disk_descr takes no lock
+   (checked with strace), so this works while the image is served. */
+static int
+chain_read (const char *dir, struct chain *c, struct pgd_err *err)
+{
+  char dd[LPATH];
+  struct stat st;
+  int rc;
+
+  memset (c, 0, sizeof *c);
+  if (stat (dir, &st) < 0)
+    return pgd_error (err, errno, "image directory %s", dir);
+  if (!S_ISDIR (st.st_mode))
+    return pgd_error (err, ENOTDIR, "image directory %s", dir);
+  if (lpath (dd, err, "%s/%s", dir, PGD_IMAGE_DD) < 0)
+    return -1;
+  if (access (dd, R_OK) < 0)
+    return pgd_error (err, errno, "%s", dd);
+  lib_init ();
+  rc = ploop_read_disk_descr (&c->di, dd);
+  if (rc != 0)
+    return libploop_error (err, rc, "read", dd);
+  c->raw_base = c->di->mode == PLOOP_RAW_MODE;
+  c->blocksize = c->di->blocksize;
+  return chain_walk (c, dd, err);
+}
+
+static bool
+top_is_raw (const struct chain *c)
+{
+  return c->raw_base && c->n == 1;
+}
+
+/* ---- small file helpers ----------------------------------------------------- */
+
+static int
+fsync_path (const char *path, struct pgd_err *err)
+{
+  cleanup_close int fd = open (path, O_RDONLY | O_CLOEXEC);
+
+  if (fd < 0)
+    return pgd_error (err, errno, "open %s", path);
+  if (fsync (fd) < 0)
+    return pgd_error (err, errno, "fsync %s", path);
+  return 0;
+}
+
+/* DIR must exist and hold nothing. */
+static int
+check_empty_dir (const char *dir, struct pgd_err *err)
+{
+  cleanup_dir DIR *d = opendir (dir);
+  struct dirent *de;
+
+  if (d == NULL)
+    return pgd_error (err, errno, "open directory %s", dir);
+  errno = 0;
+  while ((de = readdir (d)) != NULL)
+    if (strcmp (de->d_name, ".") != 0 && strcmp (de->d_name, "..") != 0)
+      return pgd_error (err, ENOTEMPTY, "directory %s holds %s", dir, de->d_name);
+  if (errno != 0)
+    return pgd_error (err, errno, "read directory %s", dir);
+  return 0;
+}
+
+/* Roll back a failed create/clone: unlink every file of DIR, which was empty
+   when we started (the links we made, libploop's DD, .tmp, .lck, new delta). */
+static void
+empty_dir (const char *dir)
+{
+  cleanup_dir DIR *d = opendir (dir);
+  struct dirent *de;
+
+  if (d == NULL)
+    return;
+  while ((de = readdir (d)) != NULL)
+    if (strcmp (de->d_name, ".") != 0 && strcmp (de->d_name, "..") != 0)
+      unlinkat (dirfd (d), de->d_name, 0);
+}
+
+static uint64_t
+round_up (uint64_t v, uint64_t align)
+{
+  return (v + align - 1) / align * align;
+}
+
+/* ---- create ----------------------------------------------------------------- */
+
+static int
+do_create (const char *dir, uint64_t size, uint32_t cluster, struct pgd_err *err)
+{
+  char image[LPATH], dd[LPATH];
+  int rc;
+
+  if (cluster < MIN_CLUSTER || cluster > MAX_CLUSTER || (cluster & (cluster - 1)) != 0)
+    return pgd_error (err, EINVAL, "cluster size %u: not a power of two from 32 KiB to 64 MiB",
+                      cluster);
+  if (size == 0 || size > V1_MAX_SECTORS * SECTOR_BYTES)
+    return pgd_error (err, EINVAL, "size %llu: not between 1 byte and 2 TiB (ploop v1)",
+                      (unsigned long long)size);
+  size = round_up (size, cluster);
+  if (size / SECTOR_BYTES > V1_MAX_SECTORS)
+    return pgd_error (err, EINVAL, "size %llu: rounded to the cluster, over 2 TiB (ploop v1)",
+                      (unsigned long long)size);
+  if (check_empty_dir (dir, err) < 0)
+    return -1;
+  if (lpath (image, err, "%s/%s", dir, PGD_IMAGE_BASE) < 0
+      || lpath (dd, err, "%s/%s", dir, PGD_IMAGE_DD) < 0)
+    return -1;
+
+  struct ploop_create_param param = {
+    .size = size / SECTOR_BYTES,
+    .mode = PLOOP_EXPANDED_MODE,
+    .image = image,
+    .fstype = NULL, /* with a file system, libploop must mount: needs the module */
+    .blocksize = cluster / SECTOR_BYTES,
+    .fmt_version = PLOOP_FMT_V1, /* 0 would mean v2 on large-disk hosts (pitfall 4) */
+  };
+  lib_init ();
+  rc = ploop_create_image (&param);
+  if (rc != 0)
+    {
+      libploop_error (err, rc, "create", image);
+      empty_dir (dir);
+      return -1;
+    }
+  /* libploop fsyncs the delta and the DD but never the directory (pitfall 20) */
+  if (fsync_path (image, err) < 0 || fsync_path (dd, err) < 0 || pgd_fsync_dir (dir, err) < 0)
+    {
+      empty_dir (dir);
+      return -1;
+    }
+  return 0;
+}
+
+int
+pgd_image_create (const char *dir, uint64_t size, uint32_t cluster, struct pgd_err *err)
+{
+  if (do_create (dir, size, cluster, err) < 0)
+    return pgd_error_wrap (err, "create image %s", dir);
+  return 0;
+}
+
+/* ---- clone ------------------------------------------------------------------ */
+
+/* Take the parent's DD lock when nobody holds it, so that no server opens the parent
+   while we link its files. *FD stays -1 when someone holds it: a server serving the
+   parent read-only is fine; read-write is caught by the in-use flag. */
+static int
+lock_parent (const char *dir, int *fd, struct pgd_err *err)
+{
+  char path[PATH_MAX];
+
+  *fd = -1;
+  if (snprintf (path, sizeof path, "%s/%s", dir, LOCK_FILE) >= (int)sizeof path)
+    return pgd_error (err, ENAMETOOLONG, "%s/%s", dir, LOCK_FILE);
+  int lfd = open (path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lfd < 0)
+    return errno == EROFS ? 0 : pgd_error (err, errno, "open %s", path);
+  if (flock (lfd, LOCK_EX | LOCK_NB) < 0)
+    {
+      int e = errno;
+      close (lfd);
+      return e == EWOULDBLOCK ? 0 : pgd_error (err, e, "flock %s", path);
+    }
+  *fd = lfd;
+  return 0;
+}
+
+/* Parent must be a closed image with room for one more delta. */
+static int
+check_parent (const struct chain *c, const char *dir, struct pgd_err *err)
+{
+  struct header h;
+
+  if (c->di->nimages + 1 > MAX_CLONE_DELTAS)
+    return pgd_error (err, 0,
+                      "parent %s has %d deltas: a clone would exceed libploop's limit of %d", dir,
+                      c->di->nimages, MAX_CLONE_DELTAS);
+  if (top_is_raw (c))
+    return 0;
+  if (read_header (c->files[c->n - 1], &h, err) < 0)
+    return -1;
+  if (h.in_use != 0)
+    return pgd_error (err, EBUSY,
+                      "parent's top delta %s is in use (flag 0x%08x): open read-write, or "
+                      "not closed cleanly (check it with repair)",
+                      c->files[c->n - 1], h.in_use);
+  return 0;
+}
+
+/* Hard-link every delta of the parent into CHILD (keeping base names), point the
+   in-memory DD at the links and store it as CHILD's DD. */
+static int
+link_and_store (struct chain *c, const char *child, const char *child_dd, struct pgd_err *err)
+{
+  char link_path[PATH_MAX];
+
+  for (int i = 0; i < c->di->nimages; i++)
+    {
+      const char *file = c->di->images[i]->file;
+      const char *base = strrchr (file, '/') ? strrchr (file, '/') + 1 : file;
+
+      if (snprintf (link_path, sizeof link_path, "%s/%s", child, base) >= (int)sizeof link_path)
+        return pgd_error (err, ENAMETOOLONG, "%s/%s", child, base);
+      if (link (file, link_path) < 0)
+        return pgd_error (err, errno, "link %s to %s", file, link_path);
+      char *copy = strdup (link_path);
+      if (copy == NULL)
+        return pgd_error (err, ENOMEM, "%s", link_path);
+      free (c->di->images[i]->file);
+      c->di->images[i]->file = copy;
+    }
+  int rc = ploop_store_diskdescriptor (child_dd, c->di);
+  if (rc != 0)
+    return libploop_error (err, rc, "store", child_dd);
+  return 0;
+}
+
+/* Add the child's private empty top with an offline snapshot. libploop only reads
+   the old (shared) top here; with snap_dir the new file lands in CHILD. */
+static int
+add_private_top (const char *child, const char *child_dd, struct pgd_err *err)
+{
+  char snap_dir[LPATH];
+  struct ploop_disk_images_data *di = NULL;
+  int rc;
+
+  if (lpath (snap_dir, err, "%s", child) < 0)
+    return -1;
+  rc = ploop_read_disk_descr (&di, child_dd);
+  if (rc != 0)
+    {
+      if (di)
+        ploop_free_diskdescriptor (di);
+      return libploop_error (err, rc, "read", child_dd);
+    }
+  struct ploop_snapshot_param param = { .snap_dir = snap_dir };
+  rc = ploop_create_snapshot (di, &param);
+  ploop_free_diskdescriptor (di);
+  if (rc != 0)
+    return libploop_error (err, rc, "snapshot", child_dd);
+  return 0;
+}
+
+/* The clone must have a private top of its own, and be durable. */
+static int
+finish_clone (const char *child, const char *child_dd, struct pgd_err *err)
+{
+  cleanup_chain struct chain c = { 0 };
+  struct stat st;
+
+  if (chain_read (child, &c, err) < 0)
+    return -1;
+  const char *top = c.files[c.n - 1];
+  if (stat (top, &st) < 0)
+    return pgd_error (err, errno, "stat %s", top);
+  if (st.st_nlink != 1)
+    return pgd_error (err, 0, "new top delta %s is not private (%lu links)", top,
+                      (unsigned long)st.st_nlink);
+  /* The fresh top is left fully written: punching its zero BAT pages would save
+     disk (1 MiB → 4 KiB for 1 MiB clusters) but `ploop check -f -c -r` then fails
+     with rc 11 "image is sparse" for any hole, aligned or not (measured), and that
+     check is how we validate images. */
+  if (fsync_path (top, err) < 0 || fsync_path (child_dd, err) < 0)
+    return -1;
+  return pgd_fsync_dir (child, err);
+}
+
+static int
+do_clone (const char *parent_dir, const char *child_dir, struct pgd_err *err)
+{
+  char parent[PATH_MAX], child[PATH_MAX], child_dd[LPATH];
+  cleanup_close int lock_fd = -1;
+  cleanup_chain struct chain c = { 0 };
+
+  if (realpath (parent_dir, parent) == NULL)
+    return pgd_error (err, errno, "parent image %s", parent_dir);
+  if (realpath (child_dir, child) == NULL)
+    return pgd_error (err, errno, "child directory %s", child_dir);
+  if (strcmp (parent, child) == 0)
+    return pgd_error (err, EINVAL, "parent and child are the same directory");
+  if (check_empty_dir (child, err) < 0)
+    return -1;
+  if (lpath (child_dd, err, "%s/%s", child, PGD_IMAGE_DD) < 0)
+    return -1;
+  if (chain_read (parent, &c, err) < 0 || lock_parent (parent, &lock_fd, err) < 0
+      || check_parent (&c, parent, err) < 0)
+    return -1;
+
+  if (link_and_store (&c, child, child_dd, err) < 0 || add_private_top (child, child_dd, err) < 0
+      || finish_clone (child, child_dd, err) < 0)
+    {
+      empty_dir (child);
+      return -1;
+    }
+  return 0;
+}
+
+int
+pgd_image_clone (const char *parent_dir, const char *child_dir, struct pgd_err *err)
+{
+  lib_init ();
+  if (do_clone (parent_dir, child_dir, err) < 0)
+    return pgd_error_wrap (err, "clone %s into %s", parent_dir, child_dir);
+  return 0;
+}
+
+/* ---- grow ------------------------------------------------------------------- */
+
+static int
+do_grow (const char *dir, uint64_t size, struct pgd_err *err)
+{
+  cleanup_chain struct chain c = { 0 };
+  struct header h;
+  struct stat st;
+
+  if (chain_read (dir, &c, err) < 0)
+    return -1;
+  const char *top = c.files[c.n - 1];
+  if (top_is_raw (&c))
+    return pgd_error (err, ENOTSUP, "top delta %s is a raw image", top);
+  if (stat (top, &st) < 0)
+    return pgd_error (err, errno, "stat %s", top);
+  if (st.st_nlink != 1)
+    return pgd_error (err, 0, "top delta %s is shared (%lu links): only a private top grows", top,
+                      (unsigned long)st.st_nlink);
+  if (read_header (top, &h, err) < 0)
+    return -1;
+  if (h.in_use != 0)
+    return pgd_error (err, EBUSY, "top delta %s is in use", top);
+
+  uint64_t cluster = (uint64_t)h.cluster_sectors * SECTOR_BYTES;
+  uint64_t cur = h.sectors * SECTOR_BYTES;
+  if (size > UINT64_MAX - cluster)
+    return pgd_error (err, EINVAL, "size %llu: too large", (unsigned long long)size);
+  uint64_t want = round_up (size, cluster);
+  if (want < cur)
+    return pgd_error (err, EINVAL,
+                      "size %llu is smaller than the current %llu bytes: "
+                      "images never shrink",
+                      (unsigned long long)size, (unsigned long long)cur);
+  if (want == cur)
+    return 0;
+  if (!h.v2 && want / SECTOR_BYTES > V1_MAX_SECTORS)
+    return pgd_error (err, EINVAL, "size %llu: over 2 TiB, the ploop v1 limit",
+                      (unsigned long long)size);
+  int rc = ploop_grow_image (c.di, (off_t)(want / SECTOR_BYTES));
+  if (rc != 0)
+    return libploop_error (err, rc, "grow", top);
+  /* When the BAT needs more header clusters, libploop 1.15 clears CIF_Empty even
+     if the delta holds no data; the read-only check then fails with rc 7
+     ("CIF_Empty flag is incorrect"). A forced read-write check of the private,
+     closed top fixes the header. */
+  char path[LPATH];
+  __u32 bs = c.blocksize;
+  if (lpath (path, err, "%s", top) < 0)
+    return -1;
+  rc = ploop_check (path, PGD_CHECK_FORCE | PGD_CHECK_DETAILED, &bs);
+  if (rc != 0)
+    return libploop_error (err, rc, "check grown delta", top);
+  /* libploop renamed the DD into place without a directory fsync (pitfall 20) */
+  if (fsync_path (top, err) < 0)
+    return -1;
+  return pgd_fsync_dir (dir, err);
+}
+
+int
+pgd_image_grow (const char *dir, uint64_t size, struct pgd_err *err)
+{
+  lib_init ();
+  if (do_grow (dir, size, err) < 0)
+    return pgd_error_wrap (err, "grow image %s", dir);
+  return 0;
+}
+
+/* ---- check ------------------------------------------------------------------ */
+
+/* libploop's repair of the private top: clears in-use after a crash, trims
+   orphaned clusters at the tail, fixes CIF_Empty; lower levels only read. */
+static int
+repair_top (struct chain *c, struct pgd_err *err)
+{
+  const char *top = c->files[c->n - 1];
+  struct stat st;
+
+  if (stat (top, &st) < 0)
+    return pgd_error (err, errno, "stat %s", top);
+  if (st.st_nlink != 1)
+    return pgd_error (err, 0, "top delta %s is shared (%lu links): never repaired in place", top,
+                      (unsigned long)st.st_nlink);
+  int rc = check_dd (c->di, NULL);
+  if (rc != 0)
+    return libploop_error (err, rc, "repair", top);
+  return 0;
+}
+
+static int
+do_check (const char *dir, bool repair, struct pgd_err *err)
+{
+  cleanup_chain struct chain c = { 0 };
+  char path[LPATH];
+
+  if (chain_read (dir, &c, err) < 0)
+    return -1;
+  if (repair && repair_top (&c, err) < 0)
+    return -1;
+  for (unsigned i = 0; i < c.n; i++)
+    {
+      /* forced: check_dd alone does not walk cleanly closed deltas (PLOOP.md §8.1);
+         read-only: lower deltas may be shared with other layers */
+      int flags = PGD_CHECK_FORCE | PGD_CHECK_DETAILED | PGD_CHECK_READONLY;
+      __u32 bs = c.blocksize;
+
+      if (i == 0 && c.raw_base)
+        flags |= PGD_CHECK_RAW;
+      if (lpath (path, err, "%s", c.files[i]) < 0)
+        return -1;
+      int rc = ploop_check (path, flags, &bs);
+      if (rc != 0)
+        return libploop_error (err, rc, "check delta", c.files[i]);
+    }
+  return 0;
+}
+
+int
+pgd_image_check (const char *dir, bool repair, struct pgd_err *err)
+{
+  lib_init ();
+  if (do_check (dir, repair, err) < 0)
+    return pgd_error_wrap (err, "check image %s", dir);
+  return 0;
+}
+
+/* ---- info ------------------------------------------------------------------- */
+
+static int
+do_info (const char *dir, struct pgd_image_info *info, struct pgd_err *err)
+{
+  cleanup_chain struct chain c = { 0 };
+  char dd[PATH_MAX];
+  struct stat st;
+
+  memset (info, 0, sizeof *info);
+  if (chain_read (dir, &c, err) < 0)
+    return -1;
+  const char *top = c.files[c.n - 1];
+  info->ndeltas = c.n;
+  if (top_is_raw (&c))
+    {
+      info->virtual_size = c.di->size * SECTOR_BYTES;
+      info->cluster_size = c.blocksize * SECTOR_BYTES;
+    }
+  else
+    {
+      struct header h;
+      if (read_header (top, &h, err) < 0)
+        return -1;
+      info->virtual_size = h.sectors * SECTOR_BYTES; /* the DD's <Disk_size> can be stale */
+      info->cluster_size = h.cluster_sectors * SECTOR_BYTES;
+    }
+  if (realpath (top, info->top_file) == NULL)
+    return pgd_error (err, errno, "top delta %s", top);
+  if (stat (top, &st) < 0)
+    return pgd_error (err, errno, "stat %s", top);
+  info->top_shared = st.st_nlink > 1;
+
+  /* Nothing since chain_read took the DD lock, so di->images is still valid. */
+  for (int i = 0; i < c.di->nimages; i++)
+    {
+      const char *file = c.di->images[i]->file;
+      if (stat (file, &st) < 0)
+        return pgd_error (err, errno, "stat %s", file);
+      if (st.st_nlink == 1)
+        info->own_bytes += (uint64_t)st.st_blocks * 512;
+    }
+  snprintf (dd, sizeof dd, "%s/%s", dir, PGD_IMAGE_DD);
+  if (stat (dd, &st) < 0)
+    return pgd_error (err, errno, "stat %s", dd);
+  info->own_bytes += (uint64_t)st.st_blocks * 512;
+  return 0;
+}
+
+int
+pgd_image_info (const char *dir, struct pgd_image_info *info, struct pgd_err *err)
+{
+  if (do_info (dir, info, err) < 0)
+    return pgd_error_wrap (err, "image %s", dir);
+  return 0;
+}

@@ -1,0 +1,493 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* ApplyDiff: unpack a layer tar into ROOT the way dockerd's own unpacker does
+   (PROTOCOL.md §10.2), with libarchive reading straight from the descriptor.
+   Every path is resolved through descriptors from ROOT, never through a symlink
+   and never above ROOT, so a hostile archive can fail but cannot reach outside. */
+#include "diff.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "apply.h"
+#include "beneath.h"
+#include "keymap.h"
+#include "util.h"
+
+/* Bytes read from the stream at a time. */
+#define PGD_APPLY_READ 65536
+
+#define WH_PREFIX ".wh."
+#define WH_META ".wh..wh."
+#define WH_OPAQUE ".wh..wh..opq"
+#define WH_PLNK ".wh..wh.plnk"
+
+static bool
+la_ok (int r)
+{
+  return r == ARCHIVE_OK || r == ARCHIVE_WARN;
+}
+
+static bool
+has_prefix (const char *s, const char *prefix)
+{
+  return strncmp (s, prefix, strlen (prefix)) == 0;
+}
+
+static la_ssize_t
+read_cb (struct archive *a, void *opaque, const void **buf)
+{
+  struct pgd_apply *ap = opaque;
+
+  for (;;)
+    {
+      ssize_t n = read (ap->fd, ap->inbuf, PGD_APPLY_READ);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0)
+        {
+          archive_set_error (a, errno, "read the tar stream");
+          return -1;
+        }
+      ap->input_eof = n == 0;
+      *buf = ap->inbuf;
+      return n;
+    }
+}
+
+/* Read and discard what follows the end-of-archive blocks, up to EOF. */
+static int
+drain (struct pgd_apply *ap, struct pgd_err *err)
+{
+  while (!ap->input_eof)
+    {
+      ssize_t n = read (ap->fd, ap->inbuf, PGD_APPLY_READ);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0)
+        return pgd_error (err, errno, "read trailing bytes of the tar stream");
+      ap->input_eof = n == 0;
+    }
+  return 0;
+}
+
+int
+pgd_apply_fail (struct pgd_apply *ap, const char *what, struct pgd_err *err)
+{
+  int e = archive_errno (ap->a);
+  const char *s = archive_error_string (ap->a);
+
+  return pgd_error (err, e > 0 ? e : EINVAL, "%s: %s", what, s ? s : "malformed tar");
+}
+
+/* Owner of entry E on the host. */
+static int
+host_owner (struct pgd_apply *ap, struct archive_entry *e, uid_t *uid, gid_t *gid,
+            struct pgd_err *err)
+{
+  int64_t u = archive_entry_uid (e), g = archive_entry_gid (e);
+
+  if (u < 0 || u > UINT32_MAX || g < 0 || g > UINT32_MAX)
+    return pgd_error (err, EINVAL, "owner %lld:%lld out of range", (long long) u,
+                      (long long) g);
+  if (ap->maps != NULL)
+    {
+      u = pgd_idmap_to_host (ap->maps->uid, ap->maps->nuid, u);
+      g = pgd_idmap_to_host (ap->maps->gid, ap->maps->ngid, g);
+      if (u < 0 || g < 0)
+        return pgd_error (err, EINVAL, "owner %lld:%lld has no host mapping",
+                          (long long) archive_entry_uid (e), (long long) archive_entry_gid (e));
+    }
+  *uid = u;
+  *gid = g;
+  return 0;
+}
+
+/* Access, then modification time; access is never earlier than modification. */
+static void
+entry_times (struct archive_entry *e, struct timespec ts[2])
+{
+  ts[1].tv_sec = archive_entry_mtime_is_set (e) ? archive_entry_mtime (e) : 0;
+  ts[1].tv_nsec = archive_entry_mtime_is_set (e) ? archive_entry_mtime_nsec (e) : 0;
+  ts[0] = ts[1];
+  if (archive_entry_atime_is_set (e)
+      && (archive_entry_atime (e) > ts[1].tv_sec
+          || (archive_entry_atime (e) == ts[1].tv_sec
+              && archive_entry_atime_nsec (e) > ts[1].tv_nsec)))
+    {
+      ts[0].tv_sec = archive_entry_atime (e);
+      ts[0].tv_nsec = archive_entry_atime_nsec (e);
+    }
+}
+
+static int
+set_xattrs (struct archive_entry *e, int fd, int pfd, const char *base, struct pgd_err *err)
+{
+  const char *name;
+  const void *value;
+  size_t size;
+  char proc[PATH_MAX];
+
+  archive_entry_xattr_reset (e);
+  while (archive_entry_xattr_next (e, &name, &value, &size) == ARCHIVE_OK)
+    {
+      int r;
+      if (fd >= 0)
+        r = fsetxattr (fd, name, value, size, 0);
+      else if (pgd_fd_path (proc, sizeof proc, pfd, base) != NULL)
+        r = lsetxattr (proc, name, value, size, 0);
+      else
+        r = (errno = ENAMETOOLONG, -1);
+      if (r < 0 && errno != ENOTSUP && errno != EPERM)
+        return pgd_error (err, errno, "set xattr %s", name);
+    }
+  return 0;
+}
+
+int
+pgd_apply_meta (struct pgd_apply *ap, struct archive_entry *e, const struct pgd_meta_at *at,
+                struct pgd_err *err)
+{
+  mode_t perm = archive_entry_mode (e) & 07777;
+  struct timespec ts[2];
+  uid_t uid = 0;
+  gid_t gid = 0;
+
+  if (host_owner (ap, e, &uid, &gid, err) < 0)
+    return -1;
+  if (at->fd >= 0 ? fchown (at->fd, uid, gid)
+                  : fchownat (at->pfd, at->base, uid, gid, AT_SYMLINK_NOFOLLOW))
+    return pgd_error (err, errno, "chown to %u:%u", (unsigned) uid, (unsigned) gid);
+  if (set_xattrs (e, at->fd, at->pfd, at->base, err) < 0)
+    return -1;
+  if (at->symlink)
+    ; /* no mode on symlinks (nor on hardlinks of one) */
+  else if (at->fd >= 0 ? fchmod (at->fd, perm) : fchmodat (at->pfd, at->base, perm, 0))
+    return pgd_error (err, errno, "chmod to %04o", (unsigned) perm);
+  if (at->dir || at->no_times)
+    return 0; /* directory times come last */
+  entry_times (e, ts);
+  if (at->fd >= 0 ? futimens (at->fd, ts) : utimensat (at->pfd, at->base, ts, AT_SYMLINK_NOFOLLOW))
+    return pgd_error (err, errno, "set times");
+  return 0;
+}
+
+static int
+remember_dir_times (struct pgd_apply *ap, struct archive_entry *e, const char *name,
+                    struct pgd_err *err)
+{
+  struct pgd_dirtime *d;
+
+  if (ap->ndirs == ap->capdirs)
+    {
+      size_t cap = ap->capdirs ? ap->capdirs * 2 : 64;
+      d = realloc (ap->dirs, cap * sizeof *d);
+      if (d == NULL)
+        return pgd_error (err, ENOMEM, "remember directory %s", name);
+      ap->dirs = d;
+      ap->capdirs = cap;
+    }
+  d = &ap->dirs[ap->ndirs];
+  d->name = strdup (name);
+  if (d->name == NULL)
+    return pgd_error (err, ENOMEM, "remember directory %s", name);
+  entry_times (e, d->ts);
+  ap->ndirs++;
+  return 0;
+}
+
+/* After every entry: directory times, which creating their children changed. A
+   directory that is gone or was replaced by something else meanwhile is skipped. */
+static int
+apply_dir_times (struct pgd_apply *ap, struct pgd_err *err)
+{
+  for (size_t i = 0; i < ap->ndirs; i++)
+    {
+      struct pgd_err ignored;
+      cleanup_close int fd = -1;
+
+      if (pgd_open_dir_beneath (ap->rootfd, ap->dirs[i].name, false, &fd, &ignored) < 0)
+        continue;
+      if (futimens (fd, ap->dirs[i].ts) < 0)
+        return pgd_error (err, errno, "set times of directory %s", ap->dirs[i].name);
+    }
+  return 0;
+}
+
+/* Copy the data of the current entry into FD, exactly SIZE bytes. */
+int
+pgd_apply_data (struct pgd_apply *ap, int fd, int64_t size, struct pgd_err *err)
+{
+  int64_t end = 0;
+
+  for (;;)
+    {
+      const void *buf;
+      size_t len;
+      la_int64_t off;
+      int r = archive_read_data_block (ap->a, &buf, &len, &off);
+
+      if (r == ARCHIVE_EOF)
+        break;
+      if (!la_ok (r))
+        return pgd_apply_fail (ap, "read data", err);
+      for (size_t done = 0; done < len;)
+        {
+          ssize_t n = pwrite (fd, (const char *) buf + done, len - done, off + done);
+          if (n < 0 && errno == EINTR)
+            continue;
+          if (n < 0)
+            return pgd_error (err, errno, "write");
+          done += n;
+        }
+      if (off + (int64_t) len > end)
+        end = off + len;
+    }
+  if (end != size && ftruncate (fd, size) < 0)
+    return pgd_error (err, errno, "truncate to %lld bytes", (long long) size);
+  return 0;
+}
+
+/* Delete every child of directory DFD (REL below the root) that this archive did not
+   unpack, looking inside the unpacked directories too, as dockerd's walk does. */
+static int
+opaque_clear (struct pgd_apply *ap, int dfd, const char *rel, struct pgd_err *err)
+{
+  int dup_fd = fcntl (dfd, F_DUPFD_CLOEXEC, 0);
+  cleanup_dir DIR *d = NULL;
+  struct dirent *de;
+
+  if (dup_fd < 0)
+    return pgd_error (err, errno, "dup");
+  d = fdopendir (dup_fd);
+  if (d == NULL)
+    {
+      close (dup_fd);
+      return pgd_error (err, errno, "opendir %s", rel);
+    }
+  while ((errno = 0, de = readdir (d)) != NULL)
+    {
+      const char *n = de->d_name;
+      cleanup_free char *child = NULL;
+      struct stat st;
+
+      if (strcmp (n, ".") == 0 || strcmp (n, "..") == 0
+          || (*rel == '\0' && strcmp (n, "lost+found") == 0))
+        continue;
+      if (asprintf (&child, "%s%s%s", rel, *rel ? "/" : "", n) < 0)
+        return pgd_error (err, ENOMEM, "opaque %s", rel);
+      if (!pgd_keymap_get (&ap->unpacked, child, strlen (child), NULL))
+        {
+          if (pgd_remove_at (dfd, n, child, err) < 0)
+            return -1;
+          continue;
+        }
+      if (fstatat (dfd, n, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        return pgd_error (err, errno, "stat %s", child);
+      if (!S_ISDIR (st.st_mode))
+        continue;
+      cleanup_close int sub = openat (dfd, n, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (sub < 0)
+        return pgd_error (err, errno, "open %s", child);
+      if (opaque_clear (ap, sub, child, err) < 0)
+        return -1;
+    }
+  if (errno != 0)
+    return pgd_error (err, errno, "readdir %s", rel);
+  return 0;
+}
+
+/* A whiteout BASE in directory PFD (DIR below the root). */
+static int
+whiteout (struct pgd_apply *ap, int pfd, const char *dir, const char *base, struct pgd_err *err)
+{
+  const char *victim = base + strlen (WH_PREFIX);
+  cleanup_free char *shown = NULL;
+
+  if (strcmp (base, WH_OPAQUE) == 0)
+    return opaque_clear (ap, pfd, dir, err);
+  if (*victim == '\0' || strcmp (victim, ".") == 0 || strcmp (victim, "..") == 0)
+    return pgd_error (err, EINVAL, "invalid whiteout");
+  if (asprintf (&shown, "%s%s%s", dir, *dir ? "/" : "", victim) < 0)
+    return pgd_error (err, ENOMEM, "whiteout");
+  return pgd_remove_at (pfd, victim, shown, err);
+}
+
+/* The root itself ("." or "./" in the archive): only a directory may name it. */
+static int
+apply_root (struct pgd_apply *ap, struct archive_entry *e, struct pgd_err *err)
+{
+  struct pgd_meta_at at = { .fd = ap->rootfd, .pfd = -1, .base = "", .dir = true };
+
+  if (archive_entry_hardlink (e) != NULL || archive_entry_filetype (e) != AE_IFDIR)
+    return pgd_error (err, EINVAL, "only a directory can replace the root");
+  if (pgd_apply_meta (ap, e, &at, err) < 0)
+    return -1;
+  return remember_dir_times (ap, e, "", err);
+}
+
+static int
+apply_entry (struct pgd_apply *ap, struct archive_entry *e, const char *raw, char *name,
+             size_t namesize, struct pgd_err *err)
+{
+  const char *base, *slash;
+  cleanup_close int pfd = -1;
+  struct stat st;
+  bool is_dir = archive_entry_hardlink (e) == NULL && archive_entry_filetype (e) == AE_IFDIR;
+
+  if (raw[0] == '/')
+    return pgd_error (err, EPERM, "absolute name");
+  if (pgd_path_clean (raw, name, namesize) < 0)
+    return pgd_error (err, errno == ERANGE ? EPERM : errno,
+                      errno == ERANGE ? "name escapes the root" : "name");
+  if (has_prefix (name, WH_META))
+    {
+      if (has_prefix (name, WH_PLNK "/") && archive_entry_hardlink (e) == NULL
+          && archive_entry_filetype (e) == AE_IFREG)
+        return pgd_apply_plnk_keep (ap, e, name, err);
+      if (strcmp (name, WH_OPAQUE) != 0)
+        return 0; /* other AUFS metadata */
+    }
+  if (*name == '\0')
+    return apply_root (ap, e, err);
+
+  slash = strrchr (name, '/');
+  base = slash ? slash + 1 : name;
+  if (slash)
+    *(char *) slash = '\0';
+  int r = pgd_open_dir_beneath (ap->rootfd, slash ? name : "", true, &pfd, err);
+  if (slash)
+    *(char *) slash = '/';
+  if (r < 0)
+    return -1;
+
+  if (has_prefix (base, WH_PREFIX))
+    {
+      if (slash)
+        *(char *) slash = '\0';
+      r = whiteout (ap, pfd, slash ? name : "", base, err);
+      if (slash)
+        *(char *) slash = '/';
+      return r;
+    }
+
+  if (fstatat (pfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0)
+    {
+      if (!(S_ISDIR (st.st_mode) && is_dir) && pgd_remove_at (pfd, base, name, err) < 0)
+        return -1;
+    }
+  else if (errno != ENOENT)
+    return pgd_error (err, errno, "stat");
+
+  if (pgd_apply_create (ap, e, pfd, base, name, err) < 0)
+    return -1;
+  if (pgd_keymap_put (&ap->unpacked, name, strlen (name), NULL, NULL, err) < 0)
+    return -1;
+  return is_dir ? remember_dir_times (ap, e, name, err) : 0;
+}
+
+/* Header name of entry E: raw bytes when libarchive could not convert them. */
+static const char *
+entry_name (struct archive_entry *e)
+{
+  const char *p = archive_entry_pathname (e);
+
+  return p ? p : archive_entry_pathname_utf8 (e);
+}
+
+static int
+apply_all (struct pgd_apply *ap, struct pgd_err *err)
+{
+  cleanup_free char *name = NULL;
+  cleanup_free char *last = strdup ("(start of archive)");
+  size_t namesize = 0;
+
+  if (last == NULL)
+    return pgd_error (err, ENOMEM, "apply");
+  for (;;)
+    {
+      struct archive_entry *e;
+      const char *raw;
+      int r = archive_read_next_header (ap->a, &e);
+
+      if (r == ARCHIVE_EOF)
+        break;
+      if (!la_ok (r))
+        return pgd_apply_fail (ap, "read tar header after entry", err),
+               pgd_error_wrap (err, "%.256s", last);
+      raw = entry_name (e);
+      if (raw == NULL)
+        return pgd_error (err, EINVAL, "tar entry without a name after %.256s", last);
+      free (last);
+      if ((last = strdup (raw)) == NULL)
+        return pgd_error (err, ENOMEM, "apply");
+      if (strlen (raw) + 1 > namesize)
+        {
+          free (name);
+          namesize = strlen (raw) + 1;
+          if ((name = malloc (namesize)) == NULL)
+            return pgd_error (err, ENOMEM, "apply %.256s", raw);
+        }
+      if (archive_entry_size_is_set (e))
+        ap->size += archive_entry_size (e);
+      if (apply_entry (ap, e, raw, name, namesize, err) < 0)
+        return pgd_error_wrap (err, "entry %.256s", raw);
+    }
+  if (apply_dir_times (ap, err) < 0)
+    return -1;
+  return drain (ap, err);
+}
+
+static int
+open_reader (struct pgd_apply *ap, struct pgd_err *err)
+{
+  ap->a = archive_read_new ();
+  ap->inbuf = malloc (PGD_APPLY_READ);
+  if (ap->a == NULL || ap->inbuf == NULL)
+    return pgd_error (err, ENOMEM, "tar reader");
+  if (archive_read_support_format_tar (ap->a) != ARCHIVE_OK
+      || archive_read_support_format_empty (ap->a) != ARCHIVE_OK)
+    return pgd_apply_fail (ap, "tar reader", err);
+  if (archive_read_open2 (ap->a, ap, NULL, read_cb, NULL, NULL) != ARCHIVE_OK)
+    return pgd_apply_fail (ap, "read the tar stream", err);
+  return 0;
+}
+
+int
+pgd_diff_apply (const char *root, int fd, const struct pgd_idmaps *maps, int64_t *size,
+                struct pgd_err *err)
+{
+  struct pgd_apply ap = { .maps = maps, .fd = fd, .rootfd = -1 };
+  int r;
+
+  ap.rootfd = open (root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (ap.rootfd < 0)
+    r = pgd_error (err, errno, "open %s", root);
+  else
+    r = open_reader (&ap, err) < 0 ? -1 : apply_all (&ap, err);
+
+  if (ap.a != NULL)
+    archive_read_free (ap.a);
+  free (ap.inbuf);
+  for (size_t i = 0; i < ap.ndirs; i++)
+    free (ap.dirs[i].name);
+  free (ap.dirs);
+  pgd_apply_plnk_free (&ap);
+  pgd_keymap_free (&ap.unpacked);
+  if (ap.rootfd >= 0)
+    close (ap.rootfd);
+  if (r < 0)
+    return pgd_error_wrap (err, "apply to %s", root);
+  *size = ap.size;
+  return 0;
+}

@@ -76,6 +76,14 @@ assert_diff() {
 	fi
 }
 
+# assert_range VALUE MIN MAX WHAT: MIN <= VALUE <= MAX (integers).
+assert_range() {
+	if ! [[ $1 =~ ^[0-9]+$ ]] || [ "$1" -lt "$2" ] || [ "$1" -gt "$3" ]; then
+		fail "$4: $1 is not within [$2, $3]"
+	fi
+	log "ok: $4 ($1)"
+}
+
 # assert_contains HAYSTACK NEEDLE WHAT (fixed string)
 assert_contains() {
 	if ! grep -qF -- "$2" <<<"$1"; then
@@ -165,7 +173,7 @@ stop_pid() {
 }
 
 # pid_cmdline PID: the command line with spaces for NULs.
-pid_cmdline() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null; }
+pid_cmdline() { tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline"; }
 
 # children PID: direct children of PID.
 children() {
@@ -642,10 +650,14 @@ e2e_import_busybox() {
 # ---------------------------------------------------------------------------
 # plugin state seen from dockerd's side
 
-# The layer-store IDs dockerd knows of: image layer cache IDs and container mount IDs.
+# The layer-store IDs dockerd knows of: image layer cache IDs, container mount and
+# init IDs, one a line.
 e2e_layer_ids() {
 	local store
 	store=$D/root/image/$(e2e_driver_flag)/layerdb
-	cat "$store"/sha256/*/cache-id "$store"/mounts/*/mount-id 2>/dev/null | tr -s '\n' '\n'
-	echo
+	local f
+	for f in "$store"/sha256/*/cache-id "$store"/mounts/*/mount-id "$store"/mounts/*/init-id; do
+		[ -s "$f" ] && printf '%s\n' "$(cat "$f")"
+	done
+	return 0
 }

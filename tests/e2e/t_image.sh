@@ -16,9 +16,7 @@ log "import of busybox:local took $(($(now_ms) - t0)) ms"
 size=$(dk image inspect -f '{{.Size}}' busybox:local)
 if [ "$E2E_DRIVER" = overlay2 ]; then
 	# overlay2 reports the on-disk size of the layer (PROTOCOL.md §10.5)
-	[ "$size" -ge "$want" ] && [ "$size" -le $((want + want / 100)) ] ||
-		fail "overlay2 image size $size is not within 1% of $want"
-	log "ok: image size $size ~ $want"
+	assert_range "$size" "$want" $((want + want / 100)) "overlay2 image size within 1% of $want"
 else
 	assert_eq "$want" "$size" "image size equals the sum of the tar's regular files ($want)"
 fi

@@ -1,0 +1,107 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* A ploop delta chain opened for serving: one merged map (virtual cluster -> level,
+   file cluster) built at open, reads that fall through in O(1) per cluster, writes
+   that copy on write into the top delta in the kernel's order (PLOOP.md §2). */
+#ifndef PGD_CHAIN_H
+#define PGD_CHAIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+#define PGD_CHAIN_LOCK_SUFFIX ".lck" /* DiskDescriptor.xml.lck, libploop's image lock */
+
+struct pgd_chain;
+
+enum
+{
+  PGD_CHAIN_RO = 1 << 0, /* every delta O_RDONLY, nothing marked in use */
+};
+
+/* Counters for tests and diagnostics. */
+struct pgd_chain_stats
+{
+  uint64_t allocs;     /* clusters appended to the top */
+  uint64_t cows;       /* of them, partial writes filled from a lower level */
+  uint64_t unmaps;     /* top clusters dropped by discard */
+  uint64_t flushes;    /* flushes that synced something */
+  uint64_t bat_writes; /* BAT pages written */
+};
+
+/* Take DD_PATH's lock file (flock LOCK_EX|LOCK_NB on DD_PATH.lck, created if missing)
+   and return its fd in *FD; EBUSY when another process holds it. */
+int pgd_chain_lock (const char *dd_path, int *fd, struct pgd_err *err)
+    __attribute__ ((warn_unused_result, nonnull (1, 2)));
+
+/* List the delta files of the image described by DD_PATH, base first, top last, as a
+   NULL-terminated malloc'd array of absolute paths (free with pgd_chain_free_list).
+   *RAW_BASE (may be NULL) tells whether the base is a raw file. */
+int pgd_chain_list (const char *dd_path, char ***files, bool *raw_base, struct pgd_err *err)
+    __attribute__ ((warn_unused_result, nonnull (1, 2)));
+
+/* Free a list from pgd_chain_list. */
+void pgd_chain_free_list (char **files);
+
+/* Read the in-use flag of the top delta of the image DD_PATH into *IN_USE. */
+int pgd_chain_top_in_use (const char *dd_path, bool *in_use, struct pgd_err *err)
+    __attribute__ ((warn_unused_result, nonnull (1, 2)));
+
+/* Open the chain described by DD_PATH while holding its lock: lower levels O_RDONLY,
+   the top read-write and marked in use (fsynced) unless FLAGS has PGD_CHAIN_RO.
+   Refuses a delta left in use, and a shared (hard-linked) top read-write. */
+int pgd_chain_open (struct pgd_chain **out, const char *dd_path, unsigned flags,
+                    struct pgd_err *err) __attribute__ ((warn_unused_result, nonnull (1, 2)));
+
+/* Virtual size in bytes (from the top delta's header). */
+uint64_t pgd_chain_size (const struct pgd_chain *c) __attribute__ ((nonnull));
+
+/* Cluster size in bytes. */
+uint32_t pgd_chain_cluster_size (const struct pgd_chain *c) __attribute__ ((nonnull));
+
+/* Number of levels (deltas) in the chain. */
+unsigned pgd_chain_levels (const struct pgd_chain *c) __attribute__ ((nonnull));
+
+/* Bytes of memory the chain holds for its maps (for RSS accounting). */
+size_t pgd_chain_mem (const struct pgd_chain *c) __attribute__ ((nonnull));
+
+/* Copy the counters. */
+void pgd_chain_get_stats (const struct pgd_chain *c, struct pgd_chain_stats *s)
+    __attribute__ ((nonnull));
+
+/* Read LEN bytes at virtual offset OFF into BUF; the range must lie inside the disk.
+   Unmapped clusters read as zeros. Thread-safe. */
+int pgd_chain_read (struct pgd_chain *c, void *buf, size_t len, uint64_t off,
+                    struct pgd_err *err) __attribute__ ((warn_unused_result, nonnull (1, 2)));
+
+/* Write LEN bytes from BUF at OFF into the top (copy on write of whole clusters).
+   EROFS on a read-only chain, ENOSPC past the virtual size or the delta's limits.
+   The data is not durable before pgd_chain_flush. Thread-safe. */
+int pgd_chain_write (struct pgd_chain *c, const void *buf, size_t len, uint64_t off,
+                     struct pgd_err *err) __attribute__ ((warn_unused_result, nonnull (1, 2)));
+
+/* Make [OFF, OFF+LEN) read as zeros: whole clusters only the top maps are dropped from
+   its BAT, clusters no level maps are left alone, the rest is written with zeros. */
+int pgd_chain_zero (struct pgd_chain *c, uint64_t off, uint64_t len, struct pgd_err *err)
+    __attribute__ ((warn_unused_result, nonnull (1)));
+
+/* Make every completed write durable: fdatasync the data, write the dirty BAT pages
+   (and CIF_Empty), fdatasync again. No-op on a read-only chain. */
+int pgd_chain_flush (struct pgd_chain *c, struct pgd_err *err)
+    __attribute__ ((warn_unused_result, nonnull (1)));
+
+/* SEEK_DATA (DATA true) or SEEK_HOLE from OFF at cluster granularity, from the merged
+   map; ENXIO when OFF is past the end or no data follows. */
+int pgd_chain_seek (struct pgd_chain *c, uint64_t off, bool data, uint64_t *out,
+                    struct pgd_err *err) __attribute__ ((warn_unused_result, nonnull (1, 4)));
+
+/* Flush, clear the in-use flag (CIF_Empty fixed) with fsync, release the lock and free C.
+   C is freed even on error. */
+int pgd_chain_close (struct pgd_chain *c, struct pgd_err *err)
+    __attribute__ ((warn_unused_result));
+
+/* Free C without flushing or clearing in-use, as a crash would leave it (tests). */
+void pgd_chain_abandon (struct pgd_chain *c);
+
+#endif

@@ -1,0 +1,415 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* The delta chain: reads, writes, copy on write over 3+ levels with 32 KiB and 1 MiB
+   clusters, checked against an in-memory model, libploop's and QEMU's checkers and a
+   merged copy converted by qemu-img (PLOOP.md §8.3). */
+#include "ploop_fixture.h"
+
+#include "chain.h"
+#include "delta.h"
+
+#define DISK (64ULL << 20)
+
+static char dir[PATH_MAX], dd[PATH_MAX];
+static unsigned char *model;
+static unsigned rng_state;
+
+static void
+setup (void)
+{
+  fx_tmpdir (dir, sizeof dir, "chain");
+  snprintf (dd, sizeof dd, "%s/" FX_DD, dir);
+  model = calloc (1, DISK);
+  cr_assert_not_null (model);
+  rng_state = 12345;
+}
+
+static void
+teardown (void)
+{
+  free (model);
+  fx_sh ("rm -rf '%s'", dir);
+}
+
+TestSuite (chain, .init = setup, .fini = teardown);
+
+static unsigned
+rnd (void)
+{
+  rng_state = rng_state * 1103515245u + 12345u;
+  return rng_state >> 8;
+}
+
+static struct pgd_chain *
+open_chain (unsigned flags)
+{
+  struct pgd_chain *c = NULL;
+  struct pgd_err err = { 0 };
+
+  cr_assert_eq (pgd_chain_open (&c, dd, flags, &err), 0, "%s", err.msg);
+  return c;
+}
+
+static void
+close_chain (struct pgd_chain *c)
+{
+  struct pgd_err err = { 0 };
+  cr_assert_eq (pgd_chain_close (c, &err), 0, "%s", err.msg);
+}
+
+static void
+put (struct pgd_chain *c, uint64_t off, size_t len, unsigned seed)
+{
+  struct pgd_err err = { 0 };
+  unsigned char *buf = malloc (len);
+
+  fx_pattern (buf, len, off, seed);
+  cr_assert_eq (pgd_chain_write (c, buf, len, off, &err), 0, "write %llu+%zu: %s",
+                (unsigned long long) off, len, err.msg);
+  memcpy (model + off, buf, len);
+  free (buf);
+}
+
+static void
+zero (struct pgd_chain *c, uint64_t off, uint64_t len)
+{
+  struct pgd_err err = { 0 };
+  cr_assert_eq (pgd_chain_zero (c, off, len, &err), 0, "%s", err.msg);
+  memset (model + off, 0, len);
+}
+
+/* The whole disk read through C (odd-sized chunks) equals the model. */
+static void
+verify (struct pgd_chain *c, const char *when)
+{
+  const size_t chunk = (1 << 20) + 4567;
+  unsigned char *buf = malloc (chunk);
+  struct pgd_err err = { 0 };
+
+  cr_assert_eq (pgd_chain_size (c), DISK);
+  for (uint64_t off = 0; off < DISK; off += chunk)
+    {
+      size_t n = DISK - off < chunk ? DISK - off : chunk;
+      cr_assert_eq (pgd_chain_read (c, buf, n, off, &err), 0, "%s", err.msg);
+      if (memcmp (buf, model + off, n) != 0)
+        {
+          size_t i = 0;
+          while (buf[i] == model[off + i])
+            i++;
+          cr_assert_fail ("%s: byte %llu differs (got %02x want %02x)", when,
+                          (unsigned long long) (off + i), buf[i], model[off + i]);
+        }
+    }
+  free (buf);
+}
+
+static void
+model_sha256 (char *out, size_t len)
+{
+  char path[PATH_MAX];
+  FILE *f;
+
+  snprintf (path, sizeof path, "%s/model.raw", dir);
+  f = fopen (path, "w");
+  cr_assert_not_null (f);
+  cr_assert_eq (fwrite (model, 1, DISK, f), DISK);
+  cr_assert_eq (fclose (f), 0);
+  cr_assert_eq (fx_sh_out (out, len, "sha256sum '%s' | cut -d' ' -f1", path), 0);
+  unlink (path);
+}
+
+static void
+random_writes (struct pgd_chain *c, unsigned n, uint64_t cb, unsigned seed)
+{
+  for (unsigned i = 0; i < n; i++)
+    {
+      uint64_t off = (uint64_t) rnd () % DISK;
+      size_t len = 1 + rnd () % (3 * cb);
+      if (rnd () % 4 == 0)
+        off -= off % cb; /* cluster aligned */
+      if (rnd () % 4 == 0)
+        len = cb;
+      if (off + len > DISK)
+        len = DISK - off;
+      put (c, off, len, seed + i);
+    }
+}
+
+static void
+three_levels (unsigned cluster_sectors)
+{
+  uint64_t cb = cluster_sectors * 512ULL;
+  struct pgd_chain_stats st;
+  char want[65], got[65];
+  struct pgd_chain *c;
+
+  fx_create_image (dir, DISK, cluster_sectors);
+  c = open_chain (0);
+  cr_expect_eq (pgd_chain_levels (c), 1);
+  cr_expect_eq (pgd_chain_cluster_size (c), cb);
+  put (c, 0, 4096, 1);
+  put (c, cb / 2 - 100, 3 * cb, 2);
+  put (c, 5 * cb, cb, 3);
+  put (c, DISK - 777, 777, 4);
+  random_writes (c, 60, cb, 100);
+  verify (c, "base");
+  close_chain (c);
+
+  fx_snapshot (dir);
+  c = open_chain (0);
+  put (c, 100, 100, 10);              /* COW inside a lower cluster */
+  put (c, 5 * cb + 10, 10, 11);       /* COW of the full lower cluster */
+  put (c, 7 * cb, cb, 12);            /* whole cluster, nothing below */
+  put (c, 7 * cb + 5, 5, 13);         /* then in place */
+  random_writes (c, 60, cb, 200);
+  verify (c, "level 2");
+  pgd_chain_get_stats (c, &st);
+  cr_expect_gt (st.cows, 0);
+  close_chain (c);
+
+  fx_snapshot (dir);
+  c = open_chain (0);
+  cr_expect_eq (pgd_chain_levels (c), 3);
+  random_writes (c, 60, cb, 300);
+  put (c, 20 * cb + 1, 2 * cb - 2, 14);
+  zero (c, 20 * cb, 2 * cb); /* top-only clusters: dropped from the BAT */
+  zero (c, 0, cb);           /* lower data: zeros written */
+  zero (c, cb + 3, 1000);
+  verify (c, "level 3");
+  pgd_chain_get_stats (c, &st);
+  cr_expect_gt (st.unmaps, 0);
+  close_chain (c);
+
+  /* read-only, after a clean close, and through the checkers */
+  c = open_chain (PGD_CHAIN_RO);
+  verify (c, "reopened read-only");
+  close_chain (c);
+  fx_check_deltas (dir);
+  model_sha256 (want, sizeof want);
+  fx_merged_sha256 (dir, got, sizeof got);
+  cr_expect_str_eq (got, want, "merged copy differs from the model");
+}
+
+Test (chain, three_levels_32k)
+{
+  three_levels (64);
+}
+
+Test (chain, three_levels_1m)
+{
+  three_levels (2048);
+}
+
+Test (chain, four_levels_256k_merged_matches)
+{
+  char want[65], got[65];
+  struct pgd_chain *c;
+
+  fx_create_image (dir, DISK, 512);
+  for (int l = 0; l < 4; l++)
+    {
+      if (l > 0)
+        fx_snapshot (dir);
+      c = open_chain (0);
+      random_writes (c, 40, 256 * 1024, 1000 * l);
+      close_chain (c);
+    }
+  c = open_chain (PGD_CHAIN_RO);
+  verify (c, "4 levels");
+  close_chain (c);
+  fx_check_deltas (dir);
+  model_sha256 (want, sizeof want);
+  fx_merged_sha256 (dir, got, sizeof got);
+  cr_expect_str_eq (got, want);
+}
+
+Test (chain, in_use_flag_and_cif_empty)
+{
+  struct pgd_delta_hdr h;
+  struct pgd_err err = { 0 };
+  char top[PATH_MAX];
+  struct pgd_chain *c, *c2;
+
+  fx_create_image (dir, DISK, 64);
+  snprintf (top, sizeof top, "%s/root.hdd", dir);
+  c = open_chain (0);
+  cr_assert_eq (pgd_delta_read_header (top, &h, &err), 0);
+  cr_expect_eq (h.in_use, PGD_DELTA_IN_USE);
+  cr_expect (h.flags & PGD_DELTA_CIF_EMPTY);
+  /* the lock keeps a second server out */
+  cr_expect_eq (pgd_chain_open (&c2, dd, PGD_CHAIN_RO, &err), -1);
+  cr_expect_eq (err.errnum, EBUSY);
+  put (c, 12345, 100, 1);
+  cr_assert_eq (pgd_chain_flush (c, &err), 0, "%s", err.msg);
+  cr_assert_eq (pgd_delta_read_header (top, &h, &err), 0);
+  cr_expect_eq (h.in_use, PGD_DELTA_IN_USE);
+  cr_expect_eq (h.flags & PGD_DELTA_CIF_EMPTY, 0);
+  close_chain (c);
+  cr_assert_eq (pgd_delta_read_header (top, &h, &err), 0);
+  cr_expect_eq (h.in_use, 0);
+  cr_expect_eq (h.flags & PGD_DELTA_CIF_EMPTY, 0);
+  fx_check_deltas (dir);
+
+  /* all data discarded: CIF_Empty again */
+  c = open_chain (0);
+  zero (c, 0, DISK);
+  close_chain (c);
+  cr_assert_eq (pgd_delta_read_header (top, &h, &err), 0);
+  cr_expect (h.flags & PGD_DELTA_CIF_EMPTY);
+  c = open_chain (PGD_CHAIN_RO);
+  verify (c, "all discarded");
+  close_chain (c);
+}
+
+Test (chain, readonly_and_bounds)
+{
+  struct pgd_err err = { 0 };
+  char buf[512] = { 0 };
+  struct pgd_chain *c;
+
+  fx_create_image (dir, DISK, 64);
+  c = open_chain (PGD_CHAIN_RO);
+  cr_expect_eq (pgd_chain_write (c, buf, sizeof buf, 0, &err), -1);
+  cr_expect_eq (err.errnum, EROFS);
+  close_chain (c);
+  c = open_chain (0);
+  cr_expect_eq (pgd_chain_write (c, buf, sizeof buf, DISK - 100, &err), -1);
+  cr_expect_eq (err.errnum, ENOSPC);
+  cr_expect_eq (pgd_chain_write (c, buf, sizeof buf, DISK, &err), -1);
+  cr_expect_eq (err.errnum, ENOSPC);
+  cr_expect_eq (pgd_chain_write (c, buf, sizeof buf, DISK - 512, &err), 0, "%s", err.msg);
+  close_chain (c);
+}
+
+Test (chain, seek_data_hole)
+{
+  struct pgd_err err = { 0 };
+  uint64_t cb = 32768, out = 0;
+  struct pgd_chain *c;
+
+  fx_create_image (dir, DISK, 64);
+  c = open_chain (0);
+  cr_expect_eq (pgd_chain_seek (c, 0, true, &out, &err), -1);
+  cr_expect_eq (err.errnum, ENXIO);
+  cr_expect_eq (pgd_chain_seek (c, 10, false, &out, &err), 0);
+  cr_expect_eq (out, 10);
+  put (c, 3 * cb + 5, 10, 1);
+  close_chain (c);
+  fx_snapshot (dir);
+  c = open_chain (0);
+  put (c, 4 * cb, cb, 2);
+  cr_assert_eq (pgd_chain_seek (c, 0, true, &out, &err), 0);
+  cr_expect_eq (out, 3 * cb);
+  cr_assert_eq (pgd_chain_seek (c, 3 * cb + 7, true, &out, &err), 0);
+  cr_expect_eq (out, 3 * cb + 7);
+  cr_assert_eq (pgd_chain_seek (c, 3 * cb, false, &out, &err), 0);
+  cr_expect_eq (out, 5 * cb);
+  cr_expect_eq (pgd_chain_seek (c, 5 * cb, true, &out, &err), -1);
+  cr_expect_eq (err.errnum, ENXIO);
+  cr_expect_eq (pgd_chain_seek (c, DISK, false, &out, &err), -1);
+  close_chain (c);
+}
+
+Test (chain, crash_then_repair_keeps_flushed_data)
+{
+  struct pgd_err err = { 0 };
+  struct pgd_chain *c;
+  unsigned char *flushed;
+
+  fx_create_image (dir, DISK, 64);
+  fx_snapshot (dir);
+  c = open_chain (0);
+  random_writes (c, 80, 32768, 7);
+  cr_assert_eq (pgd_chain_flush (c, &err), 0, "%s", err.msg);
+  flushed = malloc (DISK);
+  memcpy (flushed, model, DISK);
+  /* more appends that are never flushed, then the process "dies" */
+  for (int i = 0; i < 20; i++)
+    put (c, (uint64_t) (40 + i) * (1 << 20) + 512, 4096, 99);
+  pgd_chain_abandon (c);
+
+  cr_expect_eq (pgd_chain_open (&c, dd, 0, &err), -1);
+  cr_expect_eq (err.errnum, EBUSY, "%s", err.msg);
+  cr_expect_eq (fx_sh ("cd '%s' && " FX_PLOOP_ENV "ploop check " FX_DD " >/dev/null 2>&1", dir),
+                0);
+  fx_check_deltas (dir);
+  c = open_chain (PGD_CHAIN_RO);
+  /* everything flushed reads back; the unflushed clusters are either absent or whole */
+  memcpy (model, flushed, DISK);
+  for (int i = 0; i < 20; i++)
+    {
+      uint64_t off = (uint64_t) (40 + i) * (1 << 20) + 512;
+      unsigned char buf[4096];
+      cr_assert_eq (pgd_chain_read (c, buf, sizeof buf, off, &err), 0);
+      if (buf[0] != 0 || memcmp (buf, buf + 1, sizeof buf - 1) != 0)
+        fx_pattern (model + off, 4096, off, 99);
+    }
+  verify (c, "after repair");
+  close_chain (c);
+  free (flushed);
+}
+
+Test (chain, clone_leaves_parent_bytes_alone)
+{
+  char child[PATH_MAX], cdd[PATH_MAX], before[65], after[65];
+  struct pgd_err err = { 0 };
+  struct pgd_chain *c;
+
+  fx_create_image (dir, DISK, 64);
+  c = open_chain (0);
+  random_writes (c, 50, 32768, 1);
+  close_chain (c);
+  /* the parent's own top is now shared: it may only be served read-only */
+  snprintf (child, sizeof child, "%s/child", dir);
+  cr_assert_eq (mkdir (child, 0700), 0);
+  fx_clone (dir, child);
+  cr_expect_eq (pgd_chain_open (&c, dd, 0, &err), -1);
+  cr_expect_eq (err.errnum, EPERM, "%s", err.msg);
+  cr_assert_eq (fx_sh_out (before, sizeof before, "cat '%s'/root.hdd | sha256sum", dir), 0);
+
+  snprintf (cdd, sizeof cdd, "%s/" FX_DD, child);
+  cr_assert_eq (pgd_chain_open (&c, cdd, 0, &err), 0, "%s", err.msg);
+  cr_expect_eq (pgd_chain_levels (c), 2);
+  random_writes (c, 50, 32768, 2);
+  zero (c, 0, DISK / 2);
+  verify (c, "child");
+  close_chain (c);
+  cr_assert_eq (fx_sh_out (after, sizeof after, "cat '%s'/root.hdd | sha256sum", dir), 0);
+  cr_expect_str_eq (after, before);
+  fx_check_deltas (child);
+}
+
+/* A v2 delta (BAT in clusters, 64-bit size) crafted from a v1 one reads the same. */
+Test (chain, reads_v2)
+{
+  char path[PATH_MAX];
+  struct pgd_delta_hdr h;
+  struct pgd_err err = { 0 };
+  unsigned char raw[64];
+  struct pgd_chain *c;
+  int fd;
+
+  fx_create_image (dir, DISK, 64);
+  c = open_chain (0);
+  random_writes (c, 60, 32768, 5);
+  close_chain (c);
+  snprintf (path, sizeof path, "%s/root.hdd", dir);
+  fd = open (path, O_RDWR);
+  cr_assert_geq (fd, 0);
+  cr_assert_eq (pread (fd, raw, 64, 0), 64);
+  cr_assert_eq (pgd_delta_hdr_parse (raw, 1 << 30, path, &h, &err), 0, "%s", err.msg);
+  h.version = 2;
+  pgd_delta_hdr_encode (&h, raw);
+  cr_assert_eq (pwrite (fd, raw, 64, 0), 64);
+  for (uint32_t i = 0; i < h.bat_entries; i++)
+    {
+      uint32_t e;
+      cr_assert_eq (pread (fd, &e, 4, 64 + 4 * i), 4);
+      e /= 64;
+      cr_assert_eq (pwrite (fd, &e, 4, 64 + 4 * i), 4);
+    }
+  close (fd);
+  c = open_chain (PGD_CHAIN_RO);
+  verify (c, "v2");
+  close_chain (c);
+  cr_expect (fx_qemu_check_ok (path));
+}

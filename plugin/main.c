@@ -1,0 +1,267 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* ploop-graphdriver: the Docker GraphDriver plugin server, and the image-server
+   sub-mode ("ploop-graphdriver serve-image ..."). */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine.h"
+#include "layers.h"
+#include "log.h"
+#include "server.h"
+#include "util.h"
+
+#define DEFAULT_SOCKET "/run/docker/plugins/ploop.sock"
+#define DEFAULT_STATE "/var/lib/ploop-graphdriver/state.json"
+
+/* How long requests in flight may finish after SIGTERM; dockerd SIGKILLs after 10 s. */
+#define SHUTDOWN_GRACE_MS 5000
+
+struct options
+{
+  const char *socket;
+  const char *state;
+  const char *home;
+  const char *engine;
+  int log_level;
+};
+
+/* The write end of the self-pipe: the only thing the signal handler touches. */
+static int signal_pipe_w = -1;
+
+static void
+on_stop_signal (int signo)
+{
+  int saved = errno;
+  unsigned char b = (unsigned char) signo;
+
+  if (write (signal_pipe_w, &b, 1) < 0)
+    {
+      /* the pipe is full: a stop is already pending */
+    }
+  errno = saved;
+}
+
+/* SIGPIPE is caught rather than set to SIG_IGN: writes to a closed pipe still fail with
+   EPIPE, and the helpers we exec get the default disposition back. */
+static void
+on_sigpipe (int signo)
+{
+  (void) signo;
+}
+
+static void
+usage (FILE *f, const char *prog)
+{
+  fprintf (f,
+           "Usage: %s [OPTION]...\n"
+           "       %s serve-image ...\n"
+           "Serve Docker's GraphDriver plugin protocol, storing layers as ploop images.\n"
+           "\n"
+           "  --socket PATH      listen here (default " DEFAULT_SOCKET ");\n"
+           "                     a socket passed by systemd (LISTEN_FDS) takes precedence\n"
+           "  --state FILE       where Init is persisted (default " DEFAULT_STATE ")\n"
+           "  --home DIR         serve this Home at once, without waiting for Init\n"
+           "  --engine ENGINE    auto, user or kernel (default auto)\n"
+           "  --log-level LEVEL  error, warn, info or debug (default info)\n"
+           "  --help             show this help\n",
+           prog, prog);
+}
+
+/* Parse the command line into OPT; returns -1 (message printed) on a usage error. */
+static int
+parse_options (int argc, char **argv, struct options *opt)
+{
+  enum
+  {
+    OPT_SOCKET = 256,
+    OPT_STATE,
+    OPT_HOME,
+    OPT_ENGINE,
+    OPT_LOG_LEVEL,
+    OPT_HELP,
+  };
+  static const struct option longopts[] = {
+    { "socket", required_argument, NULL, OPT_SOCKET },
+    { "state", required_argument, NULL, OPT_STATE },
+    { "home", required_argument, NULL, OPT_HOME },
+    { "engine", required_argument, NULL, OPT_ENGINE },
+    { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+    { "help", no_argument, NULL, OPT_HELP },
+    { NULL, 0, NULL, 0 },
+  };
+  int c;
+
+  while ((c = getopt_long (argc, argv, "", longopts, NULL)) != -1)
+    switch (c)
+      {
+      case OPT_SOCKET: opt->socket = optarg; break;
+      case OPT_STATE: opt->state = optarg; break;
+      case OPT_HOME: opt->home = optarg; break;
+      case OPT_ENGINE:
+        if (strcmp (optarg, "auto") != 0 && strcmp (optarg, "user") != 0
+            && strcmp (optarg, "kernel") != 0)
+          {
+            fprintf (stderr, "%s: --engine must be auto, user or kernel\n", argv[0]);
+            return -1;
+          }
+        opt->engine = optarg;
+        break;
+      case OPT_LOG_LEVEL:
+        opt->log_level = pgd_log_parse_level (optarg);
+        if (opt->log_level < 0)
+          {
+            fprintf (stderr, "%s: --log-level must be error, warn, info or debug\n", argv[0]);
+            return -1;
+          }
+        break;
+      case OPT_HELP:
+        usage (stdout, argv[0]);
+        exit (EXIT_SUCCESS);
+      default: usage (stderr, argv[0]); return -1;
+      }
+  if (optind < argc)
+    {
+      fprintf (stderr, "%s: unexpected argument \"%s\"\n", argv[0], argv[optind]);
+      usage (stderr, argv[0]);
+      return -1;
+    }
+  if (opt->home && opt->home[0] != '/')
+    {
+      fprintf (stderr, "%s: --home must be an absolute path\n", argv[0]);
+      return -1;
+    }
+  return 0;
+}
+
+/* Route SIGTERM and SIGINT to the self-pipe whose read end goes to *READ_FD. */
+static int
+install_signals (int *read_fd, struct pgd_err *err)
+{
+  struct sigaction sa = { 0 };
+  int fds[2];
+
+  if (pipe2 (fds, O_CLOEXEC) < 0)
+    return pgd_error (err, errno, "signal pipe");
+  if (fcntl (fds[1], F_SETFL, O_NONBLOCK) < 0)
+    return pgd_error (err, errno, "signal pipe");
+  signal_pipe_w = fds[1];
+  *read_fd = fds[0];
+  sigemptyset (&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sa.sa_handler = on_stop_signal;
+  if (sigaction (SIGTERM, &sa, NULL) < 0 || sigaction (SIGINT, &sa, NULL) < 0)
+    return pgd_error (err, errno, "sigaction");
+  sa.sa_handler = on_sigpipe;
+  if (sigaction (SIGPIPE, &sa, NULL) < 0)
+    return pgd_error (err, errno, "sigaction SIGPIPE");
+  return 0;
+}
+
+/* Block until SIGTERM or SIGINT; returns the signal number. */
+static int
+wait_for_stop (int read_fd)
+{
+  unsigned char b = 0;
+
+  for (;;)
+    {
+      ssize_t n = read (read_fd, &b, 1);
+      if (n == 1)
+        return b;
+      if (n < 0 && errno == EINTR)
+        continue;
+      pgd_log (PGD_LOG_ERROR, "signal pipe: %s", n < 0 ? strerror (errno) : "closed");
+      return SIGTERM;
+    }
+}
+
+/* The listening socket: systemd's when socket-activated, else our own at PATH. */
+static int
+open_listener (const char *path, int *fd, struct pgd_err *err)
+{
+  int rc = pgd_server_activated_fd (fd, err);
+
+  if (rc < 0)
+    return -1;
+  if (rc > 0)
+    {
+      pgd_log (PGD_LOG_INFO, "serving the socket passed by systemd (fd %d)", *fd);
+      return 0;
+    }
+  if (pgd_server_bind_unix (path, fd, err) < 0)
+    return -1;
+  pgd_log (PGD_LOG_INFO, "listening on %s", path);
+  return 0;
+}
+
+static int
+serve (const struct options *opt)
+{
+  struct pgd_layers_config cfg = {
+    .state_file = opt->state,
+    .home = opt->home,
+    .engine = opt->engine,
+  };
+  struct pgd_layers *layers = NULL;
+  struct pgd_server *server = NULL;
+  cleanup_close int sig_fd = -1;
+  struct pgd_err err = { 0 };
+  int listen_fd = -1;
+  int signo;
+
+  if (install_signals (&sig_fd, &err) < 0)
+    goto fail;
+  /* listen before the (possibly slow) store start: early clients wait in the backlog */
+  if (open_listener (opt->socket, &listen_fd, &err) < 0)
+    goto fail;
+  if (pgd_layers_open (&layers, &cfg, &err) < 0)
+    {
+      close (listen_fd);
+      pgd_error_wrap (&err, "open the layer store");
+      goto fail;
+    }
+  if (pgd_server_start (&server, listen_fd, &pgd_layers_ops, layers, &err) < 0)
+    {
+      pgd_layers_close (layers);
+      goto fail;
+    }
+  pgd_log (PGD_LOG_INFO, "ready");
+
+  signo = wait_for_stop (sig_fd);
+  pgd_log (PGD_LOG_INFO, "%s: shutting down", strsignal (signo));
+  bool stopped = pgd_server_stop (server, SHUTDOWN_GRACE_MS);
+  pgd_layers_shutdown (layers);
+  if (!stopped)
+    _exit (EXIT_SUCCESS); /* threads still use the store: do not free it under them */
+  pgd_layers_close (layers);
+  pgd_log (PGD_LOG_INFO, "stopped");
+  return EXIT_SUCCESS;
+
+fail:
+  pgd_log (PGD_LOG_ERROR, "%s", err.msg);
+  return EXIT_FAILURE;
+}
+
+int
+main (int argc, char **argv)
+{
+  struct options opt = {
+    .socket = DEFAULT_SOCKET,
+    .state = DEFAULT_STATE,
+    .engine = "auto",
+    .log_level = PGD_LOG_INFO,
+  };
+
+  if (argc > 1 && strcmp (argv[1], "serve-image") == 0)
+    return pgd_imgsrv_main (argc - 1, argv + 1);
+  if (parse_options (argc, argv, &opt) < 0)
+    return 2;
+  pgd_log_set_level ((enum pgd_log_level) opt.log_level);
+  return serve (&opt);
+}

@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* The GraphDriver endpoints: libmicrohttpd request handling on top of the operation
+   table of driver.h. Every request body is read to its end before the answer. */
+#ifndef PGD_ROUTES_H
+#define PGD_ROUTES_H
+
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdbool.h>
+
+#include "driver.h"
+#include "err.h"
+
+/* Shared by every connection: the driver and a count of requests in flight. */
+struct pgd_routes
+{
+  const struct pgd_ops *ops;
+  void *ctx;
+  pthread_mutex_t lock;
+  pthread_cond_t idle; /* signalled when ACTIVE drops to 0 */
+  unsigned active;     /* requests being handled plus Diff streams still open */
+};
+
+/* Set R up to serve OPS with CTX (the driver object). */
+int pgd_routes_init (struct pgd_routes *r, const struct pgd_ops *ops, void *ctx,
+                     struct pgd_err *err) __attribute__ ((warn_unused_result));
+
+/* Release what pgd_routes_init set up; nothing may be in flight. */
+void pgd_routes_destroy (struct pgd_routes *r);
+
+/* Count one more piece of work in flight. */
+void pgd_routes_hold (struct pgd_routes *r);
+
+/* Count one piece of work done; wakes pgd_routes_wait_idle at zero. */
+void pgd_routes_release (struct pgd_routes *r);
+
+/* Wait up to TIMEOUT_MS for nothing to be in flight; true when idle. */
+bool pgd_routes_wait_idle (struct pgd_routes *r, unsigned timeout_ms);
+
+/* MHD_AccessHandlerCallback; CLS is the struct pgd_routes. */
+enum MHD_Result pgd_routes_handle (void *cls, struct MHD_Connection *conn, const char *url,
+                                   const char *method, const char *version,
+                                   const char *upload_data, size_t *upload_data_size,
+                                   void **req_cls);
+
+/* MHD_RequestCompletedCallback: frees the request state, also after a client abort. */
+void pgd_routes_completed (void *cls, struct MHD_Connection *conn, void **req_cls,
+                           enum MHD_RequestTerminationCode toe);
+
+/* Queue STATUS with the malloc'd JSON text BODY (taken; NULL means out of memory),
+   Content-Type JSON and Connection: close. */
+enum MHD_Result pgd_routes_reply (struct MHD_Connection *conn, unsigned status, char *body);
+
+#endif

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* ploop images on disk through libploop 1.15, offline: none of these calls needs
-   the ploop kernel module. Facts and pitfalls: /work/shared/PLOOP.md §4, §5, §8. */
+   the ploop kernel module. Facts and pitfalls: PLOOP.md §4, §5, §8 (team docs). */
 #include "image.h"
 
 #include <endian.h>
@@ -701,7 +701,7 @@ do_info (const char *dir, struct pgd_image_info *info, struct pgd_err *err)
     return pgd_error (err, errno, "stat %s", top);
   info->top_shared = st.st_nlink > 1;
 
-  /* Nothing since chain_read took the DD lock, so di->images is still valid. */
+  /* no libploop call since chain_read, so di->images is still valid (pitfall 2) */
   for (int i = 0; i < c.di->nimages; i++)
     {
       const char *file = c.di->images[i]->file;

@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -87,7 +88,12 @@ pgd_apply_fail (struct pgd_apply *ap, const char *what, struct pgd_err *err)
   int e = archive_errno (ap->a);
   const char *s = archive_error_string (ap->a);
 
-  return pgd_error (err, e > 0 ? e : EINVAL, "%s: %s", what, s ? s : "malformed tar");
+  /* libarchive reports format problems as EILSEQ or -1: the text says it all */
+  if (e > 0 && e != EILSEQ)
+    return pgd_error (err, e, "%s: %s", what, s ? s : "tar stream");
+  pgd_error (err, 0, "%s: %s", what, s ? s : "malformed tar");
+  err->errnum = EINVAL;
+  return -1;
 }
 
 /* Owner of entry E on the host. */
@@ -423,8 +429,11 @@ apply_all (struct pgd_apply *ap, struct pgd_err *err)
       if (r == ARCHIVE_EOF)
         break;
       if (!la_ok (r))
-        return pgd_apply_fail (ap, "read tar header after entry", err),
-               pgd_error_wrap (err, "%.256s", last);
+        {
+          char what[300];
+          snprintf (what, sizeof what, "entry after %.256s: read tar header", last);
+          return pgd_apply_fail (ap, what, err);
+        }
       raw = entry_name (e);
       if (raw == NULL)
         return pgd_error (err, EINVAL, "tar entry without a name after %.256s", last);

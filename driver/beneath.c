@@ -99,9 +99,12 @@ open_walk (int rootfd, const char *rel, bool create, int *out, struct pgd_err *e
       if (next < 0)
         {
           int e = errno;
-          if (e == ELOOP || e == ENOTDIR)
-            return pgd_error (err, e, "open directory %s: component %s is %s", rel, comp,
-                              e == ELOOP ? "a symlink" : "not a directory");
+          struct stat st;
+          if (fstatat (cur, comp, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK (st.st_mode))
+            return pgd_error (err, ELOOP, "open directory %s: %s is a symlink", rel, comp);
+          if (e == ENOTDIR || e == ELOOP)
+            return pgd_error (err, ENOTDIR, "open directory %s: %s is not a directory", rel,
+                              comp);
           return pgd_error (err, e, "open directory %s", comp);
         }
       close (cur);
@@ -129,13 +132,12 @@ pgd_open_dir_beneath (int rootfd, const char *rel, bool create, int *fd, struct 
       *fd = r;
       return 0;
     }
-  if (errno == ELOOP)
-    return pgd_error (err, ELOOP, "open directory %s: a component is a symlink", rel);
   if (errno == EXDEV)
     return pgd_error (err, EXDEV, "open directory %s: leaves the root", rel);
-  if (errno != ENOENT && errno != ENOSYS && errno != EAGAIN)
+  if (errno != ENOENT && errno != ENOSYS && errno != EAGAIN && errno != ELOOP
+      && errno != ENOTDIR)
     return pgd_error (err, errno, "open directory %s", rel);
-  /* missing components to create, or no openat2: walk step by step */
+  /* components to create, no openat2, or a refusal to explain: walk step by step */
   if (open_walk (rootfd, rel, create, fd, err) < 0)
     return -1;
   return 0;

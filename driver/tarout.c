@@ -85,7 +85,12 @@ archive_fail (struct tarout *t, const char *what, const char *name, struct pgd_e
   int e = archive_errno (t->a);
   const char *s = archive_error_string (t->a);
 
-  return pgd_error (err, e > 0 ? e : 0, "%s %s: %s", what, name, s ? s : "libarchive error");
+  /* a write error carries errno (EPIPE...); libarchive's own problems are in the text */
+  if (e > 0 && e != EILSEQ)
+    return pgd_error (err, e, "%s %s: %s", what, name, s ? s : "tar stream");
+  pgd_error (err, 0, "%s %s: %s", what, name, s ? s : "libarchive error");
+  err->errnum = EIO;
+  return -1;
 }
 
 /* Set T->name to the tar name of absolute PATH: no leading '/', SUFFIX appended. */

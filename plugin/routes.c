@@ -379,8 +379,9 @@ pgd_routes_wait_idle (struct pgd_routes *r, unsigned timeout_ms)
   return r->active == 0;
 }
 
-enum MHD_Result
-pgd_routes_reply (struct MHD_Connection *conn, unsigned status, char *body)
+/* pgd_routes_reply, plus an Allow header when ALLOW is not NULL. */
+static enum MHD_Result
+reply_full (struct MHD_Connection *conn, unsigned status, char *body, const char *allow)
 {
   static const char oom[] = "{\"Err\":\"out of memory\"}";
   struct MHD_Response *resp = NULL;
@@ -402,9 +403,17 @@ pgd_routes_reply (struct MHD_Connection *conn, unsigned status, char *body)
     }
   MHD_add_response_header (resp, MHD_HTTP_HEADER_CONTENT_TYPE, JSON_TYPE);
   MHD_add_response_header (resp, MHD_HTTP_HEADER_CONNECTION, "close");
+  if (allow != NULL)
+    MHD_add_response_header (resp, MHD_HTTP_HEADER_ALLOW, allow);
   ret = MHD_queue_response (conn, status, resp);
   MHD_destroy_response (resp);
   return ret;
+}
+
+enum MHD_Result
+pgd_routes_reply (struct MHD_Connection *conn, unsigned status, char *body)
+{
+  return reply_full (conn, status, body, NULL);
 }
 
 /* Answer {"Err": ERR} with STATUS and log it. */
@@ -412,8 +421,10 @@ static enum MHD_Result
 reply_err (struct MHD_Connection *conn, const char *url, unsigned status,
            const struct pgd_err *err)
 {
+  const char *allow = status == MHD_HTTP_METHOD_NOT_ALLOWED ? MHD_HTTP_METHOD_POST : NULL;
+
   pgd_log (status >= 500 ? PGD_LOG_WARN : PGD_LOG_INFO, "%s: %u %s", url, status, err->msg);
-  return pgd_routes_reply (conn, status, pgd_proto_encode_err (err->msg));
+  return reply_full (conn, status, pgd_proto_encode_err (err->msg), allow);
 }
 
 /* Record the first failure; the answer waits for the end of the body. */
@@ -452,7 +463,6 @@ request_new (struct pgd_routes *r, struct MHD_Connection *conn, const char *url,
     return NULL;
   req->r = r;
   req->route = find_route (url);
-  pgd_routes_hold (r);
   if (req->route == NULL)
     {
       pgd_error (&req->err, 0, "unknown path %s", url);
@@ -473,7 +483,6 @@ request_free (struct request *req)
 {
   pgd_apply_free (req->apply);
   free (req->body);
-  pgd_routes_release (req->r);
   free (req);
 }
 
@@ -588,7 +597,11 @@ pgd_routes_handle (void *cls, struct MHD_Connection *conn, const char *url, cons
   if (req->answered)
     return MHD_YES;
   req->answered = true;
-  return request_answer (req, conn, url);
+  /* shutdown waits (a while) for driver calls, not for clients that are slow to send */
+  pgd_routes_hold (req->r);
+  enum MHD_Result ret = request_answer (req, conn, url);
+  pgd_routes_release (req->r);
+  return ret;
 }
 
 void

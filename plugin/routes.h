@@ -18,7 +18,7 @@ struct pgd_routes
   void *ctx;
   pthread_mutex_t lock;
   pthread_cond_t idle; /* signalled when ACTIVE drops to 0 */
-  unsigned active;     /* requests being handled plus Diff streams still open */
+  unsigned active;     /* driver calls, ApplyDiff workers and Diff streams in flight */
 };
 
 /* Set R up to serve OPS with CTX (the driver object). */

@@ -155,7 +155,7 @@ mhd_logger (void *cls, const char *fmt, va_list ap)
   n = strlen (line);
   while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
     line[--n] = '\0';
-  pgd_log (PGD_LOG_WARN, "libmicrohttpd: %s", line);
+  pgd_log (PGD_LOG_INFO, "libmicrohttpd: %s", line);
 }
 
 int
@@ -189,11 +189,12 @@ pgd_server_start (struct pgd_server **out, int fd, const struct pgd_ops *ops, vo
       return -1;
     }
   s->daemon = MHD_start_daemon (
-      flags, 0, NULL, NULL, pgd_routes_handle, &s->routes, MHD_OPTION_LISTEN_SOCKET, fd,
+      flags, 0, NULL, NULL, pgd_routes_handle, &s->routes,
+      /* first, so that every later message goes through it */
+      MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_LISTEN_SOCKET, fd,
       MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) 0, MHD_OPTION_CONNECTION_LIMIT,
       (unsigned) PGD_SERVER_MAX_CONNECTIONS, MHD_OPTION_NOTIFY_COMPLETED,
-      pgd_routes_completed, &s->routes, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
-      MHD_OPTION_END);
+      pgd_routes_completed, &s->routes, MHD_OPTION_END);
   if (s->daemon == NULL)
     {
       pgd_routes_destroy (&s->routes);

@@ -38,6 +38,7 @@ close_fd (int *fd)
 
 struct pgd_apply
 {
+  struct pgd_routes *r;
   const struct pgd_ops *ops;
   void *ctx;
   char *id;
@@ -72,13 +73,14 @@ pgd_apply_free (struct pgd_apply *a)
   if (a->running)
     pthread_join (a->thread, NULL);
   close_fd (&a->rfd);
+  pgd_routes_release (a->r);
   free (a->id);
   free (a->parent);
   free (a);
 }
 
 int
-pgd_apply_start (struct pgd_apply **out, const struct pgd_routes *r, const char *id,
+pgd_apply_start (struct pgd_apply **out, struct pgd_routes *r, const char *id,
                  const char *parent, struct pgd_err *err)
 {
   struct pgd_apply *a;
@@ -91,6 +93,8 @@ pgd_apply_start (struct pgd_apply **out, const struct pgd_routes *r, const char 
   a = calloc (1, sizeof *a);
   if (a == NULL)
     return pgd_error (err, ENOMEM, "ApplyDiff %s", id);
+  a->r = r;
+  pgd_routes_hold (r); /* released by pgd_apply_free */
   a->ops = r->ops;
   a->ctx = r->ctx;
   a->rfd = a->wfd = -1;

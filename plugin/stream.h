@@ -15,8 +15,8 @@
 struct pgd_apply;
 
 /* Start ApplyDiff of ID on PARENT (NULL = none): a pipe and a worker thread running
-   ops->apply_diff on its read end. */
-int pgd_apply_start (struct pgd_apply **out, const struct pgd_routes *r, const char *id,
+   ops->apply_diff on its read end. Counts as work in flight on R until freed. */
+int pgd_apply_start (struct pgd_apply **out, struct pgd_routes *r, const char *id,
                      const char *parent, struct pgd_err *err)
     __attribute__ ((warn_unused_result));
 

@@ -1,7 +1,65 @@
 # shellcheck shell=bash
 # SPDX-License-Identifier: GPL-2.0-or-later
 # bench/lib.sh: helpers of bench/run.sh and bench/profile.sh on top of
-# tests/e2e/lib.sh: memory of a process, and the summary (CSV, Markdown, PNG).
+# tests/e2e/lib.sh: driver instances, memory of a process, and the summary (CSV,
+# Markdown, PNG).
+
+# The caller declares: W (work directory), DIR (associative: driver -> instance
+# directory) and DRIVERS (the drivers that came up), and has $W/busybox.tar.
+
+# bench_init: after e2e_setup, the work directory W inside the first instance
+# directory (which serves no dockerd), with the busybox:local tar.
+bench_init() {
+	W=$D/bench
+	mkdir -p "$W"
+	rmdir "$D/root" "$D/exec" "$D/ctrd/root" "$D/ctrd/state" "$D/ctrd" 2>/dev/null || true
+	E2E_DRIVER=overlay2 e2e_busybox_tar "$W/busybox.tar" >/dev/null
+}
+
+# start_driver DRV: a fresh instance with busybox:local imported and a container run.
+# Runs in a subshell so that a `fail` of lib.sh only loses this driver; everything it
+# starts is recorded in the instance directory, so the EXIT trap still cleans it up.
+start_driver() {
+	local drv=$1 rc=0
+	if [ "$drv" = ploop ] && [ ! -x "$BUILD/ploop-graphdriver" ]; then
+		log "warning: no $BUILD/ploop-graphdriver: ploop is not measured"
+		return 1
+	fi
+	e2e_new_instance
+	# shellcheck disable=SC2004 # DIR is associative (declared by the caller)
+	DIR[$drv]=$D
+	use "$drv"
+	set +e
+	(
+		set -e
+		if [ "$drv" = ploop ]; then
+			e2e_start_plugin
+			e2e_start_dockerd
+		else
+			E2E_NO_EXPERIMENTAL=1 e2e_start_dockerd
+		fi
+		dk import "$W/busybox.tar" busybox:local >/dev/null
+		dk run --rm --network none busybox:local true
+	) 2>"$D/start.err"
+	rc=$?
+	set -e
+	if [ "$rc" -ne 0 ]; then
+		log "warning: $drv could not run a container (exit $rc): it is not measured"
+		tail -15 "$D/start.err" >&2
+		e2e_dump_logs "$D"
+		e2e_cleanup_instance "$D"
+		return 1
+	fi
+	DRIVERS+=("$drv")
+	log "$drv is up in $D"
+}
+
+# use DRV: make DRV's instance the current one for lib.sh (D, E2E_DRIVER).
+use() {
+	D=${DIR[$1]}
+	# shellcheck disable=SC2034 # read by tests/e2e/lib.sh
+	E2E_DRIVER=$1
+}
 
 # smaps_kib PID FIELD: FIELD (Pss, Rss, ...) of /proc/PID/smaps_rollup in KiB, 0 if gone.
 smaps_kib() {

@@ -45,8 +45,8 @@ DD_MIB=256
 
 BENCH_T0=$(date +%s%N)
 e2e_setup
-W=$D/bench                 # work files; removed with the first instance directory
-mkdir -p "$W"
+W=""                       # work files (bench_init); removed with the first instance
+bench_init
 : >"$W/samples.csv"
 
 declare -A DIR=()          # driver -> its instance directory
@@ -55,49 +55,6 @@ DRIVERS=()                 # drivers that came up
 
 # ---------------------------------------------------------------------------
 # set-up
-
-# start_driver DRV: a fresh instance with busybox:local imported and a container run.
-# Runs in a subshell so that a `fail` of lib.sh only loses this driver; everything it
-# starts is recorded in the instance directory, so the EXIT trap still cleans it up.
-start_driver() {
-	local drv=$1 rc=0
-	if [ "$drv" = ploop ] && [ ! -x "$BUILD/ploop-graphdriver" ]; then
-		log "warning: no $BUILD/ploop-graphdriver: ploop is not measured"
-		return 1
-	fi
-	e2e_new_instance
-	DIR[$drv]=$D
-	use "$drv"
-	set +e
-	(
-		set -e
-		if [ "$drv" = ploop ]; then
-			e2e_start_plugin
-			e2e_start_dockerd
-		else
-			E2E_NO_EXPERIMENTAL=1 e2e_start_dockerd
-		fi
-		dk import "$W/busybox.tar" busybox:local >/dev/null
-		dk run --rm --network none busybox:local true
-	) 2>"$D/start.err"
-	rc=$?
-	set -e
-	if [ "$rc" -ne 0 ]; then
-		log "warning: $drv could not run a container (exit $rc): it is not measured"
-		tail -15 "$D/start.err" >&2
-		e2e_dump_logs "$D"
-		e2e_cleanup_instance "$D"
-		return 1
-	fi
-	DRIVERS+=("$drv")
-	log "$drv is up in $D"
-}
-
-# use DRV: make DRV's instance the current one for lib.sh (D, E2E_DRIVER).
-use() {
-	D=${DIR[$1]}
-	E2E_DRIVER=$1
-}
 
 # The 200 MiB tar of random files (DOCKERD.md §9: 50 x 4 MiB under data/).
 make_rand_tar() {
@@ -280,11 +237,8 @@ bench_mem() {
 # main
 
 log "bench: drivers $BENCH_DRIVERS; $BENCH_ROUNDS rounds; build $BUILD"
-D0=$D
-E2E_DRIVER=overlay2 e2e_busybox_tar "$W/busybox.tar" >/dev/null
 make_rand_tar
 cat "$W/rand200.tar" >/dev/null
-rmdir "$D0/root" "$D0/exec" "$D0/ctrd/root" "$D0/ctrd/state" "$D0/ctrd" 2>/dev/null || true
 for drv in $BENCH_DRIVERS; do
 	start_driver "$drv" || true
 done

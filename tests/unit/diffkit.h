@@ -27,6 +27,7 @@
 static char kit_dir[PATH_MAX];
 /* Mount points kit_ext4_mount made, unmounted by kit_teardown. */
 static char kit_mounts[4][PATH_MAX + 32];
+static char kit_images[4][PATH_MAX + 32];
 static int kit_nmounts;
 
 static inline void
@@ -61,9 +62,9 @@ kit_teardown (void)
 static inline const char *
 kit_path (const char *fmt, ...)
 {
-  static char bufs[8][PATH_MAX * 2];
+  static char bufs[16][PATH_MAX * 2];
   static int next;
-  char *b = bufs[next++ % 8];
+  char *b = bufs[next++ % 16];
   va_list ap;
   int n = snprintf (b, PATH_MAX * 2, "%s/", kit_dir);
 
@@ -316,6 +317,7 @@ kit_ext4_mount (const char *img, const char *dir, bool ro)
   cr_assert_lt (kit_nmounts, 4);
   mkdir (dir, 0755);
   kit_sh ("mount -o loop%s '%s' '%s'", ro ? ",ro" : "", img, dir);
+  snprintf (kit_images[kit_nmounts], sizeof kit_images[0], "%s", img);
   snprintf (kit_mounts[kit_nmounts++], sizeof kit_mounts[0], "%s", dir);
 }
 
@@ -326,7 +328,13 @@ kit_ext4_umount (const char *dir)
   for (int i = 0; i < kit_nmounts; i++)
     if (strcmp (kit_mounts[i], dir) == 0)
       {
+        /* the loop device detaches asynchronously after umount: wait for it, or a
+           new mount of the same image finds it "already mounted" */
+        kit_sh ("for i in $(seq 100); do [ -z \"$(losetup -j '%s')\" ] && exit 0; sleep 0.05;"
+                " done; exit 1",
+                kit_images[i]);
         memmove (kit_mounts[i], kit_mounts[i + 1], (kit_nmounts - i - 1) * sizeof kit_mounts[0]);
+        memmove (kit_images[i], kit_images[i + 1], (kit_nmounts - i - 1) * sizeof kit_images[0]);
         kit_nmounts--;
         break;
       }

@@ -21,7 +21,8 @@ parse_object (const char *body, size_t len, json_t **out, struct pgd_err *err)
   *out = NULL;
   if (body == NULL || len == 0)
     return pgd_error (err, 0, "empty request body");
-  root = json_loadb (body, len, 0, &jerr);
+  /* DECODE_ANY: a bare string or number is valid JSON, just not an object */
+  root = json_loadb (body, len, JSON_DECODE_ANY, &jerr);
   if (root == NULL)
     return pgd_error (err, 0, "request body is not valid JSON: %s (line %d, column %d)",
                       jerr.text, jerr.line, jerr.column);

@@ -20,7 +20,7 @@ bench_init() {
 # Runs in a subshell so that a `fail` of lib.sh only loses this driver; everything it
 # starts is recorded in the instance directory, so the EXIT trap still cleans it up.
 start_driver() {
-	local drv=$1 rc=0
+	local drv=$1 rc=0 d
 	if [ "$drv" = ploop ] && [ ! -x "$BUILD/ploop-graphdriver" ]; then
 		log "warning: no $BUILD/ploop-graphdriver: ploop is not measured"
 		return 1
@@ -48,6 +48,11 @@ start_driver() {
 		tail -15 "$D/start.err" >&2
 		e2e_dump_logs "$D"
 		e2e_cleanup_instance "$D"
+		# cleaned up: keep the EXIT trap from cleaning it again
+		local -a keep=()
+		for d in "${E2E_DIRS[@]}"; do [ "$d" = "$D" ] || keep+=("$d"); done
+		E2E_DIRS=("${keep[@]}")
+		unset "DIR[$drv]"
 		return 1
 	fi
 	DRIVERS+=("$drv")

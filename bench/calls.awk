@@ -15,6 +15,12 @@ function inode_of(s,   i) {
 	return RSTART ? substr(s, 1, RLENGTH) : ""
 }
 
+# the data argument: the first quoted string after the fd (whose -yy path is quoted too)
+function data_of(s,   i) {
+	i = index(s, ">, \"")
+	return i ? first_quoted(substr(s, i + 3)) : ""
+}
+
 function first_quoted(s,   i) {
 	i = index(s, "\"")
 	if (!i) return ""
@@ -44,15 +50,15 @@ function syscall(pid, ts, name, text, dur,   ino, q, m, args, n, fs) {
 	if (name == "recvfrom" || name == "read" || name == "recvmsg") {
 		ino = inode_of(text)
 		if (ino == "" || !(ino in cstart)) return
-		q = first_quoted(text)
+		q = data_of(text)
 		if (cmeth[ino] == "?" && match(q, /POST \/[A-Za-z.]+/)) cmeth[ino] = substr(q, RSTART + 6, RLENGTH - 6)
-		if (cid[ino] == "-" && match(q, /\\"ID\\":\\"[^\\"]*/)) cid[ino] = substr(q, RSTART + 10, RLENGTH - 10)
+		if (cid[ino] == "-" && match(q, /\\"ID\\":\\"[^\\"]*/)) cid[ino] = substr(q, RSTART + 9, RLENGTH - 9)
 		return
 	}
 	if (name == "sendto" || name == "sendmsg" || name == "writev" || name == "write") {
 		ino = inode_of(text)
 		if (ino == "" || !(ino in cstart)) return
-		q = first_quoted(text)
+		q = data_of(text)
 		if (cstat[ino] == "-" && match(q, /^HTTP\/1\.[01] [0-9]+/)) cstat[ino] = substr(q, RLENGTH - 2, 3)
 		return
 	}

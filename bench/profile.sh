@@ -86,6 +86,7 @@ say ""
 # ---------------------------------------------------------------------------
 # 1. untraced reference
 : >"$W/marks"
+mark_log1=$(log_mark "${DIR[ploop]}/plugin.log")
 for ((i = 0; i < PROF_RUNS; i++)); do
 	for drv in ploop overlay2; do
 		use "$drv"
@@ -96,6 +97,23 @@ say "## 1. docker run --rm busybox true, untraced (ms, alternating)"
 for drv in ploop overlay2; do
 	say "$(printf '%-9s' "$drv") $(awk -v d="$drv" '$1 == d {print ($3 - $2) * 1000}' "$W/marks" | ms_stats)"
 done
+log_since "${DIR[ploop]}/plugin.log" "$mark_log1" >"$W/plugin-log1.txt"
+say ""
+say "### 1a. the plugin's own debug log over these $PROF_RUNS runs"
+say "calls per run: $(awk '$2 == "debug" && $3 ~ /^\/GraphDriver\./ {sub(/:$/, "", $3); c[$3]++}
+	END {for (k in c) printf "%s %.1f, ", substr(k, 14), c[k] / r}' r="$PROF_RUNS" "$W/plugin-log1.txt")"
+# "mounted X at Y via /dev/loopN (ms since start: server ready A, loop B, mkfs C, mounted D)"
+awk '$3 == "mounted" && /ms since start/ {
+		l = $0; sub(/.*server ready /, "", l); gsub(/[a-z(),]+/, " ", l); split(l, t, " ")
+		print t[1], t[2] - t[1], (t[3] ? t[3] - t[2] : 0), t[4] - (t[3] ? t[3] : t[2]), t[4] }' \
+	"$W/plugin-log1.txt" >"$W/mounts1.txt"
+say "mounts per run: $(awk -v r="$PROF_RUNS" 'END {printf "%.1f", NR / r}' "$W/mounts1.txt"); per mount (ms):"
+say "  server spawned and ready  $(awk '{print $1}' "$W/mounts1.txt" | ms_stats)"
+say "  loop device attached      $(awk '{print $2}' "$W/mounts1.txt" | ms_stats)"
+say "  ext4 mounted              $(awk '{print $4}' "$W/mounts1.txt" | ms_stats)"
+say "  whole mount               $(awk '{print $5}' "$W/mounts1.txt" | ms_stats)"
+say "unmounts per run: $(awk -v r="$PROF_RUNS" '$3 == "unmounted" {n++} END {printf "%.1f", n / r}' "$W/plugin-log1.txt"); per unmount (ms):"
+say "  whole unmount             $(awk '$3 == "unmounted" {print $(NF - 1)}' "$W/plugin-log1.txt" | ms_stats)"
 say ""
 
 # ---------------------------------------------------------------------------

@@ -43,6 +43,7 @@ struct tarout
   const struct pgd_idmaps *maps;
   struct pgd_keymap links; /* (dev, ino) -> tar name of its first entry */
   int fd;
+  bool failed; /* after an error nothing more reaches FD, end blocks included */
   time_t now;
   char *name; /* tar name being built */
   size_t namecap;
@@ -56,6 +57,11 @@ write_cb (struct archive *a, void *opaque, const void *buf, size_t len)
   const char *p = buf;
   size_t left = len;
 
+  if (t->failed)
+    {
+      archive_set_error (a, ECANCELED, "stream abandoned after an error");
+      return -1;
+    }
   while (left > 0)
     {
       ssize_t n = write (t->fd, p, left);
@@ -331,7 +337,12 @@ pgd_diff_write (const char *new_root, const char *old_root, int fd,
   if (t.a != NULL)
     {
       if (r < 0)
-        archive_write_fail (t.a); /* no end-of-archive blocks after an error */
+        {
+          /* close (which frees libarchive's block buffer, unlike free after
+             archive_write_fail) but let no end-of-archive blocks out */
+          t.failed = true;
+          archive_write_close (t.a);
+        }
       archive_write_free (t.a);
     }
   if (t.e != NULL)

@@ -19,7 +19,7 @@ static char *
 diff_to_buf (const char *new_root, const char *old_root, const struct pgd_idmaps *maps,
              size_t *len)
 {
-  char path[PATH_MAX];
+  char path[PATH_MAX + 32];
   struct pgd_err err = { 0 };
   struct stat st;
 

@@ -80,5 +80,21 @@ bench: deps all
 plugin: all
 	tools/make-plugin.sh $(BUILD)
 
+# make install [PREFIX=/usr/local] [DESTDIR=] [SYSTEMDUNITDIR=/etc/systemd/system]:
+# the binary, the systemd socket + service (legacy plugin on
+# /run/docker/plugins/ploop.sock), /etc/default/ploop-graphdriver (kept if present)
+# and the managed plugin's config.json. Then: systemctl daemon-reload &&
+# systemctl enable --now ploop-graphdriver.socket
+install: $(BIN)
+	install -D -m 0755 $(BIN) $(DESTDIR)$(or $(PREFIX),/usr/local)/bin/ploop-graphdriver
+	install -d $(DESTDIR)$(or $(SYSTEMDUNITDIR),/etc/systemd/system)
+	sed 's|@BINDIR@|$(or $(PREFIX),/usr/local)/bin|g' systemd/ploop-graphdriver.service \
+	  >$(DESTDIR)$(or $(SYSTEMDUNITDIR),/etc/systemd/system)/ploop-graphdriver.service
+	chmod 0644 $(DESTDIR)$(or $(SYSTEMDUNITDIR),/etc/systemd/system)/ploop-graphdriver.service
+	install -m 0644 systemd/ploop-graphdriver.socket $(DESTDIR)$(or $(SYSTEMDUNITDIR),/etc/systemd/system)/
+	test -e $(DESTDIR)/etc/default/ploop-graphdriver || \
+	  install -D -m 0644 systemd/ploop-graphdriver.default $(DESTDIR)/etc/default/ploop-graphdriver
+	install -D -m 0644 config.json $(DESTDIR)$(or $(PREFIX),/usr/local)/share/ploop-graphdriver/config.json
+
 clean:
 	rm -rf build build-asan

@@ -104,15 +104,14 @@ host_owner (struct pgd_apply *ap, struct archive_entry *e, uid_t *uid, gid_t *gi
   int64_t u = archive_entry_uid (e), g = archive_entry_gid (e);
 
   if (u < 0 || u > UINT32_MAX || g < 0 || g > UINT32_MAX)
-    return pgd_error (err, EINVAL, "owner %lld:%lld out of range", (long long) u,
-                      (long long) g);
+    return pgd_error (err, EINVAL, "owner %lld:%lld out of range", (long long)u, (long long)g);
   if (ap->maps != NULL)
     {
       u = pgd_idmap_to_host (ap->maps->uid, ap->maps->nuid, u);
       g = pgd_idmap_to_host (ap->maps->gid, ap->maps->ngid, g);
       if (u < 0 || g < 0)
         return pgd_error (err, EINVAL, "owner %lld:%lld has no host mapping",
-                          (long long) archive_entry_uid (e), (long long) archive_entry_gid (e));
+                          (long long)archive_entry_uid (e), (long long)archive_entry_gid (e));
     }
   *uid = u;
   *gid = g;
@@ -173,13 +172,13 @@ pgd_apply_meta (struct pgd_apply *ap, struct archive_entry *e, const struct pgd_
     return -1;
   if (at->fd >= 0 ? fchown (at->fd, uid, gid)
                   : fchownat (at->pfd, at->base, uid, gid, AT_SYMLINK_NOFOLLOW))
-    return pgd_error (err, errno, "chown to %u:%u", (unsigned) uid, (unsigned) gid);
+    return pgd_error (err, errno, "chown to %u:%u", (unsigned)uid, (unsigned)gid);
   if (set_xattrs (e, at->fd, at->pfd, at->base, err) < 0)
     return -1;
   if (at->symlink)
     ; /* no mode on symlinks (nor on hardlinks of one) */
   else if (at->fd >= 0 ? fchmod (at->fd, perm) : fchmodat (at->pfd, at->base, perm, 0))
-    return pgd_error (err, errno, "chmod to %04o", (unsigned) perm);
+    return pgd_error (err, errno, "chmod to %04o", (unsigned)perm);
   if (at->dir || at->no_times)
     return 0; /* directory times come last */
   entry_times (e, ts);
@@ -249,18 +248,18 @@ pgd_apply_data (struct pgd_apply *ap, int fd, int64_t size, struct pgd_err *err)
         return pgd_apply_fail (ap, "read data", err);
       for (size_t done = 0; done < len;)
         {
-          ssize_t n = pwrite (fd, (const char *) buf + done, len - done, off + done);
+          ssize_t n = pwrite (fd, (const char *)buf + done, len - done, off + done);
           if (n < 0 && errno == EINTR)
             continue;
           if (n < 0)
             return pgd_error (err, errno, "write");
           done += n;
         }
-      if (off + (int64_t) len > end)
+      if (off + (int64_t)len > end)
         end = off + len;
     }
   if (end != size && ftruncate (fd, size) < 0)
-    return pgd_error (err, errno, "truncate to %lld bytes", (long long) size);
+    return pgd_error (err, errno, "truncate to %lld bytes", (long long)size);
   return 0;
 }
 
@@ -370,20 +369,20 @@ apply_entry (struct pgd_apply *ap, struct archive_entry *e, const char *raw, cha
   slash = strrchr (name, '/');
   base = slash ? slash + 1 : name;
   if (slash)
-    *(char *) slash = '\0';
+    *(char *)slash = '\0';
   int r = pgd_open_dir_beneath (ap->rootfd, slash ? name : "", true, &pfd, err);
   if (slash)
-    *(char *) slash = '/';
+    *(char *)slash = '/';
   if (r < 0)
     return -1;
 
   if (has_prefix (base, WH_PREFIX))
     {
       if (slash)
-        *(char *) slash = '\0';
+        *(char *)slash = '\0';
       r = whiteout (ap, pfd, slash ? name : "", base, err);
       if (slash)
-        *(char *) slash = '/';
+        *(char *)slash = '/';
       return r;
     }
 

@@ -38,7 +38,7 @@ struct pgd_apply
   struct archive *a;
   char *inbuf;
   bool input_eof;
-  int64_t size;              /* sum of the entries' header sizes */
+  int64_t size;               /* sum of the entries' header sizes */
   struct pgd_keymap unpacked; /* clean names placed from this archive */
   struct pgd_dirtime *dirs;
   size_t ndirs;

@@ -63,8 +63,8 @@ copy_plnk (int src, int dst, int64_t size, struct pgd_err *err)
 /* A regular file with the data of the current entry, or of SRCFD when >= 0; metadata
    from META (the entry itself, or the kept AUFS source's header). */
 static int
-create_file (struct pgd_apply *ap, struct archive_entry *meta, int pfd, const char *base,
-             int srcfd, struct pgd_err *err)
+create_file (struct pgd_apply *ap, struct archive_entry *meta, int pfd, const char *base, int srcfd,
+             struct pgd_err *err)
 {
   struct pgd_meta_at at = { .pfd = pfd, .base = base };
   cleanup_close int fd = openat (pfd, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
@@ -73,8 +73,7 @@ create_file (struct pgd_apply *ap, struct archive_entry *meta, int pfd, const ch
 
   if (fd < 0)
     return pgd_error (err, errno, "create file");
-  if (srcfd >= 0 ? copy_plnk (srcfd, fd, size, err) < 0
-                 : pgd_apply_data (ap, fd, size, err) < 0)
+  if (srcfd >= 0 ? copy_plnk (srcfd, fd, size, err) < 0 : pgd_apply_data (ap, fd, size, err) < 0)
     return -1;
   at.fd = fd;
   return pgd_apply_meta (ap, meta, &at, err);
@@ -103,7 +102,7 @@ static bool
 symlink_inside (const char *name, const char *target)
 {
   const char *slash = strrchr (name, '/');
-  size_t dirlen = slash ? (size_t) (slash - name) : 0;
+  size_t dirlen = slash ? (size_t)(slash - name) : 0;
   size_t size = dirlen + strlen (target) + 2;
   cleanup_free char *joined = malloc (size);
   cleanup_free char *clean = malloc (size);
@@ -133,8 +132,8 @@ create_symlink (struct pgd_apply *ap, struct archive_entry *e, int pfd, const ch
 }
 
 static int
-create_node (struct pgd_apply *ap, struct archive_entry *e, int pfd, const char *base,
-             mode_t type, struct pgd_err *err)
+create_node (struct pgd_apply *ap, struct archive_entry *e, int pfd, const char *base, mode_t type,
+             struct pgd_err *err)
 {
   struct pgd_meta_at at = { .fd = -1, .pfd = pfd, .base = base };
   dev_t dev = type == S_IFIFO ? 0 : archive_entry_rdev (e);
@@ -179,10 +178,10 @@ create_hardlink (struct pgd_apply *ap, struct archive_entry *e, int pfd, const c
   slash = strrchr (target, '/');
   tbase = slash ? slash + 1 : target;
   if (slash)
-    *(char *) slash = '\0';
+    *(char *)slash = '\0';
   int r = pgd_open_dir_beneath (ap->rootfd, slash ? target : "", false, &tfd, err);
   if (slash)
-    *(char *) slash = '/';
+    *(char *)slash = '/';
   if (r < 0)
     return pgd_error_wrap (err, "hardlink -> %.256s", raw);
   if (linkat (tfd, tbase, pfd, base, 0) < 0)
@@ -215,7 +214,7 @@ pgd_apply_create (struct pgd_apply *ap, struct archive_entry *e, int pfd, const 
     case AE_IFIFO:
       return create_node (ap, e, pfd, base, type, err);
     default:
-      return pgd_error (err, EINVAL, "unhandled tar entry type 0%o", (unsigned) type);
+      return pgd_error (err, EINVAL, "unhandled tar entry type 0%o", (unsigned)type);
     }
 }
 

@@ -67,7 +67,7 @@ openat2_beneath (int rootfd, const char *rel)
     .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
   };
 
-  return (int) syscall (SYS_openat2, rootfd, rel, &how, sizeof how);
+  return (int)syscall (SYS_openat2, rootfd, rel, &how, sizeof how);
 }
 
 /* One component at a time: O_NOFOLLOW|O_DIRECTORY refuses symlinks and files. */
@@ -86,7 +86,7 @@ open_walk (int rootfd, const char *rel, bool create, int *out, struct pgd_err *e
       int next;
 
       if (len > NAME_MAX)
-        return pgd_error (err, ENAMETOOLONG, "open directory %.*s", (int) len, rel);
+        return pgd_error (err, ENAMETOOLONG, "open directory %.*s", (int)len, rel);
       memcpy (comp, rel, len);
       comp[len] = '\0';
       next = openat (cur, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -103,8 +103,7 @@ open_walk (int rootfd, const char *rel, bool create, int *out, struct pgd_err *e
           if (fstatat (cur, comp, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK (st.st_mode))
             return pgd_error (err, ELOOP, "open directory %s: %s is a symlink", rel, comp);
           if (e == ENOTDIR || e == ELOOP)
-            return pgd_error (err, ENOTDIR, "open directory %s: %s is not a directory", rel,
-                              comp);
+            return pgd_error (err, ENOTDIR, "open directory %s: %s is not a directory", rel, comp);
           return pgd_error (err, e, "open directory %s", comp);
         }
       close (cur);
@@ -134,8 +133,7 @@ pgd_open_dir_beneath (int rootfd, const char *rel, bool create, int *fd, struct 
     }
   if (errno == EXDEV)
     return pgd_error (err, EXDEV, "open directory %s: leaves the root", rel);
-  if (errno != ENOENT && errno != ENOSYS && errno != EAGAIN && errno != ELOOP
-      && errno != ENOTDIR)
+  if (errno != ENOENT && errno != ENOSYS && errno != EAGAIN && errno != ELOOP && errno != ENOTDIR)
     return pgd_error (err, errno, "open directory %s", rel);
   /* components to create, no openat2, or a refusal to explain: walk step by step */
   if (open_walk (rootfd, rel, create, fd, err) < 0)
@@ -229,5 +227,5 @@ pgd_fd_path (char *buf, size_t size, int dirfd, const char *name)
 {
   int n = snprintf (buf, size, "/proc/self/fd/%d/%s", dirfd, name);
 
-  return n < 0 || (size_t) n >= size ? NULL : buf;
+  return n < 0 || (size_t)n >= size ? NULL : buf;
 }

@@ -13,15 +13,14 @@
    slashes, "." components and a trailing slash go, ".." removes the component before
    it. The root comes out as "". Returns 0, or -1 when the path climbs above the root
    (ERANGE in errno) or OUT is too small (ENAMETOOLONG). */
-int pgd_path_clean (const char *in, char *out, size_t size)
-    __attribute__ ((warn_unused_result));
+int pgd_path_clean (const char *in, char *out, size_t size) __attribute__ ((warn_unused_result));
 
 /* Open the directory REL ("" = ROOTFD itself) below ROOTFD as O_RDONLY|O_DIRECTORY.
    REL must be clean. No component may be a symlink (ELOOP) or a non-directory
    (ENOTDIR). With CREATE, missing components are made with mode 0600 (dockerd's
    choice). *FD receives the descriptor. ERR names REL. */
-int pgd_open_dir_beneath (int rootfd, const char *rel, bool create, int *fd,
-                          struct pgd_err *err) __attribute__ ((warn_unused_result));
+int pgd_open_dir_beneath (int rootfd, const char *rel, bool create, int *fd, struct pgd_err *err)
+    __attribute__ ((warn_unused_result));
 
 /* Remove NAME in directory DIRFD recursively, never following symlinks and never
    descending into another mount; a missing NAME is success. SHOWN names NAME in

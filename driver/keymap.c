@@ -31,8 +31,7 @@ hash_bytes (const void *key, size_t len)
 }
 
 static size_t
-find_slot (struct pgd_keymap_node **slots, size_t cap, uint64_t hash, const void *key,
-           size_t len)
+find_slot (struct pgd_keymap_node **slots, size_t cap, uint64_t hash, const void *key, size_t len)
 {
   size_t i = hash & (cap - 1);
 
@@ -67,8 +66,8 @@ grow (struct pgd_keymap *m, struct pgd_err *err)
 }
 
 int
-pgd_keymap_put (struct pgd_keymap *m, const void *key, size_t len, const char *value,
-                bool *added, struct pgd_err *err)
+pgd_keymap_put (struct pgd_keymap *m, const void *key, size_t len, const char *value, bool *added,
+                struct pgd_err *err)
 {
   uint64_t hash = hash_bytes (key, len);
   struct pgd_keymap_node *nd;

@@ -25,8 +25,7 @@ int pgd_keymap_put (struct pgd_keymap *m, const void *key, size_t len, const cha
                     bool *added, struct pgd_err *err) __attribute__ ((warn_unused_result));
 
 /* True when KEY is present; *VALUE (if given) receives its value (owned by the map). */
-bool pgd_keymap_get (const struct pgd_keymap *m, const void *key, size_t len,
-                     const char **value);
+bool pgd_keymap_get (const struct pgd_keymap *m, const void *key, size_t len, const char **value);
 
 /* Free every node and reset M to empty. */
 void pgd_keymap_free (struct pgd_keymap *m);

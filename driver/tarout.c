@@ -133,10 +133,10 @@ map_owner (struct tarout *t, const struct stat *st, const char *path, struct pgd
     }
   if (uid < 0)
     return pgd_error (err, EINVAL, "%s: host uid %u has no container mapping", path,
-                      (unsigned) st->st_uid);
+                      (unsigned)st->st_uid);
   if (gid < 0)
     return pgd_error (err, EINVAL, "%s: host gid %u has no container mapping", path,
-                      (unsigned) st->st_gid);
+                      (unsigned)st->st_gid);
   archive_entry_set_uid (t->e, uid);
   archive_entry_set_gid (t->e, gid);
   return 0;
@@ -179,7 +179,7 @@ copy_data (struct tarout *t, int fd, int64_t size, const char *path, struct pgd_
 
   while (done < size)
     {
-      size_t want = size - done < PGD_TAR_READ ? (size_t) (size - done) : PGD_TAR_READ;
+      size_t want = size - done < PGD_TAR_READ ? (size_t)(size - done) : PGD_TAR_READ;
       ssize_t n = read (fd, t->buf, want);
       if (n < 0 && errno == EINTR)
         continue;
@@ -199,7 +199,7 @@ write_whiteout (struct tarout *t, const char *path, struct pgd_err *err)
 {
   const char *slash = strrchr (path, '/');
 
-  size_t dirlen = slash == path ? 0 : (size_t) (slash - path - 1);
+  size_t dirlen = slash == path ? 0 : (size_t)(slash - path - 1);
 
   if (set_name (t, path + 1, dirlen, dirlen ? "/.wh." : ".wh.", slash + 1, "", err) < 0)
     return -1;
@@ -246,8 +246,7 @@ write_entry (void *opaque, const struct pgd_tree_change *c, struct pgd_err *err)
     return write_whiteout (t, c->path, err);
   if (S_ISSOCK (st->st_mode))
     return 0;
-  if (set_name (t, c->path + 1, strlen (c->path + 1), "", "", S_ISDIR (st->st_mode) ? "/" : "",
-                err)
+  if (set_name (t, c->path + 1, strlen (c->path + 1), "", "", S_ISDIR (st->st_mode) ? "/" : "", err)
       < 0)
     return -1;
   archive_entry_clear (t->e);
@@ -319,8 +318,8 @@ stream_all (struct tarout *t, const char *new_root, const char *old_root, struct
 }
 
 int
-pgd_diff_write (const char *new_root, const char *old_root, int fd,
-                const struct pgd_idmaps *maps, struct pgd_err *err)
+pgd_diff_write (const char *new_root, const char *old_root, int fd, const struct pgd_idmaps *maps,
+                struct pgd_err *err)
 {
   struct tarout t = { .maps = maps, .fd = fd, .now = time (NULL) };
   sigset_t pipe_set, old_mask, pending;

@@ -67,7 +67,7 @@ names_free (struct names *ns)
 static int
 cmp_names (const void *a, const void *b)
 {
-  return strcmp (*(char *const *) a, *(char *const *) b);
+  return strcmp (*(char *const *)a, *(char *const *)b);
 }
 
 static int
@@ -286,8 +286,7 @@ untouched (const struct walk *w, const struct stat *ns, const struct stat *os)
   return ns->st_dev == os->st_dev || ns->st_ctim.tv_nsec != 0;
 }
 
-static int walk_dir (struct walk *w, struct frame *fr, int newfd, int oldfd,
-                     struct pgd_err *err);
+static int walk_dir (struct walk *w, struct frame *fr, int newfd, int oldfd, struct pgd_err *err);
 
 /* Descend into directory NAME of NEWFD (and of OLDFD when it is a directory there too). */
 static int
@@ -358,8 +357,8 @@ stat_at (struct walk *w, int fd, const char *name, struct stat *st, struct pgd_e
 }
 
 static int
-walk_entry (struct walk *w, struct frame *fr, int newfd, int oldfd, const char *name,
-            bool in_new, bool in_old, struct pgd_err *err)
+walk_entry (struct walk *w, struct frame *fr, int newfd, int oldfd, const char *name, bool in_new,
+            bool in_old, struct pgd_err *err)
 {
   struct stat ns, os;
   int hn = 0, ho = 0;

@@ -22,8 +22,7 @@ struct pgd_tree_change
 };
 
 /* Called for every change in order; a negative return stops the walk. */
-typedef int (*pgd_tree_fn) (void *opaque, const struct pgd_tree_change *c,
-                            struct pgd_err *err);
+typedef int (*pgd_tree_fn) (void *opaque, const struct pgd_tree_change *c, struct pgd_err *err);
 
 /* Walk flags. */
 enum

@@ -92,7 +92,7 @@ kit_write (const char *path, const char *data, mode_t mode)
 {
   int fd = open (path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
   cr_assert_geq (fd, 0, "open %s: %s", path, strerror (errno));
-  cr_assert_eq (write (fd, data, strlen (data)), (ssize_t) strlen (data), "write %s", path);
+  cr_assert_eq (write (fd, data, strlen (data)), (ssize_t)strlen (data), "write %s", path);
   close (fd);
   cr_assert_eq (chmod (path, mode), 0, "chmod %s", path);
 }
@@ -140,7 +140,7 @@ static inline la_ssize_t
 kit_tar_write_cb (struct archive *a, void *opaque, const void *buf, size_t len)
 {
   struct kit_tar *t = opaque;
-  (void) a;
+  (void)a;
   if (t->len + len > t->cap)
     {
       t->cap = (t->len + len) * 2;
@@ -186,7 +186,7 @@ kit_tar_put (struct kit_tar *t, const void *data, size_t len)
   cr_assert (r == ARCHIVE_OK || r == ARCHIVE_WARN, "tar header %s: %s",
              archive_entry_pathname (t->e), archive_error_string (t->a));
   if (data != NULL && len > 0)
-    cr_assert_eq (archive_write_data (t->a, data, len), (la_ssize_t) len);
+    cr_assert_eq (archive_write_data (t->a, data, len), (la_ssize_t)len);
 }
 
 static inline void
@@ -276,8 +276,8 @@ kit_feed_thread (void *opaque)
    pgd_diff_apply returned; *FED is how many bytes the writer managed to write. */
 static inline int
 kit_apply_chunked (const char *root, const void *buf, size_t len, const size_t *chunks,
-                   size_t nchunks, const struct pgd_idmaps *maps, int64_t *size,
-                   size_t *fed, struct pgd_err *err)
+                   size_t nchunks, const struct pgd_idmaps *maps, int64_t *size, size_t *fed,
+                   struct pgd_err *err)
 {
   int p[2];
   pthread_t th;
@@ -306,8 +306,7 @@ kit_apply (const char *root, const void *buf, size_t len, int64_t *size, struct 
 static inline void
 kit_ext4_make (const char *img, int mib)
 {
-  kit_sh ("truncate -s %dM '%s' && mkfs.ext4 -q -F -E lazy_itable_init=0 '%s'", mib, img,
-          img);
+  kit_sh ("truncate -s %dM '%s' && mkfs.ext4 -q -F -E lazy_itable_init=0 '%s'", mib, img, img);
 }
 
 /* Loop-mount IMG on DIR (created); kit_teardown unmounts it. */
@@ -358,7 +357,7 @@ kit_changes_str (const struct pgd_changes *c)
           s = realloc (s, cap);
           cr_assert_not_null (s);
         }
-      len += sprintf (s + len, "%c %s\n", "CAD"[c->items[i].kind], c->items[i].path);
+      len += sprintf (s + len, "%c %s\n", "CAD"[c->items[i].kind], c -> items[i].path);
     }
   return s;
 }

@@ -68,7 +68,7 @@ Test (apply, entry_types_and_metadata)
   const char *root = apply_ok (&t, &size);
   kit_tar_free (&t);
 
-  cr_expect_eq (size, 7, "size = header sizes (5 + 2), got %lld", (long long) size);
+  cr_expect_eq (size, 7, "size = header sizes (5 + 2), got %lld", (long long)size);
   cr_assert_eq (lstat (kit_path ("root/d"), &st), 0);
   cr_expect (S_ISDIR (st.st_mode) && (st.st_mode & 07777) == 0750);
   cr_expect_eq (st.st_uid, 1);
@@ -96,7 +96,7 @@ Test (apply, entry_types_and_metadata)
   cr_expect (S_ISFIFO (st.st_mode) && (st.st_mode & 07777) == 0640);
   cr_assert_eq (lstat (kit_path ("root/s"), &st), 0);
   cr_expect_eq (st.st_mode & 07777, 01777);
-  (void) root;
+  (void)root;
 }
 
 Test (apply, names_are_normalised_and_parents_made)
@@ -258,9 +258,9 @@ Test (apply, dialects_and_trailing_bytes)
       memset (junk, 'J', sizeof junk);
       memcpy (t.buf + len, junk, sizeof junk);
       kit_mkdir (root, 0755);
-      cr_assert_eq (kit_apply_chunked (root, t.buf, len + sizeof junk, NULL, 0, NULL, &size, &fed,
-                                       &err),
-                    0, "format %d: %s", formats[i], err.msg);
+      cr_assert_eq (
+          kit_apply_chunked (root, t.buf, len + sizeof junk, NULL, 0, NULL, &size, &fed, &err), 0,
+          "format %d: %s", formats[i], err.msg);
       cr_expect_eq (fed, len + sizeof junk, "format %d: stream read to its end", formats[i]);
       cr_expect_str_eq (kit_read (kit_path ("root%zu/a", i)), "alpha");
       if (formats[i] != ARCHIVE_FORMAT_TAR_USTAR)
@@ -300,7 +300,7 @@ Test (apply, chunk_sizes_do_not_matter)
   static char big[300000];
 
   for (size_t i = 0; i < sizeof big; i++)
-    big[i] = (char) (i * 7 + i / 511);
+    big[i] = (char)(i * 7 + i / 511);
   kit_tar_begin (&t, ARCHIVE_FORMAT_TAR_PAX_RESTRICTED);
   kit_tar_dir (&t, "dir/", 0755);
   kit_tar_entry (&t, "dir/big", AE_IFREG, 0644);
@@ -314,10 +314,10 @@ Test (apply, chunk_sizes_do_not_matter)
       int64_t size = 0;
       const char *root = kit_path ("r%zu", s);
       kit_mkdir (root, 0755);
-      cr_assert_eq (kit_apply_chunked (root, t.buf, t.len, sets[s], nsets[s], NULL, &size, NULL,
-                                       &err),
-                    0, "chunks %zu: %s", s, err.msg);
-      cr_expect_eq (size, (int64_t) sizeof big + 1);
+      cr_assert_eq (
+          kit_apply_chunked (root, t.buf, t.len, sets[s], nsets[s], NULL, &size, NULL, &err), 0,
+          "chunks %zu: %s", s, err.msg);
+      cr_expect_eq (size, (int64_t)sizeof big + 1);
       if (s > 0)
         {
           char *c = kit_changes (root, kit_path ("r0"));
@@ -347,9 +347,9 @@ Test (apply, owners_are_mapped_to_the_host)
   kit_tar_symlink (&t, "l", "f");
   kit_tar_end (&t);
   kit_mkdir (kit_path ("root"), 0755);
-  cr_assert_eq (kit_apply_chunked (kit_path ("root"), t.buf, t.len, NULL, 0, &maps, &size, NULL,
-                                   &err),
-                0, "%s", err.msg);
+  cr_assert_eq (
+      kit_apply_chunked (kit_path ("root"), t.buf, t.len, NULL, 0, &maps, &size, NULL, &err), 0,
+      "%s", err.msg);
   kit_tar_free (&t);
   cr_assert_eq (lstat (kit_path ("root/f"), &st), 0);
   cr_expect_eq (st.st_uid, 101000);
@@ -362,9 +362,8 @@ Test (apply, owners_are_mapped_to_the_host)
   archive_entry_set_uid (e, 70000);
   kit_tar_put (&t, "", 0);
   kit_tar_end (&t);
-  cr_expect_neq (kit_apply_chunked (kit_path ("root"), t.buf, t.len, NULL, 0, &maps, &size, NULL,
-                                    &err),
-                 0);
+  cr_expect_neq (
+      kit_apply_chunked (kit_path ("root"), t.buf, t.len, NULL, 0, &maps, &size, NULL, &err), 0);
   cr_expect (strstr (err.msg, "unmapped") != NULL, "%s", err.msg);
   kit_tar_free (&t);
 }
@@ -415,8 +414,7 @@ hostile_expect (struct kit_tar *t, const char *want)
 
   cr_expect_neq (kit_apply (kit_path ("root"), t->buf, t->len, &size, &err), 0,
                  "archive with %s was accepted", want);
-  cr_expect (strstr (err.msg, want) != NULL, "message \"%s\" does not name \"%s\"", err.msg,
-             want);
+  cr_expect (strstr (err.msg, want) != NULL, "message \"%s\" does not name \"%s\"", err.msg, want);
   cr_log_info ("refused: %.300s", err.msg);
   hostile_check ();
 }
@@ -607,7 +605,7 @@ Test (apply, hostile_garbage)
 
   hostile_setup ();
   for (size_t i = 0; i < sizeof junk; i++)
-    junk[i] = (char) (i * 131 + 17);
+    junk[i] = (char)(i * 131 + 17);
   cr_expect_neq (kit_apply (kit_path ("root"), junk, sizeof junk, &size, &err), 0);
   cr_expect (strstr (err.msg, "apply to") != NULL, "%s", err.msg);
   hostile_check ();

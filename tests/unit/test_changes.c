@@ -54,8 +54,7 @@ Test (changes, order_busybox_like)
                   "C /bin\nD /bin/ls\nA /d\nA /d/e\nA /hello\n");
   int64_t size = -1;
   struct pgd_err err = { 0 };
-  cr_assert_eq (pgd_diff_size (kit_path ("new"), kit_path ("base"), &size, &err), 0, "%s",
-                err.msg);
+  cr_assert_eq (pgd_diff_size (kit_path ("new"), kit_path ("base"), &size, &err), 0, "%s", err.msg);
   cr_expect_eq (size, 6, "DiffSize: /hello only");
 }
 
@@ -64,7 +63,7 @@ cmp_change (const void *a, const void *b)
 {
   const struct pgd_change *x = a, *y = b;
   int c = strcmp (x->path, y->path);
-  return c ? c : (int) x->kind - (int) y->kind;
+  return c ? c : (int)x->kind - (int)y->kind;
 }
 
 /* graphtest's Changes: 20 files in /directory-0, j%3 = modify / add / delete. */
@@ -156,8 +155,8 @@ Test (changes, docker_rules)
   cr_assert_eq (utimensat (AT_FDCWD, kit_path ("new/nsdiff"), ts, 0), 0);
   cr_assert_eq (chmod (kit_path ("new/mode"), 0600), 0);
   cr_assert_eq (lchown (kit_path ("new/owner"), 5, 5), 0);
-  cr_assert_eq (setxattr (kit_path ("new/cap"), "security.capability", cap_v2, sizeof cap_v2, 0),
-                0, "setcap: %s", strerror (errno));
+  cr_assert_eq (setxattr (kit_path ("new/cap"), "security.capability", cap_v2, sizeof cap_v2, 0), 0,
+                "setcap: %s", strerror (errno));
   cr_assert_eq (unlink (kit_path ("new/link")), 0);
   cr_assert_eq (symlink ("bbbb", kit_path ("new/link")), 0);
   ts[1].tv_nsec = 0;
@@ -235,8 +234,7 @@ collect (void *opaque, const struct pgd_tree_change *c, struct pgd_err *err)
 }
 
 static char *
-walk_str (const char *new_root, const char *old_root, unsigned flags,
-          struct pgd_tree_stats *stats)
+walk_str (const char *new_root, const char *old_root, unsigned flags, struct pgd_tree_stats *stats)
 {
   struct pgd_changes c = { 0 };
   struct pgd_err err = { 0 };
@@ -265,9 +263,8 @@ Test (changes, ext4_clone_fast_path)
   kit_sh ("cd %s && f=dir-3/file-3 && t=$(stat -c %%y $f) && echo content-X > $f"
           " && touch -d \"$t\" $f",
           n);
-  cr_assert_eq (setxattr (kit_path ("new/dir-4/file-4"), "security.capability", cap_v2,
-                          sizeof cap_v2, 0),
-                0);
+  cr_assert_eq (
+      setxattr (kit_path ("new/dir-4/file-4"), "security.capability", cap_v2, sizeof cap_v2, 0), 0);
   kit_sh ("cd %s && chmod 600 dir-5/file-5 && chown 7 dir-6/file-6 && rm dir-7/file-7"
           " && echo new > dir-8/added && rm bin/ls && ln -s sh bin/ls && echo x >> etc/passwd"
           " && rm dir-9/file-9 && echo reuse > dir-9/file-9 && mkdir dir-10/sub",
@@ -316,8 +313,8 @@ Test (changes, measure_10k_files)
     for (int mode = 0; mode < 2; mode++)
       {
         double t0 = now_s ();
-        char *s = walk_str (kit_path ("new"), kit_path ("base"),
-                            mode ? PGD_TREE_NO_FASTPATH : 0, &st);
+        char *s
+            = walk_str (kit_path ("new"), kit_path ("base"), mode ? PGD_TREE_NO_FASTPATH : 0, &st);
         double dt = now_s () - t0;
         if (dt < best[mode])
           best[mode] = dt;

@@ -16,8 +16,7 @@ static const unsigned char cap_v2[20] = { 0x01, 0x00, 0x00, 0x02, 0x00, 0x04 };
 
 /* Diff of NEW against OLD into a file, read back into memory (caller frees). */
 static char *
-diff_to_buf (const char *new_root, const char *old_root, const struct pgd_idmaps *maps,
-             size_t *len)
+diff_to_buf (const char *new_root, const char *old_root, const struct pgd_idmaps *maps, size_t *len)
 {
   char path[PATH_MAX + 32];
   struct pgd_err err = { 0 };
@@ -114,7 +113,7 @@ make_socket (const char *path)
   int fd = socket (AF_UNIX, SOCK_STREAM, 0);
   cr_assert_geq (fd, 0);
   snprintf (sa.sun_path, sizeof sa.sun_path, "%s", path);
-  cr_assert_eq (bind (fd, (struct sockaddr *) &sa, sizeof sa), 0, "bind %s", path);
+  cr_assert_eq (bind (fd, (struct sockaddr *)&sa, sizeof sa), 0, "bind %s", path);
   close (fd);
 }
 
@@ -142,8 +141,8 @@ Test (difftar, format_of_entries)
 
   char *buf = diff_to_buf (kit_path ("new"), kit_path ("base"), NULL, &len);
   size_t n = parse (buf, len, s, 32);
-  const char *names[] = { "c", "capf", "d/", "d/f", "d/h", "d/l", ".wh.del",
-                          ".wh.gone", "keep/", "keep/new", "p" };
+  const char *names[]
+      = { "c", "capf", "d/", "d/f", "d/h", "d/l", ".wh.del", ".wh.gone", "keep/", "keep/new", "p" };
   cr_assert_eq (n, sizeof names / sizeof *names, "%zu entries", n);
   for (size_t i = 0; i < n; i++)
     {
@@ -218,8 +217,8 @@ Test (difftar, graphtest_diff_apply)
   char *tar = diff_to_buf (kit_path ("upper"), kit_path ("base"), NULL, &len);
   cr_assert_eq (kit_apply (kit_path ("diff"), tar, len, &applied, &err), 0, "%s", err.msg);
   free (tar);
-  cr_expect_eq (applied, diff_size, "ApplyDiff size %lld != DiffSize %lld", (long long) applied,
-                (long long) diff_size);
+  cr_expect_eq (applied, diff_size, "ApplyDiff size %lld != DiffSize %lld", (long long)applied,
+                (long long)diff_size);
   cr_expect_eq (diff_size, 640);
   for (int i = 0; i < 10; i++)
     kit_sh ("cmp -s %s %s", kit_path ("upper/directory-0/file-%d", i),
@@ -373,12 +372,12 @@ Test (difftar, ext4_commit_round_trip)
   free (c);
   kit_sh ("diff -r --no-dereference -x lost+found %s %s", new, target);
   c = kit_changes (target, base);
-  cr_expect_str_eq (c, "C /bin\nD /bin/ls\nA /d\nA /d/e\nA /d/e/hl\nC /etc\nC /etc/passwd\n"
-                       "D /etc/skel\nA /hello\nC /var\nC /var/log\n",
+  cr_expect_str_eq (c,
+                    "C /bin\nD /bin/ls\nA /d\nA /d/e\nA /d/e/hl\nC /etc\nC /etc/passwd\n"
+                    "D /etc/skel\nA /hello\nC /var\nC /var/log\n",
                     "%s", c);
   free (c);
   int64_t want = -1;
   cr_assert_eq (pgd_diff_size (new, base, &want, &err), 0, "%s", err.msg);
-  cr_expect_eq (size, want, "ApplyDiff size %lld, DiffSize %lld", (long long) size,
-                (long long) want);
+  cr_expect_eq (size, want, "ApplyDiff size %lld, DiffSize %lld", (long long)size, (long long)want);
 }

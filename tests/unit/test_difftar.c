@@ -282,6 +282,33 @@ Test (difftar, owners_are_mapped_back)
   close (fd);
 }
 
+/* Long names, non-ASCII names (UTF-8 and not), deep paths: Diff then apply. */
+Test (difftar, names_round_trip)
+{
+  struct pgd_err err = { 0 };
+  int64_t size;
+  size_t len;
+  char longname[220];
+
+  memset (longname, 'L', sizeof longname - 1);
+  longname[sizeof longname - 1] = '\0';
+  kit_mkdir (kit_path ("new"), 0755);
+  kit_write (kit_path ("new/h\xc3\xa9llo"), "utf8", 0644);
+  kit_write (kit_path ("new/caf\xe9"), "latin1", 0644);
+  kit_write (kit_path ("new/%s", longname), "long", 0644);
+  kit_sh ("mkdir -p %s/deep/%s/%s && echo deep > %s/deep/%s/%s/f", kit_path ("new"), longname,
+          longname, kit_path ("new"), longname, longname);
+  kit_sh ("ln -s deep/%s %s/ln", longname, kit_path ("new"));
+  char *tar = diff_to_buf (kit_path ("new"), NULL, NULL, &len);
+  kit_mkdir (kit_path ("copy"), 0755);
+  cr_assert_eq (kit_apply (kit_path ("copy"), tar, len, &size, &err), 0, "%s", err.msg);
+  free (tar);
+  char *c = kit_changes (kit_path ("copy"), kit_path ("new"));
+  cr_expect_str_eq (c, "", "round trip differs:\n%s", c);
+  free (c);
+  cr_expect_str_eq (kit_read (kit_path ("copy/caf\xe9")), "latin1");
+}
+
 struct slow_reader
 {
   int fd;

@@ -214,6 +214,13 @@ plugin_cgroup_pids() {
 	return 0
 }
 
+# Processes of the managed plugins recorded in DIR/managed-ids.
+e2e_managed_pids() {
+	local id
+	[ -f "$1/managed-ids" ] || return 0
+	while read -r id; do plugin_cgroup_pids "$id"; done <"$1/managed-ids"
+}
+
 # ---------------------------------------------------------------------------
 # mounts and loop devices
 
@@ -323,7 +330,7 @@ e2e_cleanup_instance() {
 		stop_pid "$pid" 30 ploop-graphdriver || E2E_CLEAN_STOP=0
 	fi
 	e2e_leak_check "$dir"
-	for p in $(dir_binary_pids "$dir") $(plugin_cgroup_pids "$(cat "$dir/managed-id" 2>/dev/null)"); do
+	for p in $(dir_binary_pids "$dir") $(e2e_managed_pids "$dir"); do
 		log "killing leftover plugin process $p: $(pid_cmdline "$p")"
 		kill -KILL "$p" 2>/dev/null || true
 	done

@@ -19,7 +19,7 @@ run_ok "make-plugin.sh + docker plugin create" \
 	"$E2E_REPO/tools/make-plugin.sh" "$BUILD"
 log "bundle + plugin create took $(($(now_ms) - t0)) ms; rootfs $(du -sh "$D/bundle/rootfs" | cut -f1)"
 id=$(dk plugin inspect -f '{{.Id}}' "$name")
-echo "$id" >"$D/managed-id"
+echo "$id" >>"$D/managed-ids"
 e2e_created_entry "$E2E_PLUGINS_DIR/$id"
 pm=$D/root/plugins/$id/propagated-mount
 log "plugin id $id"

@@ -23,6 +23,7 @@
 #include "apply.h"
 #include "beneath.h"
 #include "keymap.h"
+#include "log.h"
 #include "util.h"
 
 /* Bytes read from the stream at a time. */
@@ -484,6 +485,13 @@ pgd_diff_apply (const char *root, int fd, const struct pgd_idmaps *maps, int64_t
   else
     r = open_reader (&ap, err) < 0 ? -1 : apply_all (&ap, err);
 
+  if (r < 0 && ap.inbuf != NULL)
+    {
+      /* whoever feeds FD must never block on us: read the rest, as on success */
+      struct pgd_err ignored;
+      if (drain (&ap, &ignored) < 0)
+        pgd_log (PGD_LOG_WARN, "apply to %s: %s", root, ignored.msg);
+    }
   if (ap.a != NULL)
     archive_read_free (ap.a);
   free (ap.inbuf);

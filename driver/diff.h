@@ -17,7 +17,8 @@
    that would write outside ROOT. *SIZE = sum of the entries' header sizes.
    PROTOCOL.md §10.2; an absolute name, a name or hardlink climbing out with "..", a
    symlink whose target climbs out, and any path through a symlink are refused with
-   an error naming the entry. ROOT may be partly written on error. */
+   an error naming the entry. FD is read to EOF even after an error; ROOT may then be
+   partly written. */
 int pgd_diff_apply (const char *root, int fd, const struct pgd_idmaps *maps, int64_t *size,
                     struct pgd_err *err) __attribute__ ((warn_unused_result));
 

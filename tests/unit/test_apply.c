@@ -411,9 +411,12 @@ hostile_expect (struct kit_tar *t, const char *want)
 {
   struct pgd_err err = { 0 };
   int64_t size;
+  size_t fed = 0;
 
-  cr_expect_neq (kit_apply (kit_path ("root"), t->buf, t->len, &size, &err), 0,
-                 "archive with %s was accepted", want);
+  cr_expect_neq (
+      kit_apply_chunked (kit_path ("root"), t->buf, t->len, NULL, 0, NULL, &size, &fed, &err), 0,
+      "archive with %s was accepted", want);
+  cr_expect_eq (fed, t->len, "the stream is read to its end even after an error");
   cr_expect (strstr (err.msg, want) != NULL, "message \"%s\" does not name \"%s\"", err.msg, want);
   cr_log_info ("refused: %.300s", err.msg);
   hostile_check ();

@@ -346,7 +346,8 @@ static int
 apply_entry (struct pgd_apply *ap, struct archive_entry *e, const char *raw, char *name,
              size_t namesize, struct pgd_err *err)
 {
-  const char *base, *slash;
+  const char *base;
+  char *slash;
   cleanup_close int pfd = -1;
   struct stat st;
   bool is_dir = archive_entry_hardlink (e) == NULL && archive_entry_filetype (e) == AE_IFDIR;
@@ -369,23 +370,17 @@ apply_entry (struct pgd_apply *ap, struct archive_entry *e, const char *raw, cha
 
   slash = strrchr (name, '/');
   base = slash ? slash + 1 : name;
+  /* NAME is split in place into its directory and BASE while the parent is used */
   if (slash)
-    *(char *)slash = '\0';
-  int r = pgd_open_dir_beneath (ap->rootfd, slash ? name : "", true, &pfd, err);
+    *slash = '\0';
+  const char *dir = slash ? name : "";
+  int r = pgd_open_dir_beneath (ap->rootfd, dir, true, &pfd, err);
+  if (r == 0 && has_prefix (base, WH_PREFIX))
+    r = whiteout (ap, pfd, dir, base, err) < 0 ? -1 : 1;
   if (slash)
-    *(char *)slash = '/';
-  if (r < 0)
-    return -1;
-
-  if (has_prefix (base, WH_PREFIX))
-    {
-      if (slash)
-        *(char *)slash = '\0';
-      r = whiteout (ap, pfd, slash ? name : "", base, err);
-      if (slash)
-        *(char *)slash = '/';
-      return r;
-    }
+    *slash = '/';
+  if (r != 0)
+    return r < 0 ? -1 : 0;
 
   if (fstatat (pfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0)
     {

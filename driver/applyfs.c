@@ -160,7 +160,8 @@ create_hardlink (struct pgd_apply *ap, struct archive_entry *e, int pfd, const c
   size_t size = strlen (raw) + 1;
   cleanup_free char *target = malloc (size);
   cleanup_close int tfd = -1;
-  const char *tbase, *slash;
+  const char *tbase;
+  char *slash;
   struct stat st;
 
   if (target == NULL)
@@ -178,10 +179,10 @@ create_hardlink (struct pgd_apply *ap, struct archive_entry *e, int pfd, const c
   slash = strrchr (target, '/');
   tbase = slash ? slash + 1 : target;
   if (slash)
-    *(char *)slash = '\0';
+    *slash = '\0';
   int r = pgd_open_dir_beneath (ap->rootfd, slash ? target : "", false, &tfd, err);
   if (slash)
-    *(char *)slash = '/';
+    *slash = '/';
   if (r < 0)
     return pgd_error_wrap (err, "hardlink -> %.256s", raw);
   if (linkat (tfd, tbase, pfd, base, 0) < 0)

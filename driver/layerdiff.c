@@ -41,7 +41,7 @@ pair_acquire (struct mounted_pair *p, struct pgd_layers *l, const char *id, cons
   memset (p, 0, sizeof *p);
   p->l = l;
   snprintf (p->id, sizeof p->id, "%s", id);
-  if (pgd_layer_acquire (l, id, NULL, false, p->new_dir, err) < 0)
+  if (pgd_layer_acquire (l, id, NULL, 0, p->new_dir, err) < 0)
     {
       p->new_dir[0] = '\0';
       return -1;
@@ -49,7 +49,7 @@ pair_acquire (struct mounted_pair *p, struct pgd_layers *l, const char *id, cons
   if (parent == NULL || parent[0] == '\0')
     return 0;
   snprintf (p->parent, sizeof p->parent, "%s", parent);
-  if (pgd_layer_acquire (l, parent, NULL, false, p->old_dir, err) < 0)
+  if (pgd_layer_acquire (l, parent, NULL, 0, p->old_dir, err) < 0)
     {
       p->old_dir[0] = '\0';
       pgd_error_wrap (err, "parent");
@@ -167,7 +167,7 @@ pgd_layers_apply_diff (void *ctx, const char *id, const char *parent, int fd, in
   }
   if (mark_apply (l, id, "started", true, err) < 0)
     return pgd_error_wrap (err, "apply diff");
-  if (pgd_layer_acquire (l, id, NULL, true, dir, err) < 0)
+  if (pgd_layer_acquire (l, id, NULL, PGD_ACQ_RW | PGD_ACQ_APPLYING, dir, err) < 0)
     return pgd_error_wrap (err, "apply diff");
   ret = pgd_diff_apply (dir, fd, &l->maps, size, err);
   if (ret < 0)

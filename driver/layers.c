@@ -138,9 +138,10 @@ unclaim (struct pgd_layers *l, struct layer *lay)
 }
 
 int
-pgd_layer_acquire (struct pgd_layers *l, const char *id, const char *mount_label, bool need_rw,
+pgd_layer_acquire (struct pgd_layers *l, const char *id, const char *mount_label, unsigned flags,
                    char *dir, struct pgd_err *err)
 {
+  bool need_rw = flags & PGD_ACQ_RW;
   char image[PATH_MAX], run[PATH_MAX], opts[PATH_MAX + 32];
   struct pgd_image_info info;
   struct layer *lay;
@@ -151,7 +152,7 @@ pgd_layer_acquire (struct pgd_layers *l, const char *id, const char *mount_label
     return -1;
   if (!pgd_layer_on_disk (l, id))
     return pgd_error (err, ENOENT, "layer %s", id);
-  if (pgd_layer_usable (l, id, err) < 0)
+  if (!(flags & PGD_ACQ_APPLYING) && pgd_layer_usable (l, id, err) < 0)
     return -1;
   lay = pgd_layer_find (l, id, true);
   if (lay == NULL)
@@ -558,7 +559,7 @@ layers_get (void *ctx, const char *id, const char *mount_label, char **dir, stru
 {
   char path[PATH_MAX];
 
-  if (pgd_layer_acquire (ctx, id, mount_label, false, path, err) < 0)
+  if (pgd_layer_acquire (ctx, id, mount_label, 0, path, err) < 0)
     return -1;
   *dir = strdup (path);
   if (*dir == NULL)

@@ -70,10 +70,16 @@ bool pgd_layer_on_disk (const struct pgd_layers *l, const char *id);
 /* Check the layer's ApplyDiff marker: fail if an ApplyDiff started and never finished. */
 int pgd_layer_usable (const struct pgd_layers *l, const char *id, struct pgd_err *err);
 
+enum
+{
+  PGD_ACQ_RW = 1 << 0,       /* fail instead of mounting read-only */
+  PGD_ACQ_APPLYING = 1 << 1, /* the caller is the ApplyDiff that makes the layer whole */
+};
+
 /* Take a mount reference on ID (mounting on 0 -> 1) and return its directory in DIR
-   (PATH_MAX). NEED_RW fails instead of mounting read-only. */
+   (PATH_MAX). FLAGS are PGD_ACQ_*. */
 int pgd_layer_acquire (struct pgd_layers *l, const char *id, const char *mount_label,
-                       bool need_rw, char *dir, struct pgd_err *err)
+                       unsigned flags, char *dir, struct pgd_err *err)
     __attribute__ ((warn_unused_result));
 
 /* Drop a reference taken by pgd_layer_acquire; unmount at zero. Unknown ID: success. */

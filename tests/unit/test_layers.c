@@ -284,7 +284,7 @@ Test (layers, bad_requests_change_nothing)
 Test (layers, storage_opt_size)
 {
   struct statvfs sv;
-  struct pgd_kv opt = { "size", "2G" };
+  struct pgd_kv opt = { "size", "12G" };
   struct pgd_create_req req = { .id = "big", .storage_opt = &opt, .nstorage_opt = 1, .rw = true };
   struct pgd_err err = { 0 };
 
@@ -293,10 +293,18 @@ Test (layers, storage_opt_size)
   cr_assert_eq (ops->create (L, &req, &err), 0, "%s", err.msg);
   char *dir = get ("big");
   cr_assert_eq (statvfs (dir, &sv), 0);
-  /* ext4 keeps some blocks for itself; 2 GiB shows as a bit less */
+  /* ext4 keeps some blocks for itself; 12 GiB shows as a bit less */
   uint64_t bytes = (uint64_t) sv.f_blocks * sv.f_frsize;
-  cr_assert_gt (bytes, 1800ULL << 20, "size %llu", (unsigned long long) bytes);
-  cr_assert_lt (bytes, 2100ULL << 20, "size %llu", (unsigned long long) bytes);
+  cr_assert_gt (bytes, 11500ULL << 20, "size %llu", (unsigned long long) bytes);
+  cr_assert_lt (bytes, 12300ULL << 20, "size %llu", (unsigned long long) bytes);
+  put ("big");
+  free (dir);
+  /* smaller than the parent is refused */
+  opt.value = "2G";
+  req.id = "small";
+  cr_assert_neq (ops->create (L, &req, &err), 0);
+  cr_assert (strstr (err.msg, "smaller"), "%s", err.msg);
+  dir = get ("big");
   put ("big");
   free (dir);
   rm ("big");

@@ -615,6 +615,13 @@ e2e_kill_plugin() {
 	wait_pid_gone "$pid" 30 || fail "plugin $pid did not die"
 }
 
+# e2e_plugin_calls MARK: the endpoints the legacy plugin answered since line MARK
+# of its log (from its debug lines "/GraphDriver.X: 200"), one a line, in order.
+e2e_plugin_calls() {
+	log_since "$D/plugin.log" "$1" |
+		sed -nE 's,^[0-9:.]+ [a-z]+ /((Plugin|GraphDriver)\.[A-Za-z]+)[^:]*: [0-9]{3}( |$).*,\1,p'
+}
+
 # e2e_image_server_pids: our plugin's per-image server processes (not the plugin).
 e2e_image_server_pids() {
 	local p main

@@ -7,7 +7,16 @@ set -euo pipefail
 e2e_setup
 
 e2e_start_plugin
+pmark=$(log_mark "$D/plugin.log")
 e2e_start_dockerd
+if is_ploop; then
+	# PROTOCOL.md §8.1: Activate, Init, Capabilities, Status (once or twice)
+	calls=$(e2e_plugin_calls "$pmark" | head -4 | tr '\n' ' ')
+	assert_eq "Plugin.Activate GraphDriver.Init GraphDriver.Capabilities GraphDriver.Status " \
+		"$calls" "daemon start calls, in order"
+	home_line=$(log_since "$D/plugin.log" "$pmark" | grep -m1 -F "home $D/root/$E2E_PLUGIN_NAME" || true)
+	[ -n "$home_line" ] || log "note: the plugin log does not name Home $D/root/$E2E_PLUGIN_NAME"
+fi
 info=$(dk info 2>&1)
 driver_line=$(grep -E '^ *Storage Driver:' <<<"$info" || true)
 assert_eq " Storage Driver: $(e2e_driver_flag)" "$driver_line" "docker info names the storage driver"

@@ -22,8 +22,14 @@ else
 fi
 
 t0=$(now_ms)
+is_ploop && pmark=$(log_mark "$D/plugin.log")
 run_ok "docker run --rm busybox:local true" dk run --rm --network none busybox:local true
 log "first run --rm took $(($(now_ms) - t0)) ms"
+if is_ploop; then
+	# PROTOCOL.md §8.4: the 10 calls of a run --rm, in this order
+	assert_eq "$(printf '%s\n' CreateReadWrite Get Put CreateReadWrite Get Put Get Put Remove Remove |
+		sed 's/^/GraphDriver./')" "$(e2e_plugin_calls "$pmark")" "docker run --rm: the calls of §8.4 in order"
+fi
 out=$(run_ok "docker run --rm busybox:local ps" dk run --rm --network none busybox:local ps)
 assert_match "$out" '^ *1 +(root|0) +ps$' "ps runs as PID 1 in the container"
 

@@ -4,7 +4,7 @@
 PKGS      := libmicrohttpd jansson ploop libarchive fuse3
 CC        ?= gcc
 CFLAGS    ?= -O2 -g
-CFLAGS    += -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
+override CFLAGS += -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
              -DFUSE_USE_VERSION=35 -Idriver -Iplugin -fno-strict-aliasing \
              -Wno-format-truncation
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)

@@ -50,10 +50,14 @@ static la_ssize_t
 read_cb (struct archive *a, void *opaque, const void **buf)
 {
   struct pgd_apply *ap = opaque;
+  /* two buffers in turn: libarchive may still look at the previous one, and the
+     end-of-archive check needs the bytes just before where it stopped */
+  int next = !ap->incur;
+  char *dst = ap->inbuf + (size_t) next * PGD_APPLY_READ;
 
   for (;;)
     {
-      ssize_t n = read (ap->fd, ap->inbuf, PGD_APPLY_READ);
+      ssize_t n = read (ap->fd, dst, PGD_APPLY_READ);
       if (n < 0 && errno == EINTR)
         continue;
       if (n < 0)
@@ -62,9 +66,43 @@ read_cb (struct archive *a, void *opaque, const void **buf)
           return -1;
         }
       ap->input_eof = n == 0;
-      *buf = ap->inbuf;
+      ap->incur = next;
+      ap->inoff[next] = ap->delivered;
+      ap->inlen[next] = n;
+      ap->delivered += n;
+      *buf = dst;
       return n;
     }
+}
+
+/* The byte at stream offset OFF if a read buffer still holds it, else -1. */
+static int
+stream_byte (const struct pgd_apply *ap, int64_t off)
+{
+  for (int i = 0; i < 2; i++)
+    if (off >= ap->inoff[i] && off < ap->inoff[i] + (int64_t) ap->inlen[i])
+      return (unsigned char) ap->inbuf[(size_t) i * PGD_APPLY_READ + (off - ap->inoff[i])];
+  return -1;
+}
+
+/* libarchive reports EOF both at the end-of-archive blocks and when the stream just
+   stops between entries; only the first is a whole archive (PROTOCOL.md §4.2). An
+   empty stream is accepted as an empty layer. */
+static int
+check_end_of_archive (struct pgd_apply *ap, const char *last, struct pgd_err *err)
+{
+  int64_t end = archive_filter_bytes (ap->a, 0);
+
+  if (end == 0 && ap->delivered == 0)
+    return 0;
+  if (end < 1024 || end % 512 != 0)
+    return pgd_error (err, EINVAL, "tar stream ends after %.256s without the end-of-archive blocks",
+                      last);
+  for (int64_t off = end - 1024; off < end; off++)
+    if (stream_byte (ap, off) != 0)
+      return pgd_error (err, EINVAL,
+                        "tar stream ends after %.256s without the end-of-archive blocks", last);
+  return 0;
 }
 
 /* Read and discard what follows the end-of-archive blocks, up to EOF. */
@@ -73,7 +111,8 @@ drain (struct pgd_apply *ap, struct pgd_err *err)
 {
   while (!ap->input_eof)
     {
-      ssize_t n = read (ap->fd, ap->inbuf, PGD_APPLY_READ);
+      /* the buffer libarchive is not using: its last look was at the current one */
+      ssize_t n = read (ap->fd, ap->inbuf + (size_t) !ap->incur * PGD_APPLY_READ, PGD_APPLY_READ);
       if (n < 0 && errno == EINTR)
         continue;
       if (n < 0)
@@ -422,7 +461,11 @@ apply_all (struct pgd_apply *ap, struct pgd_err *err)
       int r = archive_read_next_header (ap->a, &e);
 
       if (r == ARCHIVE_EOF)
-        break;
+        {
+          if (check_end_of_archive (ap, last, err) < 0)
+            return -1;
+          break;
+        }
       if (!la_ok (r))
         {
           char what[300];
@@ -456,7 +499,7 @@ static int
 open_reader (struct pgd_apply *ap, struct pgd_err *err)
 {
   ap->a = archive_read_new ();
-  ap->inbuf = malloc (PGD_APPLY_READ);
+  ap->inbuf = malloc (2 * PGD_APPLY_READ);
   if (ap->a == NULL || ap->inbuf == NULL)
     return pgd_error (err, ENOMEM, "tar reader");
   if (archive_read_support_format_tar (ap->a) != ARCHIVE_OK

@@ -376,15 +376,27 @@ rm_entry (const char *path, const struct stat *st, int flag, struct FTW *ftw)
   return 0;
 }
 
-void
+int
 pc_stop (struct pc_server *s)
 {
-  int status;
+  int status = 0;
+  int ret = 0;
 
-  if (s->pid > 0 && pc_signal_and_wait (s, SIGTERM, 30000, &status) < 0)
-    pc_signal_and_wait (s, SIGKILL, PC_SAFETY_MS, &status);
+  if (s->pid > 0)
+    {
+      if (pc_signal_and_wait (s, SIGTERM, PC_SAFETY_MS, &status) < 0)
+        {
+          pc_signal_and_wait (s, SIGKILL, PC_SAFETY_MS, &status);
+          ret = -1;
+        }
+      else if (!WIFEXITED (status) || WEXITSTATUS (status) != 0)
+        ret = -1;
+      if (ret < 0)
+        fprintf (stderr, "proto_client: unclean server exit (status 0x%x):\n%s\n", status,
+                 pc_log_tail (s));
+    }
   if (s->dir[0] == '\0')
-    return;
+    return ret;
   for (int round = 0; round < 5; round++)
     {
       int found = unmount_under (s->dir);
@@ -397,6 +409,7 @@ pc_stop (struct pc_server *s)
   /* FTW_MOUNT: never reach into a mount that could not be removed */
   nftw (s->dir, rm_entry, 32, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
   s->dir[0] = '\0';
+  return ret;
 }
 
 int

@@ -77,8 +77,10 @@ int pc_binary (char *out);
 int pc_signal_and_wait (struct pc_server *s, int sig, int timeout_ms, int *status);
 
 /* Stop the server (SIGTERM, then SIGKILL), unmount what is left under its directory,
-   kill leftover image servers, remove the directory. Safe to call twice. */
-void pc_stop (struct pc_server *s);
+   kill leftover image servers, remove the directory. Safe to call twice. Returns 0 when
+   the server was not running or exited with status 0 on SIGTERM (a sanitizer report
+   would change that); otherwise -1, with the server's log tail on stderr. */
+int pc_stop (struct pc_server *s);
 
 /* True while the server process exists. */
 bool pc_alive (struct pc_server *s);

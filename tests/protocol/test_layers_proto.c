@@ -47,6 +47,18 @@ teardown (void)
 
 TestSuite (layers, .init = setup, .fini = teardown);
 
+/* A test of this suite: BODY, then the server must exit 0 on SIGTERM, which is also how
+   a sanitizer build of it reports leaks and errors (a failed check in .fini would not
+   count in Criterion 2.4, so it is done here). */
+#define LAYERS_TEST(name)                                                                    \
+  static void name##_body (void);                                                        \
+  Test (layers, name)                                                                     \
+  {                                                                                      \
+    name##_body ();                                                                      \
+    cr_assert_eq (pc_stop (&srv), 0, "the server did not exit cleanly on SIGTERM");     \
+  }                                                                                      \
+  static void name##_body (void)
+
 /* POST BODY to PATH; expect 200 and return the parsed JSON object. */
 static json_t *
 call_ok (const char *path, const char *body)
@@ -306,7 +318,7 @@ apply_fails (const char *id, const char *data, size_t len)
   pc_response_free (&r);
 }
 
-Test (layers, create_get_put_remove)
+LAYERS_TEST (create_get_put_remove)
 {
   char dir[PATH_MAX], again[PATH_MAX];
 
@@ -322,7 +334,7 @@ Test (layers, create_get_put_remove)
   cr_assert_not (exists ("Base"));
 }
 
-Test (layers, get_put_nesting)
+LAYERS_TEST (get_put_nesting)
 {
   char dir[PATH_MAX];
 
@@ -336,14 +348,14 @@ Test (layers, get_put_nesting)
   id_call_ok ("/GraphDriver.Put", "nest"); /* a third Put: still {} */
 }
 
-Test (layers, remove_and_put_of_unknown_ids_succeed)
+LAYERS_TEST (remove_and_put_of_unknown_ids_succeed)
 {
   id_call_ok ("/GraphDriver.Remove", "never-created");
   id_call_ok ("/GraphDriver.Put", "never-created");
   id_call_ok ("/GraphDriver.Remove", HEX64);
 }
 
-Test (layers, odd_but_valid_ids)
+LAYERS_TEST (odd_but_valid_ids)
 {
   char dir[PATH_MAX];
 
@@ -355,7 +367,7 @@ Test (layers, odd_but_valid_ids)
   cr_assert (exists (HEX64 "-init"));
 }
 
-Test (layers, invalid_ids_change_nothing)
+LAYERS_TEST (invalid_ids_change_nothing)
 {
   create ("/GraphDriver.Create", "keep", NULL);
   call_err ("/GraphDriver.Create", "{\"ID\":\"a/b\"}\n");
@@ -368,7 +380,7 @@ Test (layers, invalid_ids_change_nothing)
   cr_assert_not (exists ("x"));
 }
 
-Test (layers, create_errors)
+LAYERS_TEST (create_errors)
 {
   create ("/GraphDriver.Create", "dup", NULL);
   call_err ("/GraphDriver.Create", "{\"ID\":\"dup\"}\n");
@@ -376,7 +388,7 @@ Test (layers, create_errors)
   cr_assert_not (exists ("orphan"));
 }
 
-Test (layers, applydiff_unpacks_and_sizes)
+LAYERS_TEST (applydiff_unpacks_and_sizes)
 {
   char dir[PATH_MAX];
   size_t len;
@@ -398,7 +410,7 @@ Test (layers, applydiff_unpacks_and_sizes)
   free (tar);
 }
 
-Test (layers, applydiff_chunking_does_not_matter)
+LAYERS_TEST (applydiff_chunking_does_not_matter)
 {
   static const size_t p512[] = { 512 };
   static const size_t mixed[] = { 512, 27, 485, 512, 512, 28 };
@@ -438,7 +450,7 @@ Test (layers, applydiff_chunking_does_not_matter)
   free (tar);
 }
 
-Test (layers, applydiff_trailing_bytes_consumed)
+LAYERS_TEST (applydiff_trailing_bytes_consumed)
 {
   size_t len;
   char *tar = make_tar (100, &len);
@@ -448,7 +460,7 @@ Test (layers, applydiff_trailing_bytes_consumed)
   free (tar);
 }
 
-Test (layers, applydiff_only_once)
+LAYERS_TEST (applydiff_only_once)
 {
   size_t len;
   char *tar = make_tar (10, &len);
@@ -459,7 +471,7 @@ Test (layers, applydiff_only_once)
   free (tar);
 }
 
-Test (layers, applydiff_truncated_rejected)
+LAYERS_TEST (applydiff_truncated_rejected)
 {
   size_t len;
   char *tar = make_tar (64 * 1024, &len);
@@ -476,7 +488,7 @@ Test (layers, applydiff_truncated_rejected)
   free (tar);
 }
 
-Test (layers, applydiff_unknown_layer_rejected)
+LAYERS_TEST (applydiff_unknown_layer_rejected)
 {
   size_t len;
   char *tar = make_tar (10, &len);
@@ -530,7 +542,7 @@ tar_names (const char *data, size_t len, char *out, size_t cap, long long *newle
   cr_assert_eq (archive_read_free (a), ARCHIVE_OK);
 }
 
-Test (layers, diff_is_a_chunked_tar_with_whiteouts)
+LAYERS_TEST (diff_is_a_chunked_tar_with_whiteouts)
 {
   struct pc_response r;
   char names[4096];
@@ -549,12 +561,12 @@ Test (layers, diff_is_a_chunked_tar_with_whiteouts)
   pc_response_free (&r);
 }
 
-Test (layers, diff_error_before_streaming_is_500)
+LAYERS_TEST (diff_error_before_streaming_is_500)
 {
   call_err ("/GraphDriver.Diff", "{\"ID\":\"no-such-layer\"}\n");
 }
 
-Test (layers, changes_and_diffsize)
+LAYERS_TEST (changes_and_diffsize)
 {
   size_t i;
   json_t *c;
@@ -580,7 +592,7 @@ Test (layers, changes_and_diffsize)
   json_decref (j);
 }
 
-Test (layers, metadata_values_are_strings)
+LAYERS_TEST (metadata_values_are_strings)
 {
   const char *key;
   json_t *v;
@@ -596,7 +608,7 @@ Test (layers, metadata_values_are_strings)
 
 /* commit: Diff streams on connection A while B runs Create + ApplyDiff of that very
    stream, chunk by chunk. A server that serves one connection at a time deadlocks. */
-Test (layers, diff_streams_into_applydiff)
+LAYERS_TEST (diff_streams_into_applydiff)
 {
   static const char dbody[] = "{\"ID\":\"c\",\"Parent\":\"b\"}\n";
   char dreq[256];
@@ -652,7 +664,7 @@ Test (layers, diff_streams_into_applydiff)
   free (rd);
 }
 
-Test (layers, restart_without_init_keeps_serving)
+LAYERS_TEST (restart_without_init_keeps_serving)
 {
   char body[PATH_MAX + 128];
   int status;

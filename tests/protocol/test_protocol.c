@@ -31,6 +31,18 @@ teardown (void)
 
 TestSuite (protocol, .init = setup, .fini = teardown);
 
+/* A test of this suite: BODY, then the server must exit 0 on SIGTERM, which is also how
+   a sanitizer build of it reports leaks and errors (a failed check in .fini would not
+   count in Criterion 2.4, so it is done here). */
+#define PROTOCOL_TEST(name)                                                                    \
+  static void name##_body (void);                                                        \
+  Test (protocol, name)                                                                     \
+  {                                                                                      \
+    name##_body ();                                                                      \
+    cr_assert_eq (pc_stop (&srv), 0, "the server did not exit cleanly on SIGTERM");     \
+  }                                                                                      \
+  static void name##_body (void)
+
 /* 200, a non-empty JSON object body, Connection: close, and the server hung up. */
 static json_t *
 assert_ok (struct pc_response *r, const char *what)
@@ -78,7 +90,7 @@ raw (const char *req, struct pc_response *r)
                 pc_log_tail (&srv));
 }
 
-Test (protocol, activate_exact_answer)
+PROTOCOL_TEST (activate_exact_answer)
 {
   struct pc_response r;
 
@@ -92,7 +104,7 @@ Test (protocol, activate_exact_answer)
   pc_response_free (&r);
 }
 
-Test (protocol, capabilities_nested_and_false)
+PROTOCOL_TEST (capabilities_nested_and_false)
 {
   struct pc_response r;
 
@@ -107,7 +119,7 @@ Test (protocol, capabilities_nested_and_false)
   pc_response_free (&r);
 }
 
-Test (protocol, any_host_header_accepted)
+PROTOCOL_TEST (any_host_header_accepted)
 {
   const char *reqs[] = {
     "POST /GraphDriver.Capabilities HTTP/1.1\r\nHost: \r\nContent-Length: 3\r\n\r\n{}\n",
@@ -125,7 +137,7 @@ Test (protocol, any_host_header_accepted)
     }
 }
 
-Test (protocol, no_content_type_and_v12_accept)
+PROTOCOL_TEST (no_content_type_and_v12_accept)
 {
   struct pc_response r;
 
@@ -136,7 +148,7 @@ Test (protocol, no_content_type_and_v12_accept)
   pc_response_free (&r);
 }
 
-Test (protocol, init_with_nulls)
+PROTOCOL_TEST (init_with_nulls)
 {
   char body[PATH_MAX + 128];
   struct pc_response r;
@@ -149,7 +161,7 @@ Test (protocol, init_with_nulls)
   pc_response_free (&r);
 }
 
-Test (protocol, init_with_empty_arrays)
+PROTOCOL_TEST (init_with_empty_arrays)
 {
   char body[PATH_MAX + 128];
   struct pc_response r;
@@ -162,7 +174,7 @@ Test (protocol, init_with_empty_arrays)
   pc_response_free (&r);
 }
 
-Test (protocol, trailing_newline_and_absent_parent)
+PROTOCOL_TEST (trailing_newline_and_absent_parent)
 {
   struct pc_response r;
 
@@ -173,7 +185,7 @@ Test (protocol, trailing_newline_and_absent_parent)
   pc_response_free (&r);
 }
 
-Test (protocol, status_is_pairs_of_strings)
+PROTOCOL_TEST (status_is_pairs_of_strings)
 {
   struct pc_response r;
   size_t i;
@@ -193,7 +205,7 @@ Test (protocol, status_is_pairs_of_strings)
   pc_response_free (&r);
 }
 
-Test (protocol, unknown_paths_get_404)
+PROTOCOL_TEST (unknown_paths_get_404)
 {
   const char *paths[] = { "/GraphDriver.Nope", "/", "/Plugin.Activate/x", "/graphdriver.create",
                           "/VolumeDriver.Create", "/GraphDriver.Create/" };
@@ -207,7 +219,7 @@ Test (protocol, unknown_paths_get_404)
     }
 }
 
-Test (protocol, non_post_rejected)
+PROTOCOL_TEST (non_post_rejected)
 {
   const char *reqs[] = {
     "GET /GraphDriver.Capabilities HTTP/1.1\r\nHost: \r\n\r\n",
@@ -256,7 +268,7 @@ snapshot (void)
   return listing ? listing : strdup ("");
 }
 
-Test (protocol, bad_input_rejected_and_nothing_changes)
+PROTOCOL_TEST (bad_input_rejected_and_nothing_changes)
 {
   static const struct
   {
@@ -301,7 +313,7 @@ Test (protocol, bad_input_rejected_and_nothing_changes)
   free (after);
 }
 
-Test (protocol, bad_init_rejected)
+PROTOCOL_TEST (bad_init_rejected)
 {
   struct pc_response r;
 
@@ -316,7 +328,7 @@ Test (protocol, bad_init_rejected)
   pc_response_free (&r);
 }
 
-Test (protocol, arguments_free_calls_need_a_json_object)
+PROTOCOL_TEST (arguments_free_calls_need_a_json_object)
 {
   const char *paths[] = { "/GraphDriver.Status", "/GraphDriver.Capabilities",
                           "/GraphDriver.Cleanup" };
@@ -342,7 +354,7 @@ assert_still_serving (void)
   pc_response_free (&r);
 }
 
-Test (protocol, oversized_body_drained_then_rejected)
+PROTOCOL_TEST (oversized_body_drained_then_rejected)
 {
   size_t len = 2 * 1024 * 1024 + 17;
   char *body = malloc (len + 1);
@@ -369,7 +381,7 @@ Test (protocol, oversized_body_drained_then_rejected)
   assert_still_serving ();
 }
 
-Test (protocol, short_body_then_hangup_is_harmless)
+PROTOCOL_TEST (short_body_then_hangup_is_harmless)
 {
   const char *partial[] = {
     "POST /GraphDriver.Create HTTP/1.1\r\nHost: \r\nContent-Length: 100\r\n\r\n{\"ID\":",
@@ -416,7 +428,7 @@ applydiff_chunked (const char *query, const size_t *sizes, size_t n, struct pc_r
   close (fd);
 }
 
-Test (protocol, applydiff_bad_id_drains_odd_chunks)
+PROTOCOL_TEST (applydiff_bad_id_drains_odd_chunks)
 {
   static const size_t sizes[] = { 512, 27, 485, 512, 512, 28, 1, 3, 7, 4093, 511, 2 };
   struct pc_response r;
@@ -433,7 +445,7 @@ Test (protocol, applydiff_bad_id_drains_odd_chunks)
   assert_still_serving ();
 }
 
-Test (protocol, applydiff_unknown_layer_drains_and_fails)
+PROTOCOL_TEST (applydiff_unknown_layer_drains_and_fails)
 {
   static const size_t sizes[] = { 512, 512, 27, 485, 1000, 13 };
   struct pc_response r;
@@ -445,7 +457,7 @@ Test (protocol, applydiff_unknown_layer_drains_and_fails)
   assert_still_serving ();
 }
 
-Test (protocol, connections_are_served_concurrently)
+PROTOCOL_TEST (connections_are_served_concurrently)
 {
   static const char head[] =
       "POST /GraphDriver.Create HTTP/1.1\r\nHost: \r\nContent-Length: 12\r\n\r\n{\"ID\":";
@@ -465,7 +477,7 @@ Test (protocol, connections_are_served_concurrently)
   close (a);
 }
 
-Test (protocol, socket_is_private)
+PROTOCOL_TEST (socket_is_private)
 {
   struct stat st;
 
@@ -487,17 +499,17 @@ assert_clean_exit (int sig)
                 pc_log_tail (&srv));
 }
 
-Test (protocol, sigterm_exits)
+PROTOCOL_TEST (sigterm_exits)
 {
   assert_clean_exit (SIGTERM);
 }
 
-Test (protocol, sigint_exits)
+PROTOCOL_TEST (sigint_exits)
 {
   assert_clean_exit (SIGINT);
 }
 
-Test (protocol, sigterm_exits_with_clients_connected)
+PROTOCOL_TEST (sigterm_exits_with_clients_connected)
 {
   static const char partial[] =
       "POST /GraphDriver.Create HTTP/1.1\r\nHost: \r\nContent-Length: 50\r\n\r\n{";
@@ -513,7 +525,7 @@ Test (protocol, sigterm_exits_with_clients_connected)
   close (stalled);
 }
 
-Test (protocol, restart_replaces_stale_socket)
+PROTOCOL_TEST (restart_replaces_stale_socket)
 {
   int status;
 
@@ -524,7 +536,7 @@ Test (protocol, restart_replaces_stale_socket)
   assert_still_serving ();
 }
 
-Test (protocol, second_instance_refuses_live_socket)
+PROTOCOL_TEST (second_instance_refuses_live_socket)
 {
   char bin[PATH_MAX], cmd[4 * PATH_MAX], log[PATH_MAX + 16];
   FILE *f;
@@ -547,7 +559,7 @@ Test (protocol, second_instance_refuses_live_socket)
   assert_still_serving ();
 }
 
-Test (protocol, systemd_socket_activation)
+PROTOCOL_TEST (systemd_socket_activation)
 {
   struct sockaddr_un sa = { .sun_family = AF_UNIX };
   char path[PATH_MAX], unused[PATH_MAX];
@@ -567,7 +579,7 @@ Test (protocol, systemd_socket_activation)
   cr_assert_neq (access (unused, F_OK), 0, "--socket must be ignored when socket-activated");
 }
 
-Test (protocol, command_line)
+PROTOCOL_TEST (command_line)
 {
   char bin[PATH_MAX], cmd[PATH_MAX + 64], out[4096];
   FILE *p;

@@ -112,8 +112,8 @@ say "  server spawned and ready  $(awk '{print $1}' "$W/mounts1.txt" | ms_stats)
 say "  loop device attached      $(awk '{print $2}' "$W/mounts1.txt" | ms_stats)"
 say "  ext4 mounted              $(awk '{print $4}' "$W/mounts1.txt" | ms_stats)"
 say "  whole mount               $(awk '{print $5}' "$W/mounts1.txt" | ms_stats)"
-say "unmounts per run: $(awk -v r="$PROF_RUNS" '$3 == "unmounted" {n++} END {printf "%.1f", n / r}' "$W/plugin-log1.txt"); per unmount (ms):"
-say "  whole unmount             $(awk '$3 == "unmounted" {print $(NF - 1)}' "$W/plugin-log1.txt" | ms_stats)"
+say "unmounts per run: $(awk -v r="$PROF_RUNS" '$3 == "unmounted" && / in [0-9]+ ms$/ {n++} END {printf "%.1f", n / r}' "$W/plugin-log1.txt"); per unmount (ms):"
+say "  whole unmount             $(awk '$3 == "unmounted" && / in [0-9]+ ms$/ {print $(NF - 1)}' "$W/plugin-log1.txt" | ms_stats)"
 say ""
 
 # ---------------------------------------------------------------------------

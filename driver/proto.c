@@ -24,8 +24,8 @@ parse_object (const char *body, size_t len, json_t **out, struct pgd_err *err)
   /* DECODE_ANY: a bare string or number is valid JSON, just not an object */
   root = json_loadb (body, len, JSON_DECODE_ANY, &jerr);
   if (root == NULL)
-    return pgd_error (err, 0, "request body is not valid JSON: %s (line %d, column %d)",
-                      jerr.text, jerr.line, jerr.column);
+    return pgd_error (err, 0, "request body is not valid JSON: %s (line %d, column %d)", jerr.text,
+                      jerr.line, jerr.column);
   if (!json_is_object (root))
     {
       json_decref (root);
@@ -70,12 +70,12 @@ decode_storage_opt (json_t *root, struct pgd_kvlist *out, struct pgd_err *err)
   if (!json_is_object (opts))
     return pgd_error (err, 0, "StorageOpt is not an object");
   json_object_foreach (opts, key, v)
-    {
-      if (!json_is_string (v))
-        return pgd_error (err, 0, "StorageOpt %s is not a string", key);
-      if (pgd_kvlist_add (out, key, json_string_value (v), err) < 0)
-        return -1;
-    }
+  {
+    if (!json_is_string (v))
+      return pgd_error (err, 0, "StorageOpt %s is not a string", key);
+    if (pgd_kvlist_add (out, key, json_string_value (v), err) < 0)
+      return -1;
+  }
   return 0;
 }
 
@@ -155,13 +155,13 @@ decode_opts (json_t *root, struct pgd_init_req *req, struct pgd_err *err)
   if (req->opts == NULL)
     return pgd_error (err, ENOMEM, "Opts");
   json_array_foreach (opts, i, v)
-    {
-      if (!json_is_string (v))
-        return pgd_error (err, 0, "Opts[%zu] is not a string", i);
-      /* the strings belong to the document, which outlives the request */
-      req->opts[i] = (char *) json_string_value (v);
-      req->nopts = i + 1;
-    }
+  {
+    if (!json_is_string (v))
+      return pgd_error (err, 0, "Opts[%zu] is not a string", i);
+    /* the strings belong to the document, which outlives the request */
+    req->opts[i] = (char *)json_string_value (v);
+    req->nopts = i + 1;
+  }
   return 0;
 }
 
@@ -174,9 +174,9 @@ idmap_field (json_t *obj, const char *what, size_t i, const char *key, uint32_t 
   if (v == NULL)
     return pgd_error (err, 0, "%s[%zu]: missing %s", what, i, key);
   if (!json_is_integer (v) || json_integer_value (v) < 0
-      || json_integer_value (v) > (json_int_t) UINT32_MAX)
+      || json_integer_value (v) > (json_int_t)UINT32_MAX)
     return pgd_error (err, 0, "%s[%zu]: %s is not an integer in 0..4294967295", what, i, key);
-  *out = (uint32_t) json_integer_value (v);
+  *out = (uint32_t)json_integer_value (v);
   return 0;
 }
 
@@ -198,16 +198,16 @@ decode_idmap (json_t *root, const char *what, struct pgd_idmap **out, size_t *n,
   if (*out == NULL)
     return pgd_error (err, ENOMEM, "%s", what);
   json_array_foreach (arr, i, v)
-    {
-      struct pgd_idmap *m = &(*out)[i];
-      if (!json_is_object (v))
-        return pgd_error (err, 0, "%s[%zu] is not an object", what, i);
-      if (idmap_field (v, what, i, "container_id", &m->container_id, err) < 0
-          || idmap_field (v, what, i, "host_id", &m->host_id, err) < 0
-          || idmap_field (v, what, i, "size", &m->size, err) < 0)
-        return -1;
-      *n = i + 1;
-    }
+  {
+    struct pgd_idmap *m = &(*out)[i];
+    if (!json_is_object (v))
+      return pgd_error (err, 0, "%s[%zu] is not an object", what, i);
+    if (idmap_field (v, what, i, "container_id", &m->container_id, err) < 0
+        || idmap_field (v, what, i, "host_id", &m->host_id, err) < 0
+        || idmap_field (v, what, i, "size", &m->size, err) < 0)
+      return -1;
+    *n = i + 1;
+  }
   return 0;
 }
 
@@ -259,7 +259,7 @@ ascii_copy (const char *s)
   char *copy = strdup (s);
 
   for (char *p = copy; p && *p; p++)
-    if ((unsigned char) *p >= 0x80)
+    if ((unsigned char)*p >= 0x80)
       *p = '?';
   return copy;
 }
@@ -373,7 +373,7 @@ pgd_proto_encode_exists (bool exists)
 char *
 pgd_proto_encode_size (int64_t size)
 {
-  return dump_one ("Size", json_integer ((json_int_t) size));
+  return dump_one ("Size", json_integer ((json_int_t)size));
 }
 
 char *

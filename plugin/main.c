@@ -38,7 +38,7 @@ static void
 on_stop_signal (int signo)
 {
   int saved = errno;
-  unsigned char b = (unsigned char) signo;
+  unsigned char b = (unsigned char)signo;
 
   if (write (signal_pipe_w, &b, 1) < 0)
     {
@@ -52,7 +52,7 @@ on_stop_signal (int signo)
 static void
 on_sigpipe (int signo)
 {
-  (void) signo;
+  (void)signo;
 }
 
 static void
@@ -100,9 +100,15 @@ parse_options (int argc, char **argv, struct options *opt)
   while ((c = getopt_long (argc, argv, "", longopts, NULL)) != -1)
     switch (c)
       {
-      case OPT_SOCKET: opt->socket = optarg; break;
-      case OPT_STATE: opt->state = optarg; break;
-      case OPT_HOME: opt->home = optarg; break;
+      case OPT_SOCKET:
+        opt->socket = optarg;
+        break;
+      case OPT_STATE:
+        opt->state = optarg;
+        break;
+      case OPT_HOME:
+        opt->home = optarg;
+        break;
       case OPT_ENGINE:
         if (strcmp (optarg, "auto") != 0 && strcmp (optarg, "user") != 0
             && strcmp (optarg, "kernel") != 0)
@@ -123,7 +129,9 @@ parse_options (int argc, char **argv, struct options *opt)
       case OPT_HELP:
         usage (stdout, argv[0]);
         exit (EXIT_SUCCESS);
-      default: usage (stderr, argv[0]); return -1;
+      default:
+        usage (stderr, argv[0]);
+        return -1;
       }
   if (optind < argc)
     {
@@ -262,6 +270,6 @@ main (int argc, char **argv)
     return pgd_imgsrv_main (argc - 1, argv + 1);
   if (parse_options (argc, argv, &opt) < 0)
     return 2;
-  pgd_log_set_level ((enum pgd_log_level) opt.log_level);
+  pgd_log_set_level ((enum pgd_log_level)opt.log_level);
   return serve (&opt);
 }

@@ -49,19 +49,18 @@ struct request
 };
 
 /* Fail unless the driver implements OP. */
-#define NEED_OP(r, op, name)                                                    \
-  do                                                                            \
-    {                                                                           \
-      if ((r)->ops->op == NULL)                                                 \
-        return pgd_error (err, 0, "%s is not implemented", (name));             \
-    }                                                                           \
+#define NEED_OP(r, op, name)                                                                       \
+  do                                                                                               \
+    {                                                                                              \
+      if ((r)->ops->op == NULL)                                                                    \
+        return pgd_error (err, 0, "%s is not implemented", (name));                                \
+    }                                                                                              \
   while (0)
 
 static int
-do_activate (struct pgd_routes *r, const char *body, size_t len, char **out,
-             struct pgd_err *err)
+do_activate (struct pgd_routes *r, const char *body, size_t len, char **out, struct pgd_err *err)
 {
-  (void) r, (void) body, (void) len, (void) err;
+  (void)r, (void)body, (void)len, (void)err;
   *out = pgd_proto_encode_activate ();
   return 0;
 }
@@ -70,7 +69,7 @@ static int
 do_capabilities (struct pgd_routes *r, const char *body, size_t len, char **out,
                  struct pgd_err *err)
 {
-  (void) r;
+  (void)r;
   if (pgd_proto_decode_empty (body, len, err) < 0)
     return -1;
   *out = pgd_proto_encode_capabilities ();
@@ -127,12 +126,12 @@ do_cleanup (struct pgd_routes *r, const char *body, size_t len, char **out, stru
 }
 
 /* The per-layer endpoints share decoding; CALL runs the one operation. */
-typedef int (*layer_call) (struct pgd_routes *r, const struct pgd_proto_layer_req *req,
-                           char **out, struct pgd_err *err);
+typedef int (*layer_call) (struct pgd_routes *r, const struct pgd_proto_layer_req *req, char **out,
+                           struct pgd_err *err);
 
 static int
-with_layer (struct pgd_routes *r, const char *body, size_t len, char **out,
-            struct pgd_err *err, layer_call call)
+with_layer (struct pgd_routes *r, const char *body, size_t len, char **out, struct pgd_err *err,
+            layer_call call)
 {
   struct pgd_proto_layer_req req;
   int ret;
@@ -267,11 +266,11 @@ call_diff_size (struct pgd_routes *r, const struct pgd_proto_layer_req *req, cha
   return 0;
 }
 
-#define LAYER_ROUTE(fn_name, call)                                                         \
-  static int fn_name (struct pgd_routes *r, const char *body, size_t len, char **out,      \
-                      struct pgd_err *err)                                                 \
-  {                                                                                        \
-    return with_layer (r, body, len, out, err, call);                                      \
+#define LAYER_ROUTE(fn_name, call)                                                                 \
+  static int fn_name (struct pgd_routes *r, const char *body, size_t len, char **out,              \
+                      struct pgd_err *err)                                                         \
+  {                                                                                                \
+    return with_layer (r, body, len, out, err, call);                                              \
   }
 
 LAYER_ROUTE (do_create, call_create_ro)
@@ -313,8 +312,7 @@ find_route (const char *url)
 }
 
 int
-pgd_routes_init (struct pgd_routes *r, const struct pgd_ops *ops, void *ctx,
-                 struct pgd_err *err)
+pgd_routes_init (struct pgd_routes *r, const struct pgd_ops *ops, void *ctx, struct pgd_err *err)
 {
   pthread_condattr_t attr;
   int rc;
@@ -366,7 +364,7 @@ pgd_routes_wait_idle (struct pgd_routes *r, unsigned timeout_ms)
 
   clock_gettime (CLOCK_MONOTONIC, &until);
   until.tv_sec += timeout_ms / 1000;
-  until.tv_nsec += (long) (timeout_ms % 1000) * 1000000L;
+  until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
   if (until.tv_nsec >= 1000000000L)
     {
       until.tv_sec++;
@@ -396,8 +394,7 @@ reply_full (struct MHD_Connection *conn, unsigned status, char *body, const char
   if (resp == NULL)
     {
       status = MHD_HTTP_INTERNAL_SERVER_ERROR;
-      resp = MHD_create_response_from_buffer (sizeof oom - 1, (void *) oom,
-                                              MHD_RESPMEM_PERSISTENT);
+      resp = MHD_create_response_from_buffer (sizeof oom - 1, (void *)oom, MHD_RESPMEM_PERSISTENT);
       if (resp == NULL)
         return MHD_NO;
     }
@@ -418,8 +415,7 @@ pgd_routes_reply (struct MHD_Connection *conn, unsigned status, char *body)
 
 /* Answer {"Err": ERR} with STATUS and log it. */
 static enum MHD_Result
-reply_err (struct MHD_Connection *conn, const char *url, unsigned status,
-           const struct pgd_err *err)
+reply_err (struct MHD_Connection *conn, const char *url, unsigned status, const struct pgd_err *err)
 {
   const char *allow = status == MHD_HTTP_METHOD_NOT_ALLOWED ? MHD_HTTP_METHOD_POST : NULL;
 
@@ -454,8 +450,7 @@ apply_begin (struct request *req, struct MHD_Connection *conn)
 }
 
 static struct request *
-request_new (struct pgd_routes *r, struct MHD_Connection *conn, const char *url,
-             const char *method)
+request_new (struct pgd_routes *r, struct MHD_Connection *conn, const char *url, const char *method)
 {
   struct request *req = calloc (1, sizeof *req);
 
@@ -534,8 +529,7 @@ request_answer (struct request *req, struct MHD_Connection *conn, const char *ur
     return reply_err (conn, url, req->fail_status, &req->err);
   if (req->too_large)
     {
-      pgd_error (&req->err, 0, "request body too large (more than %d bytes)",
-                 PGD_PROTO_BODY_MAX);
+      pgd_error (&req->err, 0, "request body too large (more than %d bytes)", PGD_PROTO_BODY_MAX);
       return reply_err (conn, url, MHD_HTTP_INTERNAL_SERVER_ERROR, &req->err);
     }
   if (req->route->kind == ROUTE_APPLY)
@@ -543,7 +537,7 @@ request_answer (struct request *req, struct MHD_Connection *conn, const char *ur
       int64_t size = 0;
       if (pgd_apply_finish (req->apply, &size, &req->err) < 0)
         return reply_err (conn, url, MHD_HTTP_INTERNAL_SERVER_ERROR, &req->err);
-      pgd_log (PGD_LOG_DEBUG, "%s: 200 Size %lld", url, (long long) size);
+      pgd_log (PGD_LOG_DEBUG, "%s: 200 Size %lld", url, (long long)size);
       return pgd_routes_reply (conn, MHD_HTTP_OK, pgd_proto_encode_size (size));
     }
   if (req->route->kind == ROUTE_DIFF)
@@ -578,7 +572,7 @@ pgd_routes_handle (void *cls, struct MHD_Connection *conn, const char *url, cons
 {
   struct request *req = *req_cls;
 
-  (void) version;
+  (void)version;
   if (req == NULL)
     {
       req = request_new (cls, conn, url, method);
@@ -610,12 +604,12 @@ pgd_routes_completed (void *cls, struct MHD_Connection *conn, void **req_cls,
 {
   struct request *req = *req_cls;
 
-  (void) cls, (void) conn;
+  (void)cls, (void)conn;
   if (req == NULL)
     return;
   if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
     pgd_log (PGD_LOG_DEBUG, "%s: connection ended before the request completed (%d)",
-             req->route ? req->route->path : "request", (int) toe);
+             req->route ? req->route->path : "request", (int)toe);
   *req_cls = NULL;
   request_free (req);
 }

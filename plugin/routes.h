@@ -39,9 +39,8 @@ bool pgd_routes_wait_idle (struct pgd_routes *r, unsigned timeout_ms);
 
 /* MHD_AccessHandlerCallback; CLS is the struct pgd_routes. */
 enum MHD_Result pgd_routes_handle (void *cls, struct MHD_Connection *conn, const char *url,
-                                   const char *method, const char *version,
-                                   const char *upload_data, size_t *upload_data_size,
-                                   void **req_cls);
+                                   const char *method, const char *version, const char *upload_data,
+                                   size_t *upload_data_size, void **req_cls);
 
 /* MHD_RequestCompletedCallback: frees the request state, also after a client abort. */
 void pgd_routes_completed (void *cls, struct MHD_Connection *conn, void **req_cls,

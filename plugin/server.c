@@ -42,7 +42,7 @@ remove_stale_socket (const char *path, const struct sockaddr_un *sa, struct pgd_
   probe = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (probe < 0)
     return pgd_error (err, errno, "socket");
-  if (connect (probe, (const struct sockaddr *) sa, sizeof *sa) == 0 || errno == EAGAIN)
+  if (connect (probe, (const struct sockaddr *)sa, sizeof *sa) == 0 || errno == EAGAIN)
     return pgd_error (err, EADDRINUSE, "another server is listening on %s", path);
   if (unlink (path) < 0 && errno != ENOENT)
     return pgd_error (err, errno, "remove stale socket %s", path);
@@ -78,7 +78,7 @@ pgd_server_bind_unix (const char *path, int *out, struct pgd_err *err)
     return pgd_error (err, errno, "socket");
   /* no window in which others could connect: the file is born 0600 */
   old_mask = umask (0177);
-  rc = bind (fd, (const struct sockaddr *) &sa, sizeof sa);
+  rc = bind (fd, (const struct sockaddr *)&sa, sizeof sa);
   umask (old_mask);
   if (rc < 0)
     return pgd_error (err, errno, "bind %s", path);
@@ -117,14 +117,14 @@ pgd_server_activated_fd (int *out, struct pgd_err *err)
   socklen_t len = sizeof type;
   struct stat st;
 
-  if (pid != (long) getpid () || nfds < 1)
+  if (pid != (long)getpid () || nfds < 1)
     return 0;
   /* ours: do not hand them on to the helpers we start */
   unsetenv ("LISTEN_PID");
   unsetenv ("LISTEN_FDS");
   unsetenv ("LISTEN_FDNAMES");
   for (long i = 0; i < nfds; i++)
-    (void) fcntl (SD_LISTEN_FDS_START + (int) i, F_SETFD, FD_CLOEXEC);
+    (void)fcntl (SD_LISTEN_FDS_START + (int)i, F_SETFD, FD_CLOEXEC);
   if (nfds > 1)
     pgd_log (PGD_LOG_WARN, "systemd passed %ld sockets; serving the first", nfds);
   if (fstat (SD_LISTEN_FDS_START, &st) < 0)
@@ -150,7 +150,7 @@ mhd_logger (void *cls, const char *fmt, va_list ap)
   char line[1024];
   size_t n;
 
-  (void) cls;
+  (void)cls;
   vsnprintf (line, sizeof line, fmt, ap);
   n = strlen (line);
   while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
@@ -188,13 +188,13 @@ pgd_server_start (struct pgd_server **out, int fd, const struct pgd_ops *ops, vo
       free (s);
       return -1;
     }
-  s->daemon = MHD_start_daemon (
-      flags, 0, NULL, NULL, pgd_routes_handle, &s->routes,
-      /* first, so that every later message goes through it */
-      MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_LISTEN_SOCKET, fd,
-      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) 0, MHD_OPTION_CONNECTION_LIMIT,
-      (unsigned) PGD_SERVER_MAX_CONNECTIONS, MHD_OPTION_NOTIFY_COMPLETED,
-      pgd_routes_completed, &s->routes, MHD_OPTION_END);
+  s->daemon = MHD_start_daemon (flags, 0, NULL, NULL, pgd_routes_handle, &s->routes,
+                                /* first, so that every later message goes through it */
+                                MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
+                                MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_TIMEOUT,
+                                (unsigned)0, MHD_OPTION_CONNECTION_LIMIT,
+                                (unsigned)PGD_SERVER_MAX_CONNECTIONS, MHD_OPTION_NOTIFY_COMPLETED,
+                                pgd_routes_completed, &s->routes, MHD_OPTION_END);
   if (s->daemon == NULL)
     {
       pgd_routes_destroy (&s->routes);
@@ -214,8 +214,7 @@ pgd_server_stop (struct pgd_server *s, unsigned grace_ms)
     pgd_log (PGD_LOG_WARN, "could not stop accepting connections");
   if (!pgd_routes_wait_idle (&s->routes, grace_ms))
     {
-      pgd_log (PGD_LOG_WARN, "requests still running after %u ms; not waiting for them",
-               grace_ms);
+      pgd_log (PGD_LOG_WARN, "requests still running after %u ms; not waiting for them", grace_ms);
       return false;
     }
   MHD_stop_daemon (s->daemon);

@@ -24,7 +24,7 @@ make_pipe (int fds[2], struct pgd_err *err)
 {
   if (pipe2 (fds, O_CLOEXEC) < 0)
     return pgd_error (err, errno, "pipe");
-  (void) fcntl (fds[1], F_SETPIPE_SZ, PIPE_SIZE);
+  (void)fcntl (fds[1], F_SETPIPE_SZ, PIPE_SIZE);
   return 0;
 }
 
@@ -46,8 +46,8 @@ struct pgd_apply
   int rfd; /* the worker's; closed by the worker when apply_diff returns */
   int wfd; /* ours */
   pthread_t thread;
-  bool running;   /* the thread exists and is not joined yet */
-  bool draining;  /* the worker stopped reading: drop the rest of the upload */
+  bool running;  /* the thread exists and is not joined yet */
+  bool draining; /* the worker stopped reading: drop the rest of the upload */
   int ret;
   int64_t size;
   struct pgd_err err;
@@ -80,8 +80,8 @@ pgd_apply_free (struct pgd_apply *a)
 }
 
 int
-pgd_apply_start (struct pgd_apply **out, struct pgd_routes *r, const char *id,
-                 const char *parent, struct pgd_err *err)
+pgd_apply_start (struct pgd_apply **out, struct pgd_routes *r, const char *id, const char *parent,
+                 struct pgd_err *err)
 {
   struct pgd_apply *a;
   int fds[2];
@@ -141,7 +141,7 @@ pgd_apply_feed (struct pgd_apply *a, const char *data, size_t len)
           return;
         }
       data += n;
-      len -= (size_t) n;
+      len -= (size_t)n;
     }
 }
 
@@ -202,7 +202,7 @@ diff_read (void *cls, uint64_t pos, char *buf, size_t max)
   struct diff_stream *d = cls;
   ssize_t n;
 
-  (void) pos;
+  (void)pos;
   do
     n = read (d->rfd, buf, max);
   while (n < 0 && errno == EINTR);
@@ -281,8 +281,7 @@ pgd_diff_response (struct pgd_routes *r, const char *id, const char *parent,
       return pgd_error (err, rc, "Diff %s: start worker", id);
     }
   d->running = true;
-  resp = MHD_create_response_from_callback (MHD_SIZE_UNKNOWN, DIFF_BLOCK, diff_read, d,
-                                            diff_free);
+  resp = MHD_create_response_from_callback (MHD_SIZE_UNKNOWN, DIFF_BLOCK, diff_read, d, diff_free);
   if (resp == NULL)
     {
       diff_free (d);

@@ -17,8 +17,7 @@ struct pgd_apply;
 /* Start ApplyDiff of ID on PARENT (NULL = none): a pipe and a worker thread running
    ops->apply_diff on its read end. Counts as work in flight on R until freed. */
 int pgd_apply_start (struct pgd_apply **out, struct pgd_routes *r, const char *id,
-                     const char *parent, struct pgd_err *err)
-    __attribute__ ((warn_unused_result));
+                     const char *parent, struct pgd_err *err) __attribute__ ((warn_unused_result));
 
 /* Hand LEN upload bytes to the worker (blocking); once the worker has stopped
    reading, the bytes are dropped so the upload can still be drained. */

@@ -29,7 +29,7 @@
 static void
 sleep_ms (int ms)
 {
-  struct timespec ts = { ms / 1000, (long) (ms % 1000) * 1000000L };
+  struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
   nanosleep (&ts, NULL);
 }
 
@@ -38,7 +38,7 @@ now_ms (void)
 {
   struct timespec ts;
   clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 int
@@ -50,8 +50,7 @@ pc_binary (char *out)
   snprintf (rel, sizeof rel, "%s/ploop-graphdriver", build && *build ? build : "build");
   if (realpath (rel, out) == NULL || access (out, X_OK) < 0)
     {
-      fprintf (stderr, "proto_client: cannot run %s (set PGD_BUILD): %s\n", rel,
-               strerror (errno));
+      fprintf (stderr, "proto_client: cannot run %s (set PGD_BUILD): %s\n", rel, strerror (errno));
       return -1;
     }
   return 0;
@@ -84,8 +83,8 @@ pc_log_tail (const struct pc_server *s)
   if (fd < 0)
     return tail;
   size = lseek (fd, 0, SEEK_END);
-  if (size > (off_t) sizeof tail - 1)
-    lseek (fd, size - (off_t) (sizeof tail - 1), SEEK_SET);
+  if (size > (off_t)sizeof tail - 1)
+    lseek (fd, size - (off_t)(sizeof tail - 1), SEEK_SET);
   else
     lseek (fd, 0, SEEK_SET);
   n = read (fd, tail, sizeof tail - 1);
@@ -110,7 +109,8 @@ wait_ready (struct pc_server *s)
           fprintf (stderr, "proto_client: server exited during start:\n%s\n", pc_log_tail (s));
           return -1;
         }
-      if (access (s->socket, F_OK) == 0 && pc_post (s, "/GraphDriver.Capabilities", "{}\n", &r) == 0)
+      if (access (s->socket, F_OK) == 0
+          && pc_post (s, "/GraphDriver.Capabilities", "{}\n", &r) == 0)
         {
           int status = r.status;
           pc_response_free (&r);
@@ -159,14 +159,14 @@ spawn (struct pc_server *s, bool with_home, int activation_fd, const char *socke
           if (activation_fd != 3)
             dup2 (activation_fd, 3);
           fcntl (3, F_SETFD, 0);
-          snprintf (pidbuf, sizeof pidbuf, "%d", (int) getpid ());
+          snprintf (pidbuf, sizeof pidbuf, "%d", (int)getpid ());
           setenv ("LISTEN_PID", pidbuf, 1);
           setenv ("LISTEN_FDS", "1", 1);
         }
       dup2 (logfd, STDOUT_FILENO);
       dup2 (logfd, STDERR_FILENO);
-      char *argv[] = { bin,      "--socket", (char *) socket_arg, "--state", s->state,
-                       "--log-level", "debug", with_home ? "--home" : NULL, s->home, NULL };
+      char *argv[] = { bin,           "--socket", (char *)socket_arg,          "--state", s->state,
+                       "--log-level", "debug",    with_home ? "--home" : NULL, s->home,   NULL };
       execv (bin, argv);
       _exit (127);
     }
@@ -239,7 +239,7 @@ unescape (char *s)
   for (char *r = s; *r; r++)
     if (r[0] == '\\' && r[1] && r[2] && r[3])
       {
-        *w++ = (char) ((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
+        *w++ = (char)((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
         r += 3;
       }
     else
@@ -302,13 +302,13 @@ kill_leftovers (const char *dir)
   while ((de = readdir (d)) != NULL)
     {
       char path[300], args[8192];
-      pid_t pid = (pid_t) atoi (de->d_name);
+      pid_t pid = (pid_t)atoi (de->d_name);
       ssize_t len;
       int fd;
 
       if (pid <= 1 || pid == getpid ())
         continue;
-      snprintf (path, sizeof path, "/proc/%d/cmdline", (int) pid);
+      snprintf (path, sizeof path, "/proc/%d/cmdline", (int)pid);
       fd = open (path, O_RDONLY | O_CLOEXEC);
       if (fd < 0)
         continue;
@@ -368,7 +368,7 @@ detach_loops (const char *dir)
 static int
 rm_entry (const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
-  (void) st, (void) ftw;
+  (void)st, (void)ftw;
   if (flag == FTW_DP)
     rmdir (path);
   else
@@ -424,7 +424,7 @@ pc_connect (const struct pc_server *s)
   snprintf (sa.sun_path, sizeof sa.sun_path, "%s", s->socket);
   setsockopt (fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   setsockopt (fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  if (connect (fd, (struct sockaddr *) &sa, sizeof sa) < 0)
+  if (connect (fd, (struct sockaddr *)&sa, sizeof sa) < 0)
     {
       int e = errno;
       close (fd);
@@ -447,7 +447,7 @@ pc_send_all (int fd, const void *buf, size_t len)
       if (n < 0)
         return -1;
       p += n;
-      len -= (size_t) n;
+      len -= (size_t)n;
     }
   return 0;
 }
@@ -485,7 +485,7 @@ fill (struct pc_reader *rd)
     n = recv (rd->fd, rd->buf + rd->end, sizeof rd->buf - rd->end, 0);
   while (n < 0 && errno == EINTR);
   if (n > 0)
-    rd->end += (size_t) n;
+    rd->end += (size_t)n;
   return n;
 }
 
@@ -498,7 +498,7 @@ read_line (struct pc_reader *rd, char *line, size_t cap)
       char *nl = memchr (rd->buf + rd->start, '\n', rd->end - rd->start);
       if (nl != NULL)
         {
-          size_t len = (size_t) (nl - (rd->buf + rd->start));
+          size_t len = (size_t)(nl - (rd->buf + rd->start));
           size_t keep = len > 0 && nl[-1] == '\r' ? len - 1 : len;
           if (keep >= cap)
             keep = cap - 1;
@@ -527,7 +527,7 @@ read_some (struct pc_reader *rd, char *buf, size_t cap)
     n = cap;
   memcpy (buf, rd->buf + rd->start, n);
   rd->start += n;
-  return (ssize_t) n;
+  return (ssize_t)n;
 }
 
 int
@@ -578,7 +578,7 @@ pc_read_chunk (struct pc_reader *rd, char *buf, size_t cap)
       if (rd->chunk_crlf && (read_line (rd, line, sizeof line) < 0 || line[0] != '\0'))
         return -1;
       rd->chunk_crlf = false;
-      if (read_line (rd, line, sizeof line) < 0 || !isxdigit ((unsigned char) line[0]))
+      if (read_line (rd, line, sizeof line) < 0 || !isxdigit ((unsigned char)line[0]))
         return -1;
       rd->chunk_left = strtoul (line, NULL, 16);
       if (rd->chunk_left == 0)
@@ -594,7 +594,7 @@ pc_read_chunk (struct pc_reader *rd, char *buf, size_t cap)
   n = read_some (rd, buf, cap < rd->chunk_left ? cap : rd->chunk_left);
   if (n <= 0)
     return -1;
-  rd->chunk_left -= (size_t) n;
+  rd->chunk_left -= (size_t)n;
   return n;
 }
 
@@ -631,7 +631,7 @@ pc_read_response (int fd, struct pc_response *r)
   if (r->chunked)
     {
       while ((n = pc_read_chunk (rd, buf, BUF_SIZE)) > 0)
-        append (r, buf, (size_t) n);
+        append (r, buf, (size_t)n);
       r->complete = n == 0;
     }
   else if (cl != NULL)
@@ -643,14 +643,14 @@ pc_read_response (int fd, struct pc_response *r)
           n = read_some (rd, buf, left < BUF_SIZE ? left : BUF_SIZE);
           if (n <= 0)
             break;
-          append (r, buf, (size_t) n);
+          append (r, buf, (size_t)n);
         }
       r->complete = r->body_len == want;
     }
   else
     {
       while ((n = read_some (rd, buf, BUF_SIZE)) > 0)
-        append (r, buf, (size_t) n);
+        append (r, buf, (size_t)n);
       r->complete = n == 0;
     }
   /* Connection: close means nothing follows and the server hangs up */
@@ -692,7 +692,7 @@ pc_post (const struct pc_server *s, const char *path, const char *body, struct p
                 "Content-Length: %zu\r\nAccept: application/vnd.docker.plugins.v1.2+json\r\n\r\n"
                 "%s",
                 path, blen, body ? body : "");
-  ret = pc_roundtrip (s, req, (size_t) n, r);
+  ret = pc_roundtrip (s, req, (size_t)n, r);
   free (req);
   return ret;
 }

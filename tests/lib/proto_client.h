@@ -18,7 +18,7 @@
 /* One server process and its private directory. */
 struct pc_server
 {
-  pid_t pid; /* 0 when not running */
+  pid_t pid;             /* 0 when not running */
   char dir[PATH_MAX];    /* the temporary directory holding everything below */
   char socket[PATH_MAX]; /* <dir>/plugins/ploop.sock */
   char state[PATH_MAX];  /* <dir>/state.json */
@@ -73,7 +73,7 @@ int pc_spawn_activated (struct pc_server *s, bool with_home, int listen_fd, cons
 int pc_binary (char *out);
 
 /* Send SIG and wait up to TIMEOUT_MS for the process to end; 0 with its wait status in
-   *STATUS, -1 when it is still running. */
+ *STATUS, -1 when it is still running. */
 int pc_signal_and_wait (struct pc_server *s, int sig, int timeout_ms, int *status);
 
 /* Stop the server (SIGTERM, then SIGKILL), unmount what is left under its directory,
@@ -112,8 +112,7 @@ int pc_roundtrip (const struct pc_server *s, const void *req, size_t len, struct
 
 /* POST BODY to PATH with the headers dockerd 20.10.24 sends (empty Host, Go user agent,
    Content-Length, Accept v1.2). */
-int pc_post (const struct pc_server *s, const char *path, const char *body,
-             struct pc_response *r);
+int pc_post (const struct pc_server *s, const char *path, const char *body, struct pc_response *r);
 
 /* The value of header NAME (case-insensitive), or NULL. */
 const char *pc_header (const struct pc_response *r, const char *name);

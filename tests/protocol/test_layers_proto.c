@@ -50,13 +50,13 @@ TestSuite (layers, .init = setup, .fini = teardown);
 /* A test of this suite: BODY, then the server must exit 0 on SIGTERM, which is also how
    a sanitizer build of it reports leaks and errors (a failed check in .fini would not
    count in Criterion 2.4, so it is done here). */
-#define LAYERS_TEST(name)                                                                    \
-  static void name##_body (void);                                                        \
-  Test (layers, name)                                                                     \
-  {                                                                                      \
-    name##_body ();                                                                      \
-    cr_assert_eq (pc_stop (&srv), 0, "the server did not exit cleanly on SIGTERM");     \
-  }                                                                                      \
+#define LAYERS_TEST(name)                                                                          \
+  static void name##_body (void);                                                                  \
+  Test (layers, name)                                                                              \
+  {                                                                                                \
+    name##_body ();                                                                                \
+    cr_assert_eq (pc_stop (&srv), 0, "the server did not exit cleanly on SIGTERM");                \
+  }                                                                                                \
   static void name##_body (void)
 
 /* POST BODY to PATH; expect 200 and return the parsed JSON object. */
@@ -165,7 +165,7 @@ write_file (const char *dir, const char *name, const char *data, size_t len)
     {
       ssize_t n = write (fd, data + done, len - done);
       cr_assert_gt (n, 0, "write %s", path);
-      done += (size_t) n;
+      done += (size_t)n;
     }
   cr_assert_eq (close (fd), 0);
 }
@@ -184,13 +184,13 @@ read_file (const char *dir, const char *name, size_t *len)
     return NULL;
   struct stat st;
   fstat (fd, &st);
-  data = malloc ((size_t) st.st_size + 1);
-  ssize_t n = read (fd, data, (size_t) st.st_size);
+  data = malloc ((size_t)st.st_size + 1);
+  ssize_t n = read (fd, data, (size_t)st.st_size);
   close (fd);
   cr_assert_eq (n, st.st_size);
   data[n] = '\0';
   if (len)
-    *len = (size_t) n;
+    *len = (size_t)n;
   return data;
 }
 
@@ -205,7 +205,7 @@ make_tar (size_t big, size_t *len)
   struct archive_entry *e = archive_entry_new ();
 
   for (size_t i = 0; i < big; i++)
-    data[i] = (char) ('A' + (i * 7) % 26);
+    data[i] = (char)('A' + (i * 7) % 26);
   archive_write_set_format_pax_restricted (a);
   cr_assert_eq (archive_write_open_memory (a, buf, cap, len), ARCHIVE_OK);
   struct
@@ -226,14 +226,14 @@ make_tar (size_t big, size_t *len)
       archive_entry_set_pathname (e, entries[i].name);
       archive_entry_set_filetype (e, entries[i].type);
       archive_entry_set_perm (e, entries[i].type == AE_IFDIR ? 0755 : 0644);
-      archive_entry_set_size (e, (la_int64_t) entries[i].size);
+      archive_entry_set_size (e, (la_int64_t)entries[i].size);
       archive_entry_set_mtime (e, 1700000000, 0);
       if (entries[i].type == AE_IFLNK)
         archive_entry_set_symlink (e, "a");
       cr_assert_eq (archive_write_header (a, e), ARCHIVE_OK, "%s", archive_error_string (a));
       if (entries[i].size)
         cr_assert_eq (archive_write_data (a, entries[i].data, entries[i].size),
-                      (la_ssize_t) entries[i].size);
+                      (la_ssize_t)entries[i].size);
     }
   cr_assert_eq (archive_write_close (a), ARCHIVE_OK);
   archive_write_free (a);
@@ -245,8 +245,8 @@ make_tar (size_t big, size_t *len)
 /* ApplyDiff DATA to ID/PARENT: chunk sizes cycle through PATTERN (NULL: one chunk),
    GARBAGE extra bytes follow the tar. Every byte must be accepted before the answer. */
 static void
-apply_diff (const char *id, const char *parent, const char *data, size_t len,
-            const size_t *pattern, size_t npattern, size_t garbage, struct pc_response *r)
+apply_diff (const char *id, const char *parent, const char *data, size_t len, const size_t *pattern,
+            size_t npattern, size_t garbage, struct pc_response *r)
 {
   char head[1024];
   int fd = pc_connect (&srv);
@@ -281,14 +281,13 @@ apply_diff (const char *id, const char *parent, const char *data, size_t len,
 
 /* ApplyDiff that must succeed; returns Size, which must be a JSON integer. */
 static long long
-apply_ok (const char *id, const char *parent, const char *data, size_t len,
-          const size_t *pattern, size_t npattern, size_t garbage)
+apply_ok (const char *id, const char *parent, const char *data, size_t len, const size_t *pattern,
+          size_t npattern, size_t garbage)
 {
   struct pc_response r;
 
   apply_diff (id, parent, data, len, pattern, npattern, garbage, &r);
-  cr_assert_eq (r.status, 200, "ApplyDiff %s: %d %s\n%s", id, r.status, r.body,
-                pc_log_tail (&srv));
+  cr_assert_eq (r.status, 200, "ApplyDiff %s: %d %s\n%s", id, r.status, r.body, pc_log_tail (&srv));
   json_t *j = pc_json (&r);
   json_t *size = json_object_get (j, "Size");
   cr_assert (json_is_integer (size), "Size must be a JSON integer: %s", r.body);
@@ -403,7 +402,7 @@ LAYERS_TEST (applydiff_unpacks_and_sizes)
   size_t alen;
   char *a = read_file (dir, "a", &alen);
   cr_assert_eq (alen, 1000);
-  cr_assert_eq (a[999], (char) ('A' + (999 * 7) % 26));
+  cr_assert_eq (a[999], (char)('A' + (999 * 7) % 26));
   free (a);
   free (f);
   id_call_ok ("/GraphDriver.Put", "img");
@@ -428,8 +427,8 @@ LAYERS_TEST (applydiff_chunking_does_not_matter)
       char dir[PATH_MAX];
       size_t alen;
       create ("/GraphDriver.Create", ids[i], NULL);
-      cr_assert_eq (apply_ok (ids[i], "", tar, len, patterns[i], npat[i], 0), 300 * 1024 + 13,
-                    "%s", ids[i]);
+      cr_assert_eq (apply_ok (ids[i], "", tar, len, patterns[i], npat[i], 0), 300 * 1024 + 13, "%s",
+                    ids[i]);
       get (ids[i], dir);
       char *a = read_file (dir, "a", &alen);
       cr_assert_not_null (a, "%s: a missing", ids[i]);
@@ -508,7 +507,7 @@ make_base_and_child (size_t newlen)
   char *data = malloc (newlen);
 
   for (size_t i = 0; i < newlen; i++)
-    data[i] = (char) (i * 31 + 7);
+    data[i] = (char)(i * 31 + 7);
   create ("/GraphDriver.Create", "b", NULL);
   apply_ok ("b", NULL, tar, len, NULL, 0, 0);
   create ("/GraphDriver.CreateReadWrite", "c", "b");
@@ -577,13 +576,13 @@ LAYERS_TEST (changes_and_diffsize)
   json_t *changes = json_object_get (j, "Changes");
   cr_assert (json_is_array (changes));
   json_array_foreach (changes, i, c)
-    {
-      const char *path = json_string_value (json_object_get (c, "Path"));
-      json_t *kind = json_object_get (c, "Kind");
-      cr_assert (path && json_is_integer (kind), "bad change entry");
-      added |= strcmp (path, "/new.txt") == 0 && json_integer_value (kind) == 1;
-      deleted |= strcmp (path, "/a") == 0 && json_integer_value (kind) == 2;
-    }
+  {
+    const char *path = json_string_value (json_object_get (c, "Path"));
+    json_t *kind = json_object_get (c, "Kind");
+    cr_assert (path && json_is_integer (kind), "bad change entry");
+    added |= strcmp (path, "/new.txt") == 0 && json_integer_value (kind) == 1;
+    deleted |= strcmp (path, "/a") == 0 && json_integer_value (kind) == 2;
+  }
   cr_assert (added && deleted, "Changes: %s", json_dumps (j, JSON_COMPACT));
   json_decref (j);
   j = call_ok ("/GraphDriver.DiffSize", "{\"ID\":\"c\",\"Parent\":\"b\"}\n");
@@ -602,7 +601,7 @@ LAYERS_TEST (metadata_values_are_strings)
   json_t *md = json_object_get (j, "Metadata");
   cr_assert (md == NULL || json_is_object (md), "Metadata must be an object");
   json_object_foreach (md, key, v)
-    cr_assert (json_is_string (v), "Metadata %s is not a string", key);
+      cr_assert (json_is_string (v), "Metadata %s is not a string", key);
   json_decref (j);
 }
 
@@ -622,7 +621,8 @@ LAYERS_TEST (diff_streams_into_applydiff)
   make_base_and_child (big);
   int a = pc_connect (&srv);
   cr_assert_geq (a, 0);
-  snprintf (dreq, sizeof dreq, "POST /GraphDriver.Diff HTTP/1.1\r\nHost: \r\nContent-Length: %zu\r\n\r\n%s",
+  snprintf (dreq, sizeof dreq,
+            "POST /GraphDriver.Diff HTTP/1.1\r\nHost: \r\nContent-Length: %zu\r\n\r\n%s",
             sizeof dbody - 1, dbody);
   cr_assert_eq (pc_send_all (a, dreq, strlen (dreq)), 0);
   cr_assert_eq (pc_read_head (rd, a, &head), 0, "Diff headers");
@@ -636,14 +636,14 @@ LAYERS_TEST (diff_streams_into_applydiff)
             "Transfer-Encoding: chunked\r\n\r\n");
   cr_assert_eq (pc_send_all (b, bhead, strlen (bhead)), 0);
   while ((n = pc_read_chunk (rd, buf, 65536)) > 0)
-    cr_assert_eq (pc_send_chunk (b, buf, (size_t) n), 0);
+    cr_assert_eq (pc_send_chunk (b, buf, (size_t)n), 0);
   cr_assert_eq (n, 0, "the Diff stream was cut");
   cr_assert_eq (pc_send_chunk (b, NULL, 0), 0);
   cr_assert_eq (pc_read_response (b, &r), 0);
   cr_assert_eq (r.status, 200, "ApplyDiff of the Diff: %d %s", r.status, r.body);
   json_t *j = pc_json (&r);
   cr_assert (json_is_integer (json_object_get (j, "Size")));
-  cr_assert_eq (json_integer_value (json_object_get (j, "Size")), (json_int_t) big);
+  cr_assert_eq (json_integer_value (json_object_get (j, "Size")), (json_int_t)big);
   json_decref (j);
   pc_response_free (&r);
   pc_response_free (&head);
@@ -656,7 +656,7 @@ LAYERS_TEST (diff_streams_into_applydiff)
   char *data = read_file (dir, "new.txt", &len);
   cr_assert_not_null (data, "new.txt missing in the committed layer");
   cr_assert_eq (len, big);
-  cr_assert_eq (data[big - 1], (char) ((big - 1) * 31 + 7));
+  cr_assert_eq (data[big - 1], (char)((big - 1) * 31 + 7));
   cr_assert_null (read_file (dir, "a", NULL), "the whiteout must delete a");
   free (data);
   id_call_ok ("/GraphDriver.Put", "committed");

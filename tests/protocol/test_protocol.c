@@ -34,13 +34,13 @@ TestSuite (protocol, .init = setup, .fini = teardown);
 /* A test of this suite: BODY, then the server must exit 0 on SIGTERM, which is also how
    a sanitizer build of it reports leaks and errors (a failed check in .fini would not
    count in Criterion 2.4, so it is done here). */
-#define PROTOCOL_TEST(name)                                                                    \
-  static void name##_body (void);                                                        \
-  Test (protocol, name)                                                                     \
-  {                                                                                      \
-    name##_body ();                                                                      \
-    cr_assert_eq (pc_stop (&srv), 0, "the server did not exit cleanly on SIGTERM");     \
-  }                                                                                      \
+#define PROTOCOL_TEST(name)                                                                        \
+  static void name##_body (void);                                                                  \
+  Test (protocol, name)                                                                            \
+  {                                                                                                \
+    name##_body ();                                                                                \
+    cr_assert_eq (pc_stop (&srv), 0, "the server did not exit cleanly on SIGTERM");                \
+  }                                                                                                \
   static void name##_body (void)
 
 /* 200, a non-empty JSON object body, Connection: close, and the server hung up. */
@@ -72,8 +72,8 @@ assert_err (struct pc_response *r, int status, const char *want, const char *wha
   cr_assert (conn && strcasecmp (conn, "close") == 0, "%s: Connection: close missing", what);
   cr_assert (r->complete && r->closed, "%s: body complete and connection closed", what);
   cr_assert (msg != NULL && msg[0] != '\0', "%s: no Err string in %s", what, r->body);
-  cr_assert (want == NULL || strstr (msg, want) != NULL, "%s: Err \"%s\" lacks \"%s\"", what,
-             msg, want);
+  cr_assert (want == NULL || strstr (msg, want) != NULL, "%s: Err \"%s\" lacks \"%s\"", what, msg,
+             want);
 }
 
 static void
@@ -196,18 +196,19 @@ PROTOCOL_TEST (status_is_pairs_of_strings)
   json_t *st = json_object_get (j, "Status");
   cr_assert (json_is_array (st), "Status must be an array: %s", r.body);
   json_array_foreach (st, i, pair)
-    {
-      cr_assert (json_is_array (pair) && json_array_size (pair) == 2, "%s", r.body);
-      cr_assert (json_is_string (json_array_get (pair, 0)), "%s", r.body);
-      cr_assert (json_is_string (json_array_get (pair, 1)), "%s", r.body);
-    }
+  {
+    cr_assert (json_is_array (pair) && json_array_size (pair) == 2, "%s", r.body);
+    cr_assert (json_is_string (json_array_get (pair, 0)), "%s", r.body);
+    cr_assert (json_is_string (json_array_get (pair, 1)), "%s", r.body);
+  }
   json_decref (j);
   pc_response_free (&r);
 }
 
 PROTOCOL_TEST (unknown_paths_get_404)
 {
-  const char *paths[] = { "/GraphDriver.Nope", "/", "/Plugin.Activate/x", "/graphdriver.create",
+  const char *paths[] = { "/GraphDriver.Nope",    "/",
+                          "/Plugin.Activate/x",   "/graphdriver.create",
                           "/VolumeDriver.Create", "/GraphDriver.Create/" };
 
   for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++)
@@ -248,14 +249,14 @@ list_entry (const char *path, const struct stat *st, int flag, struct FTW *ftw)
   char line[PATH_MAX + 64];
   int n;
 
-  (void) flag, (void) ftw;
+  (void)flag, (void)ftw;
   if (strstr (path, "server.log") != NULL)
     return 0;
   n = snprintf (line, sizeof line, "%s %o %lld\n", path, st->st_mode,
-                S_ISDIR (st->st_mode) ? 0LL : (long long) st->st_size);
-  listing = realloc (listing, listing_len + (size_t) n + 1);
-  memcpy (listing + listing_len, line, (size_t) n + 1);
-  listing_len += (size_t) n;
+                S_ISDIR (st->st_mode) ? 0LL : (long long)st->st_size);
+  listing = realloc (listing, listing_len + (size_t)n + 1);
+  memcpy (listing + listing_len, line, (size_t)n + 1);
+  listing_len += (size_t)n;
   return 0;
 }
 
@@ -290,10 +291,10 @@ PROTOCOL_TEST (bad_input_rejected_and_nothing_changes)
     { "{\"ID\":\"ok\",\"Parent\":\"../x\"}\n", "Parent" },
     { "{\"ID\":\"ok\",\"StorageOpt\":[\"size=1G\"]}\n", "StorageOpt" },
   };
-  const char *paths[] = { "/GraphDriver.Create", "/GraphDriver.CreateReadWrite",
-                          "/GraphDriver.Remove", "/GraphDriver.Get",
-                          "/GraphDriver.Put",    "/GraphDriver.Diff",
-                          "/GraphDriver.Changes", "/GraphDriver.DiffSize",
+  const char *paths[] = { "/GraphDriver.Create",      "/GraphDriver.CreateReadWrite",
+                          "/GraphDriver.Remove",      "/GraphDriver.Get",
+                          "/GraphDriver.Put",         "/GraphDriver.Diff",
+                          "/GraphDriver.Changes",     "/GraphDriver.DiffSize",
                           "/GraphDriver.GetMetadata", "/GraphDriver.Exists" };
   char *before = snapshot ();
 
@@ -330,8 +331,8 @@ PROTOCOL_TEST (bad_init_rejected)
 
 PROTOCOL_TEST (arguments_free_calls_need_a_json_object)
 {
-  const char *paths[] = { "/GraphDriver.Status", "/GraphDriver.Capabilities",
-                          "/GraphDriver.Cleanup" };
+  const char *paths[]
+      = { "/GraphDriver.Status", "/GraphDriver.Capabilities", "/GraphDriver.Cleanup" };
 
   for (size_t i = 0; i < 3; i++)
     {
@@ -412,7 +413,7 @@ applydiff_chunked (const char *query, const size_t *sizes, size_t n, struct pc_r
 
   cr_assert_geq (fd, 0);
   for (size_t i = 0; i < sizeof data; i++)
-    data[i] = (char) ('a' + i % 26);
+    data[i] = (char)('a' + i % 26);
   snprintf (head, sizeof head,
             "POST /GraphDriver.ApplyDiff?%s HTTP/1.1\r\nHost: \r\nUser-Agent: "
             "Go-http-client/1.1\r\nTransfer-Encoding: chunked\r\nAccept: "
@@ -459,8 +460,8 @@ PROTOCOL_TEST (applydiff_unknown_layer_drains_and_fails)
 
 PROTOCOL_TEST (connections_are_served_concurrently)
 {
-  static const char head[] =
-      "POST /GraphDriver.Create HTTP/1.1\r\nHost: \r\nContent-Length: 12\r\n\r\n{\"ID\":";
+  static const char head[]
+      = "POST /GraphDriver.Create HTTP/1.1\r\nHost: \r\nContent-Length: 12\r\n\r\n{\"ID\":";
   struct pc_response r;
   int a = pc_connect (&srv);
 
@@ -499,20 +500,14 @@ assert_clean_exit (int sig)
                 pc_log_tail (&srv));
 }
 
-PROTOCOL_TEST (sigterm_exits)
-{
-  assert_clean_exit (SIGTERM);
-}
+PROTOCOL_TEST (sigterm_exits) { assert_clean_exit (SIGTERM); }
 
-PROTOCOL_TEST (sigint_exits)
-{
-  assert_clean_exit (SIGINT);
-}
+PROTOCOL_TEST (sigint_exits) { assert_clean_exit (SIGINT); }
 
 PROTOCOL_TEST (sigterm_exits_with_clients_connected)
 {
-  static const char partial[] =
-      "POST /GraphDriver.Create HTTP/1.1\r\nHost: \r\nContent-Length: 50\r\n\r\n{";
+  static const char partial[]
+      = "POST /GraphDriver.Create HTTP/1.1\r\nHost: \r\nContent-Length: 50\r\n\r\n{";
   int idle = pc_connect (&srv);
   int stalled = pc_connect (&srv);
 
@@ -571,7 +566,7 @@ PROTOCOL_TEST (systemd_socket_activation)
   snprintf (unused, sizeof unused, "%s", srv.socket);
   fd = socket (AF_UNIX, SOCK_STREAM, 0);
   snprintf (sa.sun_path, sizeof sa.sun_path, "%s", path);
-  cr_assert_eq (bind (fd, (struct sockaddr *) &sa, sizeof sa), 0);
+  cr_assert_eq (bind (fd, (struct sockaddr *)&sa, sizeof sa), 0);
   cr_assert_eq (listen (fd, 16), 0);
   cr_assert_eq (pc_spawn_activated (&srv, true, fd, path), 0, "activated start failed");
   close (fd);

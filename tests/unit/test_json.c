@@ -14,8 +14,8 @@ layer_ok (const char *text, struct pgd_proto_layer_req *req)
 {
   struct pgd_err err = { 0 };
 
-  cr_assert_eq (pgd_proto_decode_layer (text, strlen (text), req, &err), 0,
-                "decode %s: %s", text, err.msg);
+  cr_assert_eq (pgd_proto_decode_layer (text, strlen (text), req, &err), 0, "decode %s: %s", text,
+                err.msg);
 }
 
 /* Decode TEXT and expect failure with a message containing WANT. */
@@ -194,8 +194,8 @@ init_ok (const char *text, struct pgd_proto_init_req *req)
 {
   struct pgd_err err = { 0 };
 
-  cr_assert_eq (pgd_proto_decode_init (text, strlen (text), req, &err), 0, "decode %s: %s",
-                text, err.msg);
+  cr_assert_eq (pgd_proto_decode_init (text, strlen (text), req, &err), 0, "decode %s: %s", text,
+                err.msg);
 }
 
 static void
@@ -204,8 +204,8 @@ init_bad (const char *text, const char *want)
   struct pgd_proto_init_req req;
   struct pgd_err err = { 0 };
 
-  cr_assert_eq (pgd_proto_decode_init (text, strlen (text), &req, &err), -1,
-                "decode %s must fail", text);
+  cr_assert_eq (pgd_proto_decode_init (text, strlen (text), &req, &err), -1, "decode %s must fail",
+                text);
   cr_assert (strstr (err.msg, want) != NULL, "error \"%s\" must mention \"%s\"", err.msg, want);
   cr_assert_null (req.doc);
   cr_assert_null (req.req.opts);
@@ -293,8 +293,9 @@ Test (decode_init, rejects_bad_opts_and_maps)
             "missing container_id");
   init_bad ("{\"Home\":\"/h\",\"UIDMaps\":[{\"container_id\":-1,\"host_id\":1,\"size\":1}]}",
             "container_id is not an integer");
-  init_bad ("{\"Home\":\"/h\",\"UIDMaps\":[{\"container_id\":0,\"host_id\":4294967296,\"size\":1}]}",
-            "host_id is not an integer");
+  init_bad (
+      "{\"Home\":\"/h\",\"UIDMaps\":[{\"container_id\":0,\"host_id\":4294967296,\"size\":1}]}",
+      "host_id is not an integer");
   init_bad ("{\"Home\":\"/h\",\"UIDMaps\":[{\"container_id\":0,\"host_id\":1,\"size\":1.5}]}",
             "size is not an integer");
 }

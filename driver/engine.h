@@ -22,6 +22,11 @@ struct pgd_engine
 {
   enum pgd_engine_kind kind;
   char exe[PATH_MAX]; /* binary that serves images ("serve-image" sub-mode) */
+  /* user engine tuning, defaults from pgd_engine_setup */
+  bool loop_dio;        /* loop device does direct I/O on the exported file */
+  bool fuse_dio;        /* the exported file bypasses the FUSE page cache */
+  unsigned srv_threads; /* FUSE worker threads per image server */
+  unsigned srv_max_io;  /* bytes per FUSE request (64 KiB .. 1 MiB) */
 };
 
 enum
@@ -48,6 +53,11 @@ int pgd_engine_mount (const struct pgd_engine *e, const char *image_dir, const c
 int pgd_engine_umount (const struct pgd_engine *e, const char *image_dir, const char *run_dir,
                        const char *target, struct pgd_err *err)
     __attribute__ ((warn_unused_result));
+
+/* True when the image in IMAGE_DIR is mounted at TARGET by this engine and its server
+   (user engine) is alive: a restarted plugin adopts such a mount. */
+bool pgd_engine_is_mounted (const struct pgd_engine *e, const char *image_dir,
+                            const char *run_dir, const char *target);
 
 /* Entry point of the image server sub-mode ("ploop-graphdriver serve-image ..."). */
 int pgd_imgsrv_main (int argc, char **argv);

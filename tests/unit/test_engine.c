@@ -1,0 +1,468 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* The user engine through the whole stack: image server -> FUSE file -> loop -> ext4.
+   The server binary is $PGD_BUILD/ploop-graphdriver when it exists, else this test
+   binary, whose main() dispatches "serve-image" like the real one. Every test leaves
+   no mount, loop device or process behind, even when it fails (fini). */
+#include "ploop_fixture.h"
+
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/statvfs.h>
+
+#include "chain.h"
+#include "delta.h"
+#include "engine.h"
+#include "image.h"
+#include "loop.h"
+#include "util.h"
+
+static char root[PATH_MAX], img[PATH_MAX], run[PATH_MAX], mnt[PATH_MAX];
+static struct pgd_engine eng;
+
+static void
+engine_for_tests (struct pgd_engine *e)
+{
+  char exe[PATH_MAX];
+  const char *build = getenv ("PGD_BUILD");
+  struct pgd_err err = { 0 };
+
+  snprintf (exe, sizeof exe, "%s/ploop-graphdriver", build ? build : "build");
+  if (access (exe, X_OK) != 0 && realpath ("/proc/self/exe", exe) == NULL)
+    cr_assert_fail ("no binary to serve images");
+  cr_assert_eq (pgd_engine_setup (e, "user", exe, &err), 0, "%s", err.msg);
+}
+
+/* Remove every trace of ROOT: mounts, loop devices, processes, files. */
+static void
+cleanup_root (void)
+{
+  if (root[0] == '\0')
+    return;
+  for (int pass = 0; pass < 2; pass++)
+    {
+      fx_sh ("grep -F ' %s' /proc/self/mountinfo | awk '{print $5}' | sort -r | "
+             "xargs -r -n1 umount -l 2>/dev/null",
+             root);
+      fx_sh ("for f in /sys/block/loop*/loop/backing_file; do "
+             "case \"$(cat $f 2>/dev/null)\" in '%s'*) "
+             "losetup -d /dev/$(basename $(dirname $(dirname $f))) 2>/dev/null;; esac; done",
+             root);
+    }
+  fx_sh ("for p in /proc/[0-9]*; do [ \"${p#/proc/}\" = \"$$\" ] && continue; "
+         "{ tr '\\0' ' ' < $p/cmdline; } 2>/dev/null | grep -qF -- '%s/' && kill -9 ${p#/proc/}; "
+         "done; true",
+         root);
+  if (getenv ("PGD_TEST_KEEP") == NULL)
+    fx_sh ("rm -rf '%s'", root);
+}
+
+static void
+setup (void)
+{
+  fx_tmpdir (root, sizeof root, "engine");
+  snprintf (img, sizeof img, "%s/img", root);
+  snprintf (run, sizeof run, "%s/run", root);
+  snprintf (mnt, sizeof mnt, "%s/mnt", root);
+  cr_assert_eq (mkdir (img, 0700), 0);
+  cr_assert_eq (mkdir (mnt, 0755), 0);
+  engine_for_tests (&eng);
+}
+
+static void
+teardown (void)
+{
+  cleanup_root ();
+}
+
+TestSuite (engine, .init = setup, .fini = teardown);
+
+static void
+do_mount (const char *image, const char *runp, const char *target, unsigned flags)
+{
+  struct pgd_err err = { 0 };
+  cr_assert_eq (pgd_engine_mount (&eng, image, runp, target, flags, NULL, &err), 0, "%s",
+                err.msg);
+}
+
+static void
+do_umount (const char *image, const char *runp, const char *target)
+{
+  struct pgd_err err = { 0 };
+  cr_assert_eq (pgd_engine_umount (&eng, image, runp, target, &err), 0, "%s", err.msg);
+}
+
+static long
+server_pid (const char *runp)
+{
+  char path[PATH_MAX], line[64];
+  long pid = 0;
+
+  snprintf (path, sizeof path, "%s/server.pid", runp);
+  FILE *f = fopen (path, "r");
+  if (f == NULL)
+    return 0;
+  if (fgets (line, sizeof line, f))
+    pid = atol (line);
+  fclose (f);
+  return pid;
+}
+
+static bool
+process_gone (long pid)
+{
+  char path[64], state = 0;
+  FILE *f;
+
+  snprintf (path, sizeof path, "/proc/%ld/stat", pid);
+  f = fopen (path, "r");
+  if (f == NULL)
+    return true;
+  if (fscanf (f, "%*d (%*[^)]) %c", &state) != 1)
+    state = 'Z';
+  fclose (f);
+  return state == 'Z' || state == 'X';
+}
+
+/* Image servers (serve-image processes) working under ROOT. */
+static int
+servers_running (void)
+{
+  DIR *d = opendir ("/proc");
+  struct dirent *de;
+  int n = 0;
+
+  cr_assert_not_null (d);
+  while ((de = readdir (d)) != NULL)
+    {
+      char path[300], cmd[4096];
+      long pid = atol (de->d_name);
+      if (pid <= 0 || process_gone (pid))
+        continue;
+      snprintf (path, sizeof path, "/proc/%ld/cmdline", pid);
+      FILE *f = fopen (path, "r");
+      if (f == NULL)
+        continue;
+      size_t len = fread (cmd, 1, sizeof cmd - 1, f);
+      fclose (f);
+      for (size_t i = 0; i < len; i++)
+        if (cmd[i] == '\0')
+          cmd[i] = ' ';
+      cmd[len] = '\0';
+      if (strstr (cmd, "serve-image") && strstr (cmd, root))
+        n++;
+    }
+  closedir (d);
+  return n;
+}
+
+/* Nothing of the engine is left for the image served through RUNP. */
+static void
+expect_nothing_left (const char *runp, const char *target, long pid)
+{
+  char fuse[PATH_MAX], disk[PATH_MAX], real[PATH_MAX];
+  int nr;
+
+  cr_expect (!pgd_is_mountpoint (target), "%s still mounted", target);
+  if (realpath (runp, real) == NULL)
+    snprintf (real, sizeof real, "%s", runp);
+  snprintf (fuse, sizeof fuse, "%s/fuse", real);
+  snprintf (disk, sizeof disk, "%s/disk", fuse);
+  cr_expect (!pgd_is_mountpoint (fuse), "FUSE still mounted at %s", fuse);
+  cr_expect (!pgd_loop_find (disk, &nr), "/dev/loop%d still backed by %s", nr, disk);
+  cr_expect_eq (fx_sh ("cat /sys/block/loop*/loop/backing_file 2>/dev/null | grep -qF '%s'",
+                       root),
+                1, "a loop device still points into %s", root);
+  if (pid > 0)
+    cr_expect (process_gone (pid), "server %ld still runs", pid);
+  cr_expect_eq (servers_running (), 0, "an image server still runs");
+}
+
+static void
+drop_caches (void)
+{
+  sync ();
+  cr_assert_eq (fx_sh ("echo 3 > /proc/sys/vm/drop_caches"), 0);
+}
+
+/* sha256 of every regular file under DIR, sorted, in one string. */
+static void
+tree_sums (const char *dir, char *out, size_t len)
+{
+  cr_assert_eq (fx_sh_out (out, len,
+                           "cd '%s' && find . -type f ! -path './lost+found/*' -print0 | "
+                           "sort -z | xargs -0 -r sha256sum | sha256sum | cut -c1-64",
+                           dir),
+                0);
+}
+
+static void
+write_files (const char *dir, int n, const char *tag)
+{
+  cr_assert_eq (fx_sh ("cd '%s' && for i in $(seq 1 %d); do "
+                       "head -c $((i * 37 * 1024 + 11)) /dev/urandom > %s-$i; done && "
+                       "mkdir -p d/e && head -c 3000000 /dev/urandom > d/e/%s-big && sync",
+                       dir, n, tag, tag),
+                0);
+}
+
+Test (engine, setup_picks_user_without_module)
+{
+  struct pgd_engine e;
+  struct pgd_err err = { 0 };
+
+  cr_assert_eq (pgd_engine_setup (&e, "auto", NULL, &err), 0, "%s", err.msg);
+  cr_expect_eq (e.kind, PGD_ENGINE_USER);
+  cr_expect_str_eq (e.exe, "/proc/self/exe");
+  cr_expect_eq (pgd_engine_setup (&e, "kernel", NULL, &err), -1);
+  cr_expect_eq (err.errnum, ENODEV);
+  cr_expect_eq (pgd_engine_setup (&e, "zfs", NULL, &err), -1);
+  cr_expect_eq (err.errnum, EINVAL);
+}
+
+static void
+ext4_roundtrip (unsigned cluster_sectors, bool loop_dio)
+{
+  char before[80], after[80];
+  long pid;
+
+  eng.loop_dio = loop_dio;
+  fx_create_image (img, 1ULL << 30, cluster_sectors);
+  do_mount (img, run, mnt, PGD_MOUNT_MKFS);
+  pid = server_pid (run);
+  cr_expect_gt (pid, 0);
+  write_files (mnt, 20, "f");
+  tree_sums (mnt, before, sizeof before);
+  do_umount (img, run, mnt);
+  expect_nothing_left (run, mnt, pid);
+  drop_caches ();
+  fx_check_deltas (img);
+
+  do_mount (img, run, mnt, 0);
+  tree_sums (mnt, after, sizeof after);
+  cr_expect_str_eq (after, before, "files changed across umount/remount");
+  cr_expect_eq (fx_sh ("cd '%s' && rm f-3 && head -c 100000 /dev/urandom >> f-4 && sync", mnt),
+                0);
+  tree_sums (mnt, before, sizeof before);
+  pid = server_pid (run);
+  do_umount (img, run, mnt);
+  expect_nothing_left (run, mnt, pid);
+  drop_caches ();
+  do_mount (img, run, mnt, PGD_MOUNT_RO);
+  tree_sums (mnt, after, sizeof after);
+  cr_expect_str_eq (after, before);
+  do_umount (img, run, mnt);
+  fx_check_deltas (img);
+}
+
+Test (engine, ext4_roundtrip_1m)
+{
+  ext4_roundtrip (2048, false);
+}
+
+Test (engine, ext4_roundtrip_32k)
+{
+  ext4_roundtrip (64, false);
+}
+
+/* Loop direct I/O on the FUSE file: bytes verified, not only exit codes (PLOOP.md §6.3a). */
+Test (engine, ext4_roundtrip_loop_dio)
+{
+  ext4_roundtrip (128, true);
+}
+
+Test (engine, readonly_mount_refuses_writes)
+{
+  char path[PATH_MAX];
+  int fd;
+
+  fx_create_image (img, 1ULL << 30, 2048);
+  do_mount (img, run, mnt, PGD_MOUNT_MKFS);
+  write_files (mnt, 3, "r");
+  do_umount (img, run, mnt);
+  do_mount (img, run, mnt, PGD_MOUNT_RO);
+  snprintf (path, sizeof path, "%s/new", mnt);
+  fd = open (path, O_CREAT | O_WRONLY, 0600);
+  cr_expect_lt (fd, 0);
+  cr_expect_eq (errno, EROFS);
+  /* the exported file is read-only too */
+  snprintf (path, sizeof path, "%s/fuse/disk", run);
+  fd = open (path, O_RDWR);
+  cr_expect_lt (fd, 0);
+  do_umount (img, run, mnt);
+  expect_nothing_left (run, mnt, 0);
+}
+
+Test (engine, mount_failure_undoes_everything)
+{
+  struct pgd_err err = { 0 };
+  char missing[PATH_MAX];
+
+  fx_create_image (img, 1ULL << 30, 2048);
+  snprintf (missing, sizeof missing, "%s/no-such-dir", root);
+  cr_expect_eq (pgd_engine_mount (&eng, img, run, missing, PGD_MOUNT_MKFS, NULL, &err), -1);
+  cr_expect_not_null (strstr (err.msg, "no-such-dir"), "%s", err.msg);
+  expect_nothing_left (run, missing, 0);
+  cr_expect_eq (servers_running (), 0, "a server still runs");
+  /* the image was closed cleanly and can be mounted now */
+  do_mount (img, run, mnt, PGD_MOUNT_MKFS);
+  /* a second mount of the same image is refused while it is served */
+  char run2[PATH_MAX], mnt2[PATH_MAX];
+  snprintf (run2, sizeof run2, "%s/run2", root);
+  snprintf (mnt2, sizeof mnt2, "%s/mnt2", root);
+  cr_assert_eq (mkdir (mnt2, 0755), 0);
+  cr_expect_eq (pgd_engine_mount (&eng, img, run2, mnt2, 0, NULL, &err), -1);
+  cr_expect_not_null (strstr (err.msg, "locked"), "%s", err.msg);
+  cr_expect_eq (pgd_engine_mount (&eng, img, run, mnt, 0, NULL, &err), -1);
+  cr_expect_eq (err.errnum, EBUSY);
+  do_umount (img, run, mnt);
+  do_umount (img, run, mnt); /* nothing mounted: success */
+  expect_nothing_left (run, mnt, 0);
+}
+
+/* The parent's files stay byte-identical while a clone is written (PLOOP.md §8.4). */
+Test (engine, clone_keeps_parent_identical)
+{
+  char child[PATH_MAX], crun[PATH_MAX], cmnt[PATH_MAX];
+  char parent_sums[80], parent_after[80], delta_before[80], delta_after[80], child_sums[80];
+
+  fx_create_image (img, 1ULL << 30, 2048);
+  do_mount (img, run, mnt, PGD_MOUNT_MKFS);
+  write_files (mnt, 10, "p");
+  tree_sums (mnt, parent_sums, sizeof parent_sums);
+  do_umount (img, run, mnt);
+  snprintf (child, sizeof child, "%s/child", root);
+  snprintf (crun, sizeof crun, "%s/crun", root);
+  snprintf (cmnt, sizeof cmnt, "%s/cmnt", root);
+  cr_assert_eq (mkdir (child, 0700), 0);
+  cr_assert_eq (mkdir (cmnt, 0755), 0);
+  fx_clone (img, child);
+  cr_assert_eq (fx_sh_out (delta_before, sizeof delta_before,
+                           "cat '%s'/root.hdd* | sha256sum | cut -c1-64", img), 0);
+
+  /* the parent is shared now: read-only while the child is written */
+  do_mount (img, run, mnt, PGD_MOUNT_RO);
+  do_mount (child, crun, cmnt, 0);
+  cr_expect_eq (fx_sh ("cd '%s' && rm p-2 && head -c 5000 /dev/urandom | "
+                       "dd of=p-5 bs=1 seek=1000 conv=notrunc 2>/dev/null && "
+                       "head -c 2000000 /dev/urandom > new && sync", cmnt), 0);
+  tree_sums (cmnt, child_sums, sizeof child_sums);
+  cr_expect_str_neq (child_sums, parent_sums);
+  tree_sums (mnt, parent_after, sizeof parent_after);
+  cr_expect_str_eq (parent_after, parent_sums);
+  do_umount (child, crun, cmnt);
+  do_umount (img, run, mnt);
+  cr_assert_eq (fx_sh_out (delta_after, sizeof delta_after,
+                           "cat '%s'/root.hdd* | sha256sum | cut -c1-64", img), 0);
+  cr_expect_str_eq (delta_after, delta_before, "the parent's deltas changed");
+  fx_check_deltas (child);
+  drop_caches ();
+  do_mount (child, crun, cmnt, PGD_MOUNT_RO);
+  tree_sums (cmnt, parent_after, sizeof parent_after);
+  cr_expect_str_eq (parent_after, child_sums);
+  do_umount (child, crun, cmnt);
+}
+
+/* The exported disk equals a merged copy of the chain converted by qemu-img (§8.3). */
+Test (engine, disk_matches_merged_chain)
+{
+  char got[80], want[80], disk[PATH_MAX];
+
+  fx_create_image (img, 256ULL << 20, 64);
+  do_mount (img, run, mnt, PGD_MOUNT_MKFS);
+  write_files (mnt, 5, "a");
+  do_umount (img, run, mnt);
+  fx_snapshot (img);
+  do_mount (img, run, mnt, 0);
+  write_files (mnt, 5, "b");
+  cr_assert_eq (fx_sh ("rm '%s'/a-1", mnt), 0);
+  do_umount (img, run, mnt);
+  fx_snapshot (img);
+  do_mount (img, run, mnt, 0);
+  write_files (mnt, 5, "c");
+  /* read the disk through the FUSE export while mounted (after a sync) */
+  sync ();
+  do_umount (img, run, mnt);
+  do_mount (img, run, mnt, PGD_MOUNT_RO);
+  snprintf (disk, sizeof disk, "%s/fuse/disk", run);
+  cr_assert_eq (fx_sh_out (got, sizeof got, "sha256sum '%s' | cut -c1-64", disk), 0);
+  do_umount (img, run, mnt);
+  fx_merged_sha256 (img, want, sizeof want);
+  cr_expect_str_eq (got, want);
+  fx_check_deltas (img);
+}
+
+Test (engine, seek_data_hole_on_export)
+{
+  char disk[PATH_MAX];
+  int fd;
+  off_t d, h;
+
+  fx_create_image (img, 1ULL << 30, 2048);
+  do_mount (img, run, mnt, PGD_MOUNT_MKFS);
+  snprintf (disk, sizeof disk, "%s/fuse/disk", run);
+  fd = open (disk, O_RDONLY);
+  cr_assert_geq (fd, 0);
+  d = lseek (fd, 0, SEEK_DATA);
+  cr_expect_eq (d, 0, "ext4's first block is data");
+  h = lseek (fd, 0, SEEK_HOLE);
+  cr_expect_gt (h, 0);
+  cr_expect_lt (h, 1LL << 30, "a fresh ext4 leaves holes");
+  cr_expect_eq (lseek (fd, 0, SEEK_END), 1LL << 30);
+  close (fd);
+  do_umount (img, run, mnt);
+}
+
+/* kill -9 of the server while writing: the next mount repairs the image and every
+   file that was fsync'ed before is intact (PLOOP.md §8.4). */
+Test (engine, kill_server_during_write_then_repair)
+{
+  char before[80], after[80];
+  struct pgd_err err = { 0 };
+  long pid;
+
+  fx_create_image (img, 2ULL << 30, 2048);
+  do_mount (img, run, mnt, PGD_MOUNT_MKFS);
+  write_files (mnt, 8, "safe");
+  tree_sums (mnt, before, sizeof before);
+  pid = server_pid (run);
+  cr_assert_gt (pid, 0);
+  cr_assert_eq (fx_sh ("mkdir '%s/big' && (dd if=/dev/zero of='%s/big/zero' bs=1M count=300 "
+                       ">/dev/null 2>&1 &) ; sleep 0.5; kill -9 %ld",
+                       mnt, mnt, pid),
+                0);
+  for (int i = 0; i < 1000 && !process_gone (pid); i++)
+    usleep (10000);
+  cr_assert (process_gone (pid));
+  /* the dead server leaves an error, and no mount, loop device or FUSE mount */
+  fx_sh ("pkill -9 -f 'of=%s/big/zero'; sleep 0.2", mnt);
+  cr_expect_eq (pgd_engine_umount (&eng, img, run, mnt, &err), -1);
+  cr_expect_not_null (strstr (err.msg, "died"), "%s", err.msg);
+  expect_nothing_left (run, mnt, pid);
+  /* the top is still marked in use; mount repairs it */
+  bool in_use = false;
+  char dd[PATH_MAX];
+  snprintf (dd, sizeof dd, "%s/" FX_DD, img);
+  cr_assert_eq (pgd_chain_top_in_use (dd, &in_use, &err), 0, "%s", err.msg);
+  cr_expect (in_use);
+  do_mount (img, run, mnt, 0);
+  cr_expect_eq (fx_sh ("rm -rf '%s/big'", mnt), 0);
+  tree_sums (mnt, after, sizeof after);
+  cr_expect_str_eq (after, before, "fsync'ed files changed after the crash");
+  do_umount (img, run, mnt);
+  fx_check_deltas (img);
+  cr_expect_eq (fx_sh ("cd '%s' && " FX_PLOOP_ENV "ploop check " FX_DD " >/dev/null 2>&1", img),
+                0);
+}
+
+int
+main (int argc, char *argv[])
+{
+  if (argc > 1 && strcmp (argv[1], "serve-image") == 0)
+    return pgd_imgsrv_main (argc - 1, argv + 1);
+  struct criterion_test_set *tests = criterion_initialize ();
+  int result = 0;
+  if (criterion_handle_args (argc, argv, true))
+    result = !criterion_run_all_tests (tests);
+  criterion_finalize (tests);
+  return result;
+}

@@ -657,7 +657,13 @@ pgd_engine_setup (struct pgd_engine *e, const char *name, const char *exe, struc
     return pgd_error (err, EINVAL, "unknown engine \"%s\" (auto, user or kernel)", name);
   if (exe == NULL)
     exe = "/proc/self/exe";
-  if (snprintf (e->exe, sizeof e->exe, "%s", exe) >= (int) sizeof e->exe)
+  if (exe[0] != '/')
+    {
+      /* the server is started from "/" */
+      if (realpath (exe, e->exe) == NULL)
+        return pgd_error (err, errno, "engine binary %s", exe);
+    }
+  else if (snprintf (e->exe, sizeof e->exe, "%s", exe) >= (int) sizeof e->exe)
     return pgd_error (err, ENAMETOOLONG, "engine binary %s", exe);
   if (e->kind == PGD_ENGINE_USER && access (e->exe, X_OK) < 0)
     return pgd_error (err, errno, "engine binary %s", e->exe);

@@ -25,7 +25,8 @@ BIN        := $(BUILD)/ploop-graphdriver
 
 DEB_PKGS := build-essential pkg-config libmicrohttpd-dev libjansson-dev libploop-dev ploop \
             libarchive-dev libfuse3-dev fuse3 libcriterion-dev e2fsprogs util-linux \
-            qemu-utils curl docker.io containerd runc busybox-static psmisc gnuplot-nox strace
+            qemu-utils curl docker.io containerd runc busybox-static psmisc gnuplot-nox strace \
+            clang libclang-rt-14-dev
 
 .PHONY: all deps run test unit protocol e2e asan bench plugin clean install fuzz
 all: $(BIN) $(UNIT_BIN)
@@ -95,6 +96,25 @@ install: $(BIN)
 	test -e $(DESTDIR)/etc/default/ploop-graphdriver || \
 	  install -D -m 0644 systemd/ploop-graphdriver.default $(DESTDIR)/etc/default/ploop-graphdriver
 	install -D -m 0644 config.json $(DESTDIR)$(or $(PREFIX),/usr/local)/share/ploop-graphdriver/config.json
+
+# make fuzz [FUZZ_SECONDS=60]: libFuzzer harnesses (tests/fuzz/) built with clang and
+# ASan/UBSan into build-fuzz/, each run for FUZZ_SECONDS on its seed corpus.
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD   := build-fuzz
+FUZZ_CC      := clang
+FUZZ_CFLAGS  := -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer \
+                -fno-sanitize-recover=undefined -Wno-unknown-warning-option
+# after the project's -Wall: clang (not gcc) flags PGD_SCOPED_LOCK's cleanup variable
+FUZZ_NOWARN  := -Wno-unused-variable
+fuzz: deps
+	$(MAKE) BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) CFLAGS="$(FUZZ_CFLAGS)" \
+	  PKG_CFLAGS="$(PKG_CFLAGS) $(FUZZ_NOWARN)" $(FUZZ_BUILD)/libpgd.a
+	for h in tests/fuzz/fuzz_*.c; do \
+	  $(FUZZ_CC) $(CFLAGS) $(FUZZ_CFLAGS) -fsanitize=fuzzer \
+	    $(PKG_CFLAGS) $$h $(FUZZ_BUILD)/libpgd.a $(PKG_LIBS) -lpthread \
+	    -o $(FUZZ_BUILD)/$$(basename $$h .c) || exit 1; \
+	done
+	tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
 
 clean:
 	rm -rf build build-asan

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make test`: unit + protocol suites, end-to-end through a real dockerd, then the
-# unit + protocol suites again built with ASan/UBSan. Ends with "N passed, N failed".
+# unit + protocol suites again built with ASan/UBSan, then a short run of the fuzz
+# harnesses. Ends with "N passed, N failed".
 # SPDX-License-Identifier: GPL-2.0-or-later
 set -u
 build=${1:-build}
@@ -36,6 +37,17 @@ if [ "${PGD_SKIP_ASAN:-0}" != 1 ]; then
       "$here/run-unit.sh" "$top/build-asan" || rc=1
   else
     echo "ASan build failed"; echo "0 1" >>"$PGD_COUNTS"; rc=1
+  fi
+fi
+
+if [ "${PGD_SKIP_FUZZ:-0}" != 1 ]; then
+  # short bounded run of each libFuzzer harness on its seed corpus (make fuzz runs longer)
+  echo "== fuzz harnesses (${PGD_FUZZ_SECONDS:-15} s each)"
+  before=$(wc -l <"$PGD_COUNTS")
+  if ! make -C "$top" -s -j2 fuzz FUZZ_SECONDS="${PGD_FUZZ_SECONDS:-15}"; then
+    rc=1
+    # a build failure ran no harness: count it
+    [ "$(wc -l <"$PGD_COUNTS")" -gt "$before" ] || { echo "fuzz build failed"; echo "0 1" >>"$PGD_COUNTS"; }
   fi
 fi
 

@@ -426,7 +426,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [metrics]
   address = ""
 EOF
-	setsid containerd --config "$D/ctrd/config.toml" >>"$D/containerd.log" 2>&1 </dev/null &
+	setsid containerd --config "$D/ctrd/config.toml" >>"$D/containerd.log" 2>&1 </dev/null 9>&- &
 	pid=$!
 	echo "$pid" >"$D/ctrd/containerd.pid"
 	for ((n = 0; n < 300; n++)); do
@@ -463,7 +463,7 @@ e2e_launch_dockerd() {
 		--iptables=false --ip6tables=false --ip-forward=false --ip-masq=false \
 		--bridge=none --userland-proxy=false \
 		"${flags[@]}" --storage-driver="$driver" "$@" \
-		>>"$D/dockerd.log" 2>&1 </dev/null &
+		>>"$D/dockerd.log" 2>&1 </dev/null 9>&- &
 	echo $! >"$D/dockerd.launch.pid"
 }
 
@@ -578,7 +578,10 @@ e2e_start_plugin() {
 		cp "$BUILD/ploop-graphdriver" "$D/bin/ploop-graphdriver"
 	fi
 	mkdir -p "$E2E_PLUGINS_DIR"
-	if [ -e "$E2E_LEGACY_SOCK" ] && ! grep -qxF "$E2E_LEGACY_SOCK" "$D/created-entries"; then
+	if [ -e "$E2E_LEGACY_SOCK" ] && e2e_own_plugin_alive; then
+		fail "a plugin of this test still serves $E2E_LEGACY_SOCK: e2e_stop_plugin first"
+	fi
+	if [ -e "$E2E_LEGACY_SOCK" ] && ! e2e_own_entry "$E2E_LEGACY_SOCK"; then
 		if curl -s --max-time 5 --unix-socket "$E2E_LEGACY_SOCK" -X POST http://d/Plugin.Activate >/dev/null 2>&1; then
 			fail "$E2E_LEGACY_SOCK is served by another process (not ours); set E2E_PLUGIN_NAME"
 		fi
@@ -589,7 +592,7 @@ e2e_start_plugin() {
 	grep -qxF "$E2E_LEGACY_SOCK" "$D/created-entries" || e2e_created_entry "$E2E_LEGACY_SOCK"
 	echo "----- plugin start $(date +%T.%3N)" >>"$D/plugin.log"
 	setsid "$D/bin/ploop-graphdriver" --socket "$E2E_LEGACY_SOCK" --state "$D/state.json" \
-		--log-level debug >>"$D/plugin.log" 2>&1 </dev/null &
+		--log-level debug >>"$D/plugin.log" 2>&1 </dev/null 9>&- &
 	pid=$!
 	echo "$pid" >"$D/plugin.pid"
 	for ((n = 0; n < 300; n++)); do
@@ -606,6 +609,34 @@ e2e_start_plugin() {
 }
 
 e2e_plugin_pid() { cat "$D/plugin.pid"; }
+
+# e2e_own_entry PATH: PATH is a /run/docker/plugins entry one of our instances made.
+e2e_own_entry() {
+	local dir
+	for dir in "${E2E_DIRS[@]}"; do
+		grep -qxF "$1" "$dir/created-entries" 2>/dev/null && return 0
+	done
+	return 1
+}
+
+# e2e_own_plugin_alive: a legacy plugin process of any of our instances runs.
+e2e_own_plugin_alive() {
+	local dir
+	for dir in "${E2E_DIRS[@]}"; do
+		pid_alive "$(cat "$dir/plugin.pid" 2>/dev/null || true)" && return 0
+	done
+	return 1
+}
+
+# e2e_stop_plugin: SIGTERM the legacy plugin of the current instance and wait (it
+# must exit by itself: failing that is a test failure).
+e2e_stop_plugin() {
+	local pid
+	pid=$(cat "$D/plugin.pid" 2>/dev/null || true)
+	pid_alive "$pid" || return 0
+	stop_pid "$pid" 30 ploop-graphdriver || fail "the plugin ignored SIGTERM for 30 s"
+	log "plugin $pid stopped"
+}
 
 # e2e_kill_plugin [SIGNAL]: kill the legacy plugin process (default SIGKILL) and wait.
 e2e_kill_plugin() {

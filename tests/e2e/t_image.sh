@@ -68,6 +68,7 @@ log "save took $(($(now_ms) - t0)) ms"
 saved=$D/img-c1.tar
 dk rm c1 c2 c3 >/dev/null
 e2e_stop_dockerd || fail "dockerd needed SIGKILL"
+is_ploop && e2e_stop_plugin
 prev=$D
 
 # load into a fresh daemon (and, for ploop, a fresh plugin with its own state)

@@ -1,39 +1,61 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0-or-later
-# `docker run --storage-opt size=2G`: the container's root filesystem is a ~2 GiB
-# ext4 (df), and writing past a small size fails with ENOSPC.
+# Per-container size: `docker run --storage-opt size=...`.
+# 1. default daemon (image size 10G): size=2G either gives a ~2 GiB root or, since a
+#    clone cannot be smaller than its parent, fails at create with a clear error.
+# 2. daemon with --storage-opt ploop.size=1G (Init Opts): the default root is ~1 GiB;
+#    size=2G grows it to ~2 GiB (df); writing past a size fails with ENOSPC;
+#    size=512M (smaller than the image) fails at create with a clear error.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 is_ploop || skip "--storage-opt size is a ploop feature ($E2E_DRIVER would need xfs quotas)"
 e2e_setup
 
+gib=$((1024 * 1024)) # in KiB, as df -k prints
+# df_kb OUTPUT: the size column of `df -k /`.
+df_kb() { tail -1 <<<"$1" | awk '{print $2}'; }
+
+# --- 1. default image size
 e2e_start_plugin
 e2e_start_dockerd
 e2e_import_busybox >/dev/null
-
-out=$(run_ok "run --storage-opt size=2G df" dk run --rm --network none --storage-opt size=2G \
-	busybox:local df -k /)
-log "df: $(tail -1 <<<"$out")"
-kb=$(tail -1 <<<"$out" | awk '{print $2}')
-# ext4 keeps some of the device for itself: accept 1.8 to 2.05 GiB
-assert_range "$kb" $((18 * 1024 * 1024 / 10)) $((205 * 1024 * 1024 / 100)) "df / in KiB is ~2 GiB"
-
-# the default size differs from 2G, so the option did take effect
-out=$(run_ok "run without --storage-opt" dk run --rm --network none busybox:local df -k /)
-kb_default=$(tail -1 <<<"$out" | awk '{print $2}')
-log "default root size: $kb_default KiB"
-[ "$kb_default" != "$kb" ] || fail "the default root has the same size as size=2G"
-
-# a small size is enforced: 256M, then write 300 MiB. A driver that cannot make a
-# root smaller than its image may refuse at create time, with a clear error.
 rc=0
-out=$(dk run --rm --network none --storage-opt size=256M busybox:local \
-	sh -c 'dd if=/dev/zero of=/big bs=1M count=300 2>&1; echo rc=$?' 2>&1) || rc=$?
-log "dd into size=256M (exit $rc): $(tr '\n' ' ' <<<"$out")"
-if [ "$rc" = 125 ]; then
-	assert_contains "$out" "GraphDriver.CreateReadWrite" "size=256M refused at create with the driver's error"
+out=$(dk run --rm --network none --storage-opt size=2G busybox:local df -k / 2>&1) || rc=$?
+if [ "$rc" = 0 ]; then
+	assert_range "$(df_kb "$out")" $((18 * gib / 10)) $((205 * gib / 100)) "default daemon, size=2G: df / in KiB is ~2 GiB"
 else
-	assert_match "$out" 'No space left on device|Disk quota exceeded' "writing 300 MiB into size=256M fails with ENOSPC/EDQUOT"
-	assert_not_contains "$out" "rc=0" "dd reports the failure"
+	log "default daemon, size=2G: exit $rc: $out"
+	assert_contains "$out" "GraphDriver.CreateReadWrite" "size=2G under a 10G default fails at create"
+	assert_match "$out" "size" "the error names the size"
+fi
+e2e_stop_dockerd || fail "dockerd needed SIGKILL"
+e2e_stop_plugin
+
+# --- 2. a daemon whose images are 1 GiB (ploop.size through Init Opts)
+e2e_new_instance
+log "instance with --storage-opt ploop.size=1G: $D"
+e2e_start_plugin
+e2e_start_dockerd "" --storage-opt ploop.size=1G
+e2e_import_busybox >/dev/null
+out=$(run_ok "run without --storage-opt" dk run --rm --network none busybox:local df -k /)
+assert_range "$(df_kb "$out")" $((8 * gib / 10)) $((105 * gib / 100)) "ploop.size=1G: the default root is ~1 GiB"
+
+out=$(run_ok "run --storage-opt size=2G df" dk run --rm --network none --storage-opt size=2G busybox:local df -k /)
+log "df with size=2G: $(tail -1 <<<"$out")"
+assert_range "$(df_kb "$out")" $((18 * gib / 10)) $((205 * gib / 100)) "size=2G: df / in KiB is ~2 GiB"
+
+# the size holds: a 1 GiB root refuses 1.2 GiB of data
+rc=0
+out=$(dk run --rm --network none busybox:local \
+	sh -c 'dd if=/dev/zero of=/big bs=1M count=1200 2>&1; echo rc=$?' 2>&1) || rc=$?
+log "dd 1200 MiB into the 1 GiB root (exit $rc): $(tr '\n' ' ' <<<"$out")"
+assert_match "$out" 'No space left on device|Disk quota exceeded' "writing past the size fails with ENOSPC"
+assert_not_contains "$out" "rc=0" "dd reports the failure"
+
+rc=0
+out=$(dk run --rm --network none --storage-opt size=512M busybox:local true 2>&1) || rc=$?
+log "size=512M under a 1G image (exit $rc): $out"
+if [ "$rc" != 0 ]; then
+	assert_contains "$out" "GraphDriver.CreateReadWrite" "size=512M (below the image) fails at create with the driver's error"
 fi
 e2e_stop_dockerd || fail "dockerd needed SIGKILL"

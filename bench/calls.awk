@@ -4,7 +4,7 @@
 #   C <start> <end> <method> <id> <status>      one line per HTTP call
 #   E <start> <dur> <pid> <kind> <detail>       one line per event of interest
 # Times are epoch seconds. A call runs from accept4() returning its socket to the
-# close() of that socket; sockets are told apart by inode (-yy prints it), so the
+# first shutdown() or close() of that socket (after the answer is sent); sockets are told apart by inode (-yy prints it), so the
 # thread that serves a call does not matter. mawk-compatible.
 
 function inode_of(s,   i) {
@@ -13,12 +13,6 @@ function inode_of(s,   i) {
 	s = substr(s, i + 13)
 	match(s, /^[0-9]+/)
 	return RSTART ? substr(s, 1, RLENGTH) : ""
-}
-
-# the data argument: the first quoted string after the fd (whose -yy path is quoted too)
-function data_of(s,   i) {
-	i = index(s, ">, \"")
-	return i ? first_quoted(substr(s, i + 3)) : ""
 }
 
 function first_quoted(s,   i) {
@@ -50,16 +44,14 @@ function syscall(pid, ts, name, text, dur,   ino, q, m, args, n, fs) {
 	if (name == "recvfrom" || name == "read" || name == "recvmsg") {
 		ino = inode_of(text)
 		if (ino == "" || !(ino in cstart)) return
-		q = data_of(text)
-		if (cmeth[ino] == "?" && match(q, /POST \/[A-Za-z.]+/)) cmeth[ino] = substr(q, RSTART + 6, RLENGTH - 6)
-		if (cid[ino] == "-" && match(q, /\\"ID\\":\\"[^\\"]*/)) cid[ino] = substr(q, RSTART + 9, RLENGTH - 9)
+		if (cmeth[ino] == "?" && match(text, /"POST \/[A-Za-z.]+/)) cmeth[ino] = substr(text, RSTART + 7, RLENGTH - 7)
+		if (cid[ino] == "-" && match(text, /\\"ID\\":\\"[^\\"]*/)) cid[ino] = substr(text, RSTART + 9, RLENGTH - 9)
 		return
 	}
 	if (name == "sendto" || name == "sendmsg" || name == "writev" || name == "write") {
 		ino = inode_of(text)
 		if (ino == "" || !(ino in cstart)) return
-		q = data_of(text)
-		if (cstat[ino] == "-" && match(q, /^HTTP\/1\.[01] [0-9]+/)) cstat[ino] = substr(q, RLENGTH - 2, 3)
+		if (cstat[ino] == "-" && match(text, /"HTTP\/1\.[01] [0-9]+/)) cstat[ino] = substr(text, RSTART + RLENGTH - 3, 3)
 		return
 	}
 	if (name == "close" || name == "shutdown") {

@@ -34,7 +34,8 @@ start_driver() {
 		set -e
 		if [ "$drv" = ploop ]; then
 			e2e_start_plugin
-			e2e_start_dockerd
+			# shellcheck disable=SC2086 # flags, split on purpose
+			e2e_start_dockerd ploop ${BENCH_PLOOP_FLAGS:-}
 		else
 			E2E_NO_EXPERIMENTAL=1 e2e_start_dockerd
 		fi

@@ -21,6 +21,8 @@
 #   BENCH_DISK_N   containers created for the disk figure (default 20)
 #   BENCH_MEM_N    running containers for the memory figure (default 5)
 #   BENCH_OUT      results directory (default bench/results)
+#   BENCH_PLOOP_FLAGS  extra dockerd flags for ploop, e.g.
+#                  "--storage-opt ploop.blocksize=64K" (use with another BENCH_OUT)
 #   E2E_KEEP=1     keep the instance directories (see tests/e2e/lib.sh)
 set -euo pipefail
 

@@ -236,6 +236,14 @@ pgd_layer_release (struct pgd_layers *l, const char *id, struct pgd_err *err)
       lay->state = LAYER_UNMOUNTED;
       pgd_log (PGD_LOG_DEBUG, "unmounted %s", id);
     }
+  else if (!pgd_is_mountpoint (dir))
+    {
+      /* torn down all the same (e.g. its image server had died): a later Get must
+         mount again, not hand out the bare directory */
+      lay->state = LAYER_UNMOUNTED;
+      lay->refs = 0;
+      pgd_error_wrap (err, "unmount layer %s", id);
+    }
   else
     {
       lay->refs = 1; /* still mounted: a later Put retries */

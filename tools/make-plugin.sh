@@ -30,11 +30,12 @@ die() {
 # starts an argv[] initializer or an exec*p() call in driver/ and plugin/), plus the ext4 tools
 # the user engine needs on any path (mkfs, grow, check) and fusermount3, which
 # libfuse falls back to when it cannot mount /dev/fuse directly.
+BASE_HELPERS="mke2fs mkfs.ext4 resize2fs e2fsck fusermount3"
 helpers() {
-	printf '%s\n' mke2fs mkfs.ext4 resize2fs e2fsck fusermount3
+	tr ' ' '\n' <<<"$BASE_HELPERS"
 	cat "$top"/driver/*.c "$top"/plugin/*.c 2>/dev/null |
-		grep -oE '(argv[A-Za-z0-9_]*\[[^]]*\] *= *\{ *|exec[lv]p? *\( *)"[a-z0-9][a-z0-9._+-]*"' |
-		grep -oE '"[^"]+"' | tr -d '"'
+		grep -oE '(argv[A-Za-z0-9_]*\[[^]]*\] *= *\{ *|exec[lv]p? *\( *)(\( *(const )?char *\* *\) *)?"[a-z0-9][a-z0-9._+-]*"' |
+		grep -oE '"[^"]+"$' | tr -d '"'
 }
 
 # copy_file SRC: copy SRC to the same path under $R (resolving symlinks in SRC).
@@ -76,7 +77,10 @@ for h in $(helpers | sort -u); do
 	case $p in
 	/*) ;;
 	*)
-		echo "make-plugin: warning: helper $h not found on this host; not in the plugin" >&2
+		# a literal that names no program (e.g. our own "serve-image" sub-mode)
+		case " $BASE_HELPERS " in *" $h "*)
+			echo "make-plugin: warning: helper $h not found on this host; not in the plugin" >&2 ;;
+		esac
 		continue
 		;;
 	esac

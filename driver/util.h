@@ -29,10 +29,14 @@ void pgd_unlockp (pthread_mutex_t **m);
 #define cleanup_fclose __attribute__ ((cleanup (pgd_fclosep)))
 #define cleanup_dir __attribute__ ((cleanup (pgd_closedirp)))
 
+#define PGD_CAT2(a, b) a##b
+#define PGD_CAT(a, b) PGD_CAT2 (a, b)
+
 /* Lock M until the end of the enclosing scope. */
-#define PGD_SCOPED_LOCK(m)                                                              \
-  __attribute__ ((cleanup (pgd_unlockp))) pthread_mutex_t *pgd_scoped_lock_##__LINE__ = \
-      (pthread_mutex_lock (m), (m))
+#define PGD_SCOPED_LOCK(m)                                                         \
+  __attribute__ ((cleanup (pgd_unlockp), unused)) pthread_mutex_t *PGD_CAT (       \
+      pgd_scoped_lock_, __LINE__)                                                  \
+      = (pthread_mutex_lock (m), (m))
 
 /* Maximum length of a layer ID in bytes. */
 #define PGD_ID_MAX 255

@@ -37,7 +37,8 @@
 #define ATTR_TIMEOUT 86400.0      /* the size changes only through grow */
 #define DEFAULT_THREADS 4
 #define MAX_THREADS 16
-#define DEFAULT_MAX_IO (1u << 20) /* bytes per FUSE READ/WRITE request */
+#define DEFAULT_MAX_IO (256u * 1024) /* bytes per FUSE READ/WRITE request */
+#define MAX_MAX_IO (1u << 20)          /* the kernel's default max_pages_limit */
 #define MIN_MAX_IO (64u * 1024)
 #define FUSE_MAX_PAGES_BUF ((256u + 1) * 4096) /* libfuse reads up to this before INIT */
 #define THREAD_STACK (256 * 1024)
@@ -589,7 +590,7 @@ parse_args (struct srv *s, int *ready_fd, int argc, char **argv)
     return -1;
   if (s->nthreads < 1 || s->nthreads > MAX_THREADS)
     s->nthreads = DEFAULT_THREADS;
-  if (s->max_io < MIN_MAX_IO || s->max_io > (1u << 20))
+  if (s->max_io < MIN_MAX_IO || s->max_io > MAX_MAX_IO)
     s->max_io = DEFAULT_MAX_IO;
   s->max_io &= ~(size_t) 4095;
   return 0;

@@ -457,6 +457,15 @@ mkfs_ext4 (const char *dev, struct pgd_err *err)
   return pgd_run (argv, err);
 }
 
+/* Offline grow of a cleanly unmounted ext4 to the size of DEV. -f: resize2fs would
+   otherwise want a fresh e2fsck -f first; the filesystem was closed cleanly by us. */
+static int
+resize_ext4 (const char *dev, struct pgd_err *err)
+{
+  char *argv[] = { (char *) "resize2fs", (char *) "-f", (char *) dev, NULL };
+  return pgd_run (argv, err);
+}
+
 static int
 mount_ext4 (const char *dev, const char *target, bool ro, const char *opts, struct pgd_err *err)
 {
@@ -526,6 +535,16 @@ mount_user (const struct pgd_engine *e, const char *image_dir, const char *run_d
       if (mkfs_ext4 (dev, err) < 0)
         goto undo;
       t_mkfs = elapsed_ms (t0);
+    }
+  else if (flags & PGD_MOUNT_RESIZE)
+    {
+      if (ro)
+        {
+          pgd_error (err, EINVAL, "resize on a read-only mount");
+          goto undo;
+        }
+      if (resize_ext4 (dev, err) < 0)
+        goto undo;
     }
   if (mount_ext4 (dev, target, ro, opts, err) < 0)
     goto undo;
@@ -607,8 +626,9 @@ mount_kernel (const char *image_dir, const char *target, unsigned flags, const c
   snprintf (data, sizeof data, "%s", opts ? opts : "");
   mp.mount_data = data[0] ? data : NULL;
   snprintf (tgt, PATH_MAX, "%s", target);
-  /* with mkfs: device only first (whole-device ext4, PLOOP.md §5.4 pitfall 5) */
-  mp.target = (flags & PGD_MOUNT_MKFS) ? NULL : tgt;
+  /* with mkfs or resize: device only first (whole-device ext4, PLOOP.md §5.4 pitfall 5) */
+  bool prep = flags & (PGD_MOUNT_MKFS | PGD_MOUNT_RESIZE);
+  mp.target = prep ? NULL : tgt;
   rc = ploop_mount_image (di, &mp);
   if (rc != 0)
     {
@@ -616,9 +636,9 @@ mount_kernel (const char *image_dir, const char *target, unsigned flags, const c
       ploop_free_diskdescriptor (di);
       return -1;
     }
-  if ((flags & PGD_MOUNT_MKFS)
-      && (mkfs_ext4 (mp.device, err) < 0
-          || mount_ext4 (mp.device, target, false, opts, err) < 0))
+  if (prep
+      && (((flags & PGD_MOUNT_MKFS) ? mkfs_ext4 (mp.device, err) : resize_ext4 (mp.device, err)) < 0
+          || mount_ext4 (mp.device, target, mp.ro, opts, err) < 0))
     {
       ploop_umount_image (di);
       ploop_free_diskdescriptor (di);

@@ -33,6 +33,8 @@ enum
 {
   PGD_MOUNT_RO = 1 << 0,   /* every delta read-only, ext4 mounted ro */
   PGD_MOUNT_MKFS = 1 << 1, /* make a fresh ext4 on the device before mounting */
+  PGD_MOUNT_RESIZE = 1 << 2, /* grow ext4 to the device size before mounting (offline
+                                resize2fs: no CAP_SYS_RESOURCE needed, unlike online) */
 };
 
 /* Pick the engine: NAME is "auto" (kernel when /proc/vz/ploop_minor exists), "kernel"

@@ -392,6 +392,28 @@ Test (engine, disk_matches_merged_chain)
   fx_check_deltas (img);
 }
 
+/* After an offline grow of the image, PGD_MOUNT_RESIZE gives ext4 the new size. */
+Test (engine, grow_then_resize_on_mount)
+{
+  char before[80], after[80];
+  struct pgd_err err = { 0 };
+  struct statvfs sv;
+
+  fx_create_image (img, 1ULL << 30, 2048);
+  do_mount (img, run, mnt, PGD_MOUNT_MKFS);
+  write_files (mnt, 4, "g");
+  tree_sums (mnt, before, sizeof before);
+  do_umount (img, run, mnt);
+  cr_assert_eq (pgd_image_grow (img, 3ULL << 30, &err), 0, "%s", err.msg);
+  do_mount (img, run, mnt, PGD_MOUNT_RESIZE);
+  cr_assert_eq (statvfs (mnt, &sv), 0);
+  cr_expect_gt ((uint64_t) sv.f_blocks * sv.f_frsize, 2900ULL << 20, "ext4 was not grown");
+  tree_sums (mnt, after, sizeof after);
+  cr_expect_str_eq (after, before);
+  do_umount (img, run, mnt);
+  fx_check_deltas (img);
+}
+
 Test (engine, seek_data_hole_on_export)
 {
   char disk[PATH_MAX];

@@ -38,7 +38,7 @@ function syscall(pid, ts, name, text, dur,   ino, q, m, args, n, fs) {
 		if (text ~ /= -1/) return
 		sub(/.*\) = /, "", text)
 		ino = inode_of(text)
-		if (ino != "" && text ~ /ploop|plugins/) { cstart[ino] = ts + dur; cmeth[ino] = "?"; cid[ino] = "-"; cstat[ino] = "-" }
+		if (ino != "") { cstart[ino] = ts + dur; cmeth[ino] = "?"; cid[ino] = "-"; cstat[ino] = "-" }
 		return
 	}
 	if (name == "recvfrom" || name == "read" || name == "recvmsg") {

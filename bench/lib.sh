@@ -21,7 +21,9 @@ bench_init() {
 # starts is recorded in the instance directory, so the EXIT trap still cleans it up.
 start_driver() {
 	local drv=$1 rc=0 d
-	if [ "$drv" = ploop ] && [ ! -x "$BUILD/ploop-graphdriver" ]; then
+	local flags=${BENCH_PLOOP_FLAGS:-} fv=BENCH_FLAGS_${drv//[^A-Za-z0-9_]/_}
+	[ "$drv" = ploop ] || flags=${!fv:-}
+	if [[ $drv == ploop* ]] && [ ! -x "$BUILD/ploop-graphdriver" ]; then
 		log "warning: no $BUILD/ploop-graphdriver: ploop is not measured"
 		return 1
 	fi
@@ -32,10 +34,10 @@ start_driver() {
 	set +e
 	(
 		set -e
-		if [ "$drv" = ploop ]; then
+		if [[ $drv == ploop* ]]; then
 			e2e_start_plugin
 			# shellcheck disable=SC2086 # flags, split on purpose
-			e2e_start_dockerd ploop ${BENCH_PLOOP_FLAGS:-}
+			e2e_start_dockerd "$drv" $flags
 		else
 			E2E_NO_EXPERIMENTAL=1 e2e_start_dockerd
 		fi
@@ -65,6 +67,15 @@ use() {
 	D=${DIR[$1]}
 	# shellcheck disable=SC2034 # read by tests/e2e/lib.sh
 	E2E_DRIVER=$1
+	case $1 in
+	ploop*)
+		# each ploop instance is its own legacy plugin: /run/docker/plugins/<driver>.sock
+		# shellcheck disable=SC2034 # read by tests/e2e/lib.sh
+		E2E_PLUGIN_NAME=$1
+		# shellcheck disable=SC2034
+		E2E_LEGACY_SOCK=$E2E_PLUGINS_DIR/$1.sock
+		;;
+	esac
 }
 
 # smaps_kib PID FIELD: FIELD (Pss, Rss, ...) of /proc/PID/smaps_rollup in KiB, 0 if gone.
@@ -118,10 +129,13 @@ stats() {
 	END { flush_key() }'
 }
 
-# summarize SAMPLES OUTDIR SECONDS: write OUTDIR/latest.{csv,md,raw.csv,png} and
-# print the table, the ratio line and the targets.
+# summarize SAMPLES OUTDIR SECONDS DRIVERS...: write OUTDIR/latest.{csv,md,raw.csv,png}
+# and print the table, the ratio line and the targets. The first ploop* driver is
+# the one the targets and the chart are about; every ploop* driver gets its ratio to
+# overlay2 (and to vfs).
 summarize() {
 	local samples=$1 out=$2 secs=$3 st tmp
+	shift 3
 	tmp=$(mktemp -d "${TMPDIR:-/tmp}/pgd-bench-sum.XXXX")
 	st=$tmp/stats.csv
 	stats "$samples" >"$st"
@@ -130,7 +144,8 @@ summarize() {
 		cat "$samples"
 	} >"$out/latest.raw.csv.tmp" && mv "$out/latest.raw.csv.tmp" "$out/latest.raw.csv"
 	bench_figures | awk -F'|' -v st="$st" -v csv="$out/latest.csv.tmp" -v md="$out/latest.md.tmp" \
-		-v dat="$tmp/ratios.dat" -v secs="$secs" -v ndisk="${BENCH_DISK_N:-20}" -v when="$(date -u '+%Y-%m-%d %H:%M UTC')" \
+		-v dat="$tmp/ratios.dat" -v secs="$secs" -v ndisk="${BENCH_DISK_N:-20}" -v drivers="$*" \
+		-v when="$(date -u '+%Y-%m-%d %H:%M UTC')" -v flags="${BENCH_PLOOP_FLAGS:-}" \
 		-v host="$(nproc) vCPU, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), kernel $(uname -r)" '
 	function fmt(x, unit) {
 		if (x == "") return "–"
@@ -148,11 +163,26 @@ summarize() {
 			have[k] = 1; medv[k] = f[3]; minv[k] = f[4]; maxv[k] = f[5]; nv[k] = f[6]; rounds[k] = f[7]
 		}
 		FS = "|"
+		nd = split(drivers, drv, " ")
+		main = ""; np = 0
+		for (i = 1; i <= nd; i++) {
+			if (drv[i] ~ /^ploop/) { pl[++np] = i; if (main == "") main = i }
+			if (drv[i] == "overlay2") io = i
+			if (drv[i] == "vfs") iv = i
+		}
+		nr = 0
+		for (j = 1; j <= np; j++) {
+			if (io) { rn[++nr] = drv[pl[j]] "/overlay2"; ra[nr] = pl[j]; rb[nr] = io }
+			if (iv) { rn[++nr] = drv[pl[j]] "/vfs"; ra[nr] = pl[j]; rb[nr] = iv }
+		}
 		print "driver,figure,unit,median,min,max,n,per_round_medians" > csv
-		print "| figure | unit | ploop | overlay2 | vfs | ploop/overlay2 | ploop/vfs | target | result |" > md
-		print "|---|---|---|---|---|---|---|---|---|" > md
-		printf "%-42s %-6s %9s %9s %9s %8s %8s  %-17s %s\n", "figure (median)", "unit", "ploop", "overlay2", "vfs", "p/ovl2", "p/vfs", "target", "result"
-		nd = split("ploop overlay2 vfs", drv, " ")
+		hdr = "| figure | unit |"; sep = "|---|---|"
+		printf "%-40s %-6s", "figure (median)", "unit"
+		for (i = 1; i <= nd; i++) { hdr = hdr " " drv[i] " |"; sep = sep "---|"; printf " %9s", substr(drv[i], 1, 9) }
+		for (r = 1; r <= nr; r++) { hdr = hdr " " rn[r] " |"; sep = sep "---|"; x = rn[r]; sub(/overlay2/, "ovl2", x); sub(/^ploop/, "p", x); printf " %9s", substr(x, 1, 9) }
+		printf "  %-17s %s\n", "target", "result"
+		print hdr " target | result |" > md
+		print sep "---|---|" > md
 	}
 	{
 		id = $1; label = $2; unit = $3; scale = $4; target = $5
@@ -169,36 +199,42 @@ summarize() {
 			printf "%s,%s,%s,%s,%s,%s,%d,%s\n", drv[i], id, unit, fmt(m[i], unit), fmt(minv[k] / scale, unit), fmt(maxv[k] / scale, unit), nv[k], rr > csv
 			cell[i] = sprintf("%s (%s–%s, n=%d)", fmt(m[i], unit), fmt(minv[k] / scale, unit), fmt(maxv[k] / scale, unit), nv[k])
 		}
-		r1 = ratio(m[1], m[2]); r2 = ratio(m[1], m[3])
+		for (r = 1; r <= nr; r++) rv[r] = ratio(m[ra[r]], m[rb[r]])
 		tg = "–"; res = ""
-		if (target != "") {
+		if (target != "" && main) {
 			split(target, t, /<=|>=/); lim = t[2] + 0; ge = index(target, ">=") > 0
-			val = (t[1] == "ratio") ? r1 : m[1]
+			val = (t[1] == "ratio") ? ratio(m[main], io ? m[io] : "") : m[main]
 			if (t[1] == "ratio") tg = (ge ? "≥ " : "≤ ") lim "× overlay2"
 			else tg = (ge ? "≥ " : "≤ ") lim " " unit
 			if (val == "") res = "n/a"
 			else res = ((ge && val >= lim) || (!ge && val <= lim)) ? "PASS" : "MISS"
 			results = results asc(sprintf("  %-4s %s: %s (target %s)\n", res, label, t[1] == "ratio" ? rfmt(val) "×" : fmt(val, unit) " " unit, tg))
 		}
-		printf "%-42s %-6s %9s %9s %9s %8s %8s  %-17s %s\n", label, unit, asc(fmt(m[1], unit)), asc(fmt(m[2], unit)), asc(fmt(m[3], unit)), asc(rfmt(r1)), asc(rfmt(r2)), asc(tg), res
-		printf "| %s | %s | **%s** | %s | %s | %s | %s | %s | %s |\n", label, unit, cell[1], cell[2], cell[3], rfmt(r1), rfmt(r2), tg, res == "" ? "" : "**" res "**" > md
+		printf "%-40s %-6s", label, unit
+		line = "| " label " | " unit " |"
+		for (i = 1; i <= nd; i++) { printf " %9s", asc(fmt(m[i], unit)); line = line " " (i == main ? "**" cell[i] "**" : cell[i]) " |" }
+		for (r = 1; r <= nr; r++) { printf " %9s", asc(rfmt(rv[r])); line = line " " rfmt(rv[r]) " |" }
+		printf "  %-17s %s\n", asc(tg), res
+		print line " " tg " | " (res == "" ? "" : "**" res "**") " |" > md
 		if (unit != "KiB") {
-			rl1 = rl1 sprintf(" %s %s", id, rfmt(r1)); rl2 = rl2 sprintf(" %s %s", id, rfmt(r2))
+			for (r = 1; r <= nr; r++) rl[r] = rl[r] sprintf(" %s %s", id, rfmt(rv[r]))
 			short = id == "create_rm" ? "create+rm" : id == "dd" ? "dd (MiB/s)" : id == "run" ? "run --rm" : id
-			if (id != "create" && id != "rm") printf "\"%s\" %s %s %s\n", short, r1 == "" ? "NaN" : r1, r2 == "" ? "NaN" : r2, target ~ /^ratio/ ? lim : "NaN" > dat
+			if (id != "create" && id != "rm" && main)
+				printf "\"%s\" %s %s %s\n", short, io && m[io] ? m[main] / m[io] : "NaN", iv && m[iv] ? m[main] / m[iv] : "NaN", target ~ /^ratio/ ? lim : "NaN" > dat
 		}
 	}
 	END {
-		line = "ratios ploop/overlay2:" rl1 " | ploop/vfs:" rl2
+		line = ""
+		for (r = 1; r <= nr; r++) line = line (r > 1 ? " | " : "") "ratios " rn[r] ":" rl[r]
 		print ""
 		print asc(line)
 		print ""
-		print "targets (ploop):"
+		print "targets (" (main ? drv[main] : "ploop") "):"
 		printf "%s", results
 		print "" > md
 		print "`" line "`" > md
 		print "" > md
-		printf "Medians (min–max, n) of `make bench` on %s, %s; the whole run took %d s. Times are wall-clock times of the docker CLI (20.10) against private dockerds running side by side; the drivers alternate batch by batch. dd is MiB/s (higher is better); disk is `du` of the driver storage after %s creates, per container; memory is the plugin and image-server PSS added by each running `sleep` container.\n", when, host, secs, ndisk > md
+		printf "Medians (min–max, n) of `make bench` on %s, %s; the whole run took %d s. Times are wall-clock times of the docker CLI (20.10) against private dockerds running side by side; the drivers alternate batch by batch. dd is MiB/s (higher is better); disk is `du` of the driver storage after %s creates, per container; memory is the plugin and image-server PSS added by each running `sleep` container.%s\n", when, host, secs, ndisk, flags == "" ? "" : " ploop ran with " flags "." > md
 	}'
 	mv "$out/latest.csv.tmp" "$out/latest.csv"
 	mv "$out/latest.md.tmp" "$out/latest.md"

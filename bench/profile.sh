@@ -236,7 +236,11 @@ for ((i = 0; i < 5; i++)); do
 done
 sleep 0.3
 stop_tracer
-awk -f "$BENCH_DIR/calls.awk" "$W/strace.txt" | sort -k2,2g >"$W/calls2.txt"
+# the calls as the relay saw them (the strace-side C lines would do too), the events from strace
+{
+	awk -f "$BENCH_DIR/calls.awk" "$W/strace.txt" | awk '$1 == "E"'
+	awk -v a="$(awk 'NR == 1 {print $2}' "$W/marks")" '$1 == "C" && $2 >= a' "$W/proxy.txt"
+} | sort -k2,2g >"$W/calls2.txt"
 tag "$W/calls2.txt" >"$W/tagged2.txt"
 
 say "## 2. inside the calls (strace -f of the plugin and its image servers: 5 x docker run --rm; slowed by tracing)"

@@ -23,6 +23,11 @@
 #   BENCH_OUT      results directory (default bench/results)
 #   BENCH_PLOOP_FLAGS  extra dockerd flags for ploop, e.g.
 #                  "--storage-opt ploop.blocksize=64K" (use with another BENCH_OUT)
+#   A/B variants:  any driver named ploop<suffix> is one more ploop instance (its own
+#                  legacy plugin /run/docker/plugins/ploop<suffix>.sock), started with
+#                  the dockerd flags in BENCH_FLAGS_ploop<suffix>, e.g.
+#                  BENCH_DRIVERS="ploop ploop64k overlay2"
+#                  BENCH_FLAGS_ploop64k="--storage-opt ploop.blocksize=64K"
 #   E2E_KEEP=1     keep the instance directories (see tests/e2e/lib.sh)
 set -euo pipefail
 
@@ -181,7 +186,7 @@ batch() {
 # The driver's storage: overlay2/vfs their directory; ploop its Home and state file.
 storage_kib() {
 	local -a paths=("$D/root/$E2E_DRIVER")
-	[ "$E2E_DRIVER" != ploop ] || paths=("$D/root/$E2E_PLUGIN_NAME" "$D/state.json")
+	[[ $E2E_DRIVER != ploop* ]] || paths=("$D/root/$E2E_PLUGIN_NAME" "$D/state.json")
 	du -skxc "${paths[@]}" 2>/dev/null | awk 'END {print $1}'
 }
 
@@ -215,19 +220,19 @@ plugin_mem() {
 }
 
 bench_mem() {
-	local drv=ploop i b a n=$BENCH_MEM_N ids
-	[ -n "${DIR[ploop]:-}" ] && [ -z "${BROKEN[ploop]:-}" ] || return 0
-	use ploop
+	local drv=$1 i b a n=$BENCH_MEM_N ids
+	[ -z "${BROKEN[$drv]:-}" ] || return 0
+	use "$drv"
 	read -r -a b <<<"$(plugin_mem)"
 	for ((i = 0; i < n; i++)); do
 		quiet "$drv" "run -d sleep" dk run -d --name "sl$i" --network none busybox:local sleep 3600 || return 0
 	done
 	sleep 1
 	read -r -a a <<<"$(plugin_mem)"
-	log "ploop memory before: plugin PSS ${b[0]} RSS ${b[1]} KiB, ${b[2]} image servers PSS ${b[3]} RSS ${b[4]} KiB"
-	log "ploop memory with $n running: plugin PSS ${a[0]} RSS ${a[1]} KiB, ${a[2]} image servers PSS ${a[3]} RSS ${a[4]} KiB"
-	record ploop mem 0 $(((a[3] - b[3] + a[0] - b[0]) / n))
-	record ploop mem_rss 0 $(((a[4] - b[4] + a[1] - b[1]) / n))
+	log "$drv memory before: plugin PSS ${b[0]} RSS ${b[1]} KiB, ${b[2]} image servers PSS ${b[3]} RSS ${b[4]} KiB"
+	log "$drv memory with $n running: plugin PSS ${a[0]} RSS ${a[1]} KiB, ${a[2]} image servers PSS ${a[3]} RSS ${a[4]} KiB"
+	record "$drv" mem 0 $(((a[3] - b[3] + a[0] - b[0]) / n))
+	record "$drv" mem_rss 0 $(((a[4] - b[4] + a[1] - b[1]) / n))
 	ids=$(seq -f 'sl%g' 0 $((n - 1)))
 	# shellcheck disable=SC2086
 	quiet "$drv" "kill sleepers" dk kill $ids || true
@@ -260,7 +265,9 @@ for ((r = 1; r <= BENCH_ROUNDS; r++)); do
 	done
 done
 for drv in "${DRIVERS[@]}"; do bench_disk "$drv"; done
-bench_mem
+for drv in "${DRIVERS[@]}"; do
+	[[ $drv != ploop* ]] || bench_mem "$drv"
+done
 
 # A run in which a requested driver did not come up or failed is printed, but it does
 # not replace the committed results.
@@ -273,7 +280,8 @@ out=$BENCH_OUT
 [ "$complete" = 1 ] || out=$W/results
 mkdir -p "$out"
 secs=$((($(date +%s%N) - BENCH_T0) / 1000000000))
-summarize "$W/samples.csv" "$out" "$secs"
+# shellcheck disable=SC2086 # the driver list
+summarize "$W/samples.csv" "$out" "$secs" $BENCH_DRIVERS
 log "bench took $secs s (before teardown)"
 for drv in "${!BROKEN[@]}"; do
 	log "ERROR: $drv: ${BROKEN[$drv]}"

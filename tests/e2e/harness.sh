@@ -8,7 +8,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 driver=${1:?usage: harness.sh vfs|overlay2}
 export E2E_DRIVER=$driver
 rc=0
-for t in t_daemon t_image t_running t_cleanup t_restart t_crash; do
+for t in t_daemon t_image t_running t_cleanup t_restart t_crash t_parallel; do
 	if bash "$here/$t.sh"; then
 		echo "[harness $driver] $t passed" >&2
 	else

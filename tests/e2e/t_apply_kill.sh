@@ -1,0 +1,57 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+# Kill the plugin during an import's ApplyDiff and bring it back within dockerd's
+# retry window: dockerd re-sends the POST with the rest of the body, which the
+# plugin must refuse (ApplyDiff once per layer). The import fails, no image claims
+# success, the half-applied layer is removed, and the next import works.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+is_ploop || skip "kills the ploop plugin"
+e2e_setup
+
+e2e_start_plugin
+e2e_start_dockerd
+e2e_import_busybox >/dev/null
+
+# a 300 MiB layer: long enough to be cut mid-stream
+mkdir -p "$D/big/data"
+for i in $(seq 1 75); do head -c 4194304 /dev/urandom >"$D/big/data/f$i"; done
+tar -C "$D/big" -cf "$D/big.tar" .
+rm -rf "$D/big"
+
+mark=$(log_mark "$D/plugin.log")
+dk import "$D/big.tar" big:local >"$D/import.out" 2>&1 &
+imp=$!
+# wait until the new layer is mounted for its ApplyDiff, then kill the plugin
+for ((n = 0; n < 600; n++)); do
+	log_since "$D/plugin.log" "$mark" | grep -q 'debug mounted' && break
+	pid_alive "$imp" || break
+	sleep 0.05
+done
+pid_alive "$imp" || fail "the import ended before the plugin could be killed: $(cat "$D/import.out")"
+e2e_kill_plugin KILL
+log "killed the plugin during ApplyDiff"
+sleep 2
+e2e_start_plugin
+rc=0
+wait "$imp" || rc=$?
+log "import exit $rc: $(cat "$D/import.out")"
+[ "$rc" != 0 ] || fail "the import claimed success after the plugin was killed mid-ApplyDiff"
+log "ok: the import failed"
+assert_eq "" "$(dk images -q big:local)" "no image big:local"
+calls=$(log_since "$D/plugin.log" "$mark")
+if grep -q 'ApplyDiff' <<<"$calls"; then
+	assert_not_contains "$(grep 'ApplyDiff' <<<"$calls" | tail -n +2)" "ApplyDiff: 200" \
+		"no ApplyDiff after the restart succeeded"
+fi
+log "plugin answers after the restart: $(log_since "$D/plugin.log" "$mark" | grep -E 'GraphDriver\.[A-Za-z]+[^ ]*: [0-9]{3}' | sed -E 's/^[0-9:.]+ [a-z]+ //' | cut -c1-160 | tr '\n' ';')"
+run_ok "import busybox again" dk import "$D/busybox.tar" bb2:local >/dev/null
+run_ok "run it" dk run --rm --network none bb2:local true
+# bb2:local is the same layer as busybox:local: only that one remains
+n=$(e2e_layer_ids | grep -c . || true)
+assert_eq 1 "$n" "dockerd knows one layer"
+cut_id=$(grep -oE 'ApplyDiff\?id=[0-9a-f]+' "$D/import.out" | head -1 | cut -d= -f2 || true)
+if [ -n "$cut_id" ]; then
+	assert_eq "" "$(find "$D/root/$E2E_PLUGIN_NAME" -name "*$cut_id*" | head -3)" "the cut layer $cut_id left no files"
+fi
+e2e_stop_dockerd || fail "dockerd needed SIGKILL"

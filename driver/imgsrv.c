@@ -639,6 +639,12 @@ pgd_imgsrv_main (int argc, char **argv)
   fuse_session_unmount (s.se);
   fuse_session_destroy (s.se);
   s.se = NULL;
+  struct pgd_chain_stats st;
+  pgd_chain_get_stats (s.chain, &st);
+  pgd_log (PGD_LOG_INFO, "%s: %llu clusters appended (%llu copied on write), %llu dropped, "
+           "%llu flushes, %llu BAT page writes", s.dd, (unsigned long long) st.allocs,
+           (unsigned long long) st.cows, (unsigned long long) st.unmaps,
+           (unsigned long long) st.flushes, (unsigned long long) st.bat_writes);
   rc = pgd_chain_close (s.chain, &err) < 0 ? 1 : 0;
   s.chain = NULL;
   if (rc != 0)

@@ -392,6 +392,43 @@ Test (engine, disk_matches_merged_chain)
   fx_check_deltas (img);
 }
 
+/* The server outlives the process that mounted (a plugin crash or restart); another
+   process adopts and unmounts it. */
+Test (engine, server_survives_the_mounting_process)
+{
+  char before[80], after[80];
+  int status;
+  long pid;
+
+  fx_create_image (img, 1ULL << 30, 128);
+  pid_t child = fork ();
+  cr_assert_geq (child, 0);
+  if (child == 0)
+    {
+      struct pgd_err err = { 0 };
+      int rc = pgd_engine_mount (&eng, img, run, mnt, PGD_MOUNT_MKFS, NULL, &err);
+      /* the "plugin" dies hard right after the mount */
+      if (rc == 0)
+        kill (getpid (), SIGKILL);
+      _exit (1);
+    }
+  cr_assert_eq (waitpid (child, &status, 0), child);
+  cr_assert (WIFSIGNALED (status) && WTERMSIG (status) == SIGKILL, "mount failed in child");
+  pid = server_pid (run);
+  cr_assert_gt (pid, 0);
+  cr_expect (!process_gone (pid));
+  cr_expect (pgd_engine_is_mounted (&eng, img, run, mnt));
+  write_files (mnt, 5, "s");
+  tree_sums (mnt, before, sizeof before);
+  do_umount (img, run, mnt);
+  expect_nothing_left (run, mnt, pid);
+  cr_expect (!pgd_engine_is_mounted (&eng, img, run, mnt));
+  do_mount (img, run, mnt, PGD_MOUNT_RO);
+  tree_sums (mnt, after, sizeof after);
+  cr_expect_str_eq (after, before);
+  do_umount (img, run, mnt);
+}
+
 /* After an offline grow of the image, PGD_MOUNT_RESIZE gives ext4 the new size. */
 Test (engine, grow_then_resize_on_mount)
 {

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -613,11 +614,14 @@ pgd_imgsrv_main (int argc, char **argv)
       return 2;
     }
   s.start = time (NULL);
+  /* one malloc arena: the workers allocate only libfuse's small request objects */
+  mallopt (M_ARENA_MAX, 1);
   ignore_signals ();
   harden_process (&s);
   if (pgd_chain_open (&s.chain, s.dd, s.ro ? PGD_CHAIN_RO : 0, &err) < 0)
     goto fail;
   s.size = pgd_chain_size (s.chain);
+  malloc_trim (0); /* what parsing the DD with libploop/libxml2 left behind */
   if (mount_fuse (&s, &err) < 0)
     goto fail;
   if (start_workers (&s, workers, &err) < 0)

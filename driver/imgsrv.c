@@ -516,6 +516,7 @@ mount_fuse (struct srv *s, struct pgd_err *err)
   /* a comma would split the option list: the fsname is informational only */
   snprintf (opts, sizeof opts, "fsname=pgd,subtype=ploop%s", s->ro ? ",ro" : "");
   s->se = fuse_session_new (&args, &ops, sizeof ops, s);
+  fuse_opt_free_args (&args);
   if (s->se == NULL)
     return pgd_error (err, EINVAL, "fuse session for %s", s->mountpoint);
   if (fuse_session_mount (s->se, s->mountpoint) != 0)

@@ -324,31 +324,21 @@ ensure_template (struct pgd_layers *l, char *path, struct pgd_err *err)
   return 0;
 }
 
-/* After a grow, let ext4 take the new size: mount, resize2fs the device, unmount. */
+/* After a grow, let ext4 take the new size: the engine resizes it offline while
+   attaching (online resize would need CAP_SYS_RESOURCE), then we unmount. */
 static int
 resize_fs (struct pgd_layers *l, const char *image, const char *tag, struct pgd_err *err)
 {
-  char run[PATH_MAX], mnt[PATH_MAX], dev[PATH_MAX];
+  char run[PATH_MAX], mnt[PATH_MAX];
   int ret;
 
   snprintf (run, sizeof run, "%s.run", image);
   snprintf (mnt, sizeof mnt, "%s.mnt", image);
   if (pgd_mkdir_p (run, 0700, err) < 0 || pgd_mkdir_p (mnt, 0755, err) < 0)
     return -1;
-  if (pgd_engine_mount (&l->engine, image, run, mnt, 0, NULL, err) < 0)
-    return pgd_error_wrap (err, "resize %s", tag);
-  ret = pgd_mount_source (mnt, dev, sizeof dev, err);
+  ret = pgd_engine_mount (&l->engine, image, run, mnt, PGD_MOUNT_RESIZE, NULL, err);
   if (ret == 0)
-    {
-      char *argv[] = { "resize2fs", dev, NULL };
-      ret = pgd_run (argv, err);
-    }
-  struct pgd_err uerr;
-  if (pgd_engine_umount (&l->engine, image, run, mnt, &uerr) < 0 && ret == 0)
-    {
-      *err = uerr;
-      ret = -1;
-    }
+    ret = pgd_engine_umount (&l->engine, image, run, mnt, err);
   rmdir (mnt);
   rmdir (run);
   return ret < 0 ? pgd_error_wrap (err, "resize %s", tag) : 0;

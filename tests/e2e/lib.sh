@@ -275,7 +275,7 @@ e2e_setup() {
 	mkdir -p "$(dirname "$E2E_LOCK")"
 	exec 9>"$E2E_LOCK"
 	if ! flock -n 9; then
-		log "waiting for another e2e test (lock $E2E_LOCK)"
+		log "waiting for another e2e test (lock $E2E_LOCK, open in: $(e2e_lock_holders))"
 		flock -w 3600 9 || fail "could not take $E2E_LOCK"
 	fi
 	trap e2e_teardown EXIT
@@ -284,6 +284,21 @@ e2e_setup() {
 	trap 'exit 129' HUP
 	e2e_new_instance
 	log "driver $E2E_DRIVER, instance $D, build $BUILD"
+}
+
+# The processes that hold the e2e lock open, for the waiting message.
+e2e_lock_holders() {
+	local p f
+	for p in /proc/[0-9]*; do
+		[ "${p#/proc/}" = "$$" ] && continue
+		for f in "$p"/fd/*; do
+			if [ "$(readlink "$f" 2>/dev/null)" = "$E2E_LOCK" ]; then
+				printf '%s(%s) ' "${p#/proc/}" "$(pid_cmdline "${p#/proc/}" | cut -c1-60)"
+				break
+			fi
+		done
+	done
+	return 0
 }
 
 # e2e_new_instance: a fresh instance directory; $D points at it from now on.

@@ -11,6 +11,7 @@ e2e_start_dockerd
 
 # import: the image size is the ApplyDiff size = the sum of the tar's file sizes
 t0=$(now_ms)
+is_ploop && pmark=$(log_mark "$D/plugin.log")
 want=$(e2e_import_busybox)
 log "import of busybox:local took $(($(now_ms) - t0)) ms"
 size=$(dk image inspect -f '{{.Size}}' busybox:local)
@@ -19,6 +20,10 @@ if [ "$E2E_DRIVER" = overlay2 ]; then
 	assert_range "$size" "$want" $((want + want / 100)) "overlay2 image size within 1% of $want"
 else
 	assert_eq "$want" "$size" "image size equals the sum of the tar's regular files ($want)"
+fi
+if is_ploop; then
+	applied=$(log_since "$D/plugin.log" "$pmark" | sed -nE 's,.*/GraphDriver\.ApplyDiff[^:]*: 200 Size ([0-9]+).*,\1,p' | tail -1)
+	assert_eq "$size" "$applied" "the image size is the Size our ApplyDiff answered"
 fi
 
 t0=$(now_ms)

@@ -342,6 +342,31 @@ if command -v perf >/dev/null; then
 	say ""
 fi
 
+# ---------------------------------------------------------------------------
+# 5. the image server: cost of exec'ing the plugin binary, and what it keeps resident
+use ploop
+say "## 5. the image server process (one per mounted layer)"
+say "shared libraries of ploop-graphdriver: $(ldd "$D/bin/ploop-graphdriver" | grep -c '=>')"
+if command -v perf >/dev/null; then
+	for cmd in "$D/bin/ploop-graphdriver --help" "/bin/true"; do
+		# shellcheck disable=SC2086 # the command line, split on purpose
+		perf stat -r 30 -x, -e task-clock $cmd 2>"$W/pstat.txt" >/dev/null || true
+		say "exec + start-up + exit of '${cmd##*/}': $(awk -F, '/task-clock/ {printf "%.2f ms CPU (mean of 30)", $1}' "$W/pstat.txt")"
+	done
+fi
+mark start dk run -d --name pm --network none busybox:local sleep 600
+sleep 0.5
+for p in $(e2e_image_server_pids); do
+	say "a running container's server (pid $p, comm $(cat "/proc/$p/comm")): $(awk '/^(Rss|Pss|Locked):/ {printf "%s %d KiB  ", $1, $2}' "/proc/$p/smaps_rollup")"
+	say "  resident KiB by mapping (top 10):"
+	awk '/^[0-9a-f]+-[0-9a-f]+ / {name = $6 == "" ? "[anon]" : $6} /^Rss:/ {r[name] += $2}
+		END {for (n in r) print r[n], n}' "/proc/$p/smaps" | sort -rn | head -10 | sed 's/^/    /' | tee -a "$REPORT"
+	break
+done
+dk kill pm >/dev/null
+dk rm pm >/dev/null
+say ""
+
 mkdir -p "$(dirname "$PROF_OUT")"
 cp "$REPORT" "$PROF_OUT"
 if [ "${PROF_KEEP:-0}" = 1 ]; then

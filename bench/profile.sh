@@ -219,7 +219,15 @@ say "  spawn image server until FUSE ready  $(awk '{print $1}' "$W/mounts1.txt" 
 say "  attach loop device                   $(awk '{print $2}' "$W/mounts1.txt" | ms_stats)"
 say "  mount ext4                           $(awk '{print $4}' "$W/mounts1.txt" | ms_stats)"
 say "  whole mount                          $(awk '{print $5}' "$W/mounts1.txt" | ms_stats)"
-say "  whole unmount                        $(awk '$3 == "unmounted" && / in [0-9]+ ms$/ {print $(NF - 1)}' "$W/plugin-log1.txt" | ms_stats)"
+# "unmounted X from Y (ms since start: ext4 A, loop B, server C)" (older: "... in N ms")
+awk '$3 == "unmounted" && /ms since start: ext4/ {
+		l = $0; sub(/.*ms since start: ext4 /, "", l); gsub(/[a-z(),]+/, " ", l); split(l, t, " ")
+		print t[1], t[2] - t[1], t[3] - t[2], t[3] }
+	$3 == "unmounted" && / in [0-9]+ ms$/ {print "-", "-", "-", $(NF - 1)}' "$W/plugin-log1.txt" >"$W/umounts1.txt"
+say "  unmount ext4 (flushes through FUSE)  $(awk '$1 != "-" {print $1}' "$W/umounts1.txt" | ms_stats)"
+say "  loop device detached                 $(awk '$1 != "-" {print $2}' "$W/umounts1.txt" | ms_stats)"
+say "  FUSE unmounted, server flushed+exited $(awk '$1 != "-" {print $3}' "$W/umounts1.txt" | ms_stats)"
+say "  whole unmount                        $(awk '{print $4}' "$W/umounts1.txt" | ms_stats)"
 say ""
 
 # ---------------------------------------------------------------------------

@@ -34,20 +34,22 @@
 char **make_images_list (struct ploop_disk_images_data *di, const char *guid, int reverse);
 
 #define MAX_LEVELS 128         /* libploop's limit of deltas in one image */
-#define ZERO_BUF (64 * 1024)   /* source of zero padding for partial appends */
-#define BOUNCE_BUF (64 * 1024) /* COW copy buffer when copy_file_range cannot be used */
+#define ZERO_BUF (64 * 1024)    /* source of zero padding for partial appends */
+#define BOUNCE_BUF (256 * 1024) /* copy-on-write buffer (direct I/O, so no page cache) */
+#define IO_ALIGN 4096           /* buffers usable for direct I/O */
 #define BATCH_IOV 256          /* iovecs gathered into one pwritev */
 #define BATCH_CLUSTERS 64      /* clusters allocated per lock hold */
 #define BAT_ENTRIES_PER_PAGE (PGD_DELTA_BAT_PAGE / 4)
 #define HDR_ENTRIES (PGD_DELTA_HDR_SIZE / 4) /* vc i is u32 index i + 16 */
 
-static char zero_buf[ZERO_BUF];
+static char zero_buf[ZERO_BUF] __attribute__ ((aligned (IO_ALIGN)));
 
 struct pgd_chain
 {
   unsigned nlevels;
   struct pgd_delta *levels; /* [0] = top */
   bool ro;
+  unsigned dflags;          /* PGD_DELTA_BUFFERED or 0 */
   int lock_fd;
   uint64_t size;            /* virtual bytes */
   uint64_t cb;              /* cluster bytes */
@@ -64,6 +66,7 @@ struct pgd_chain
   int data_dirty;           /* written since the last flush (atomic) */
   bool trim;                /* clusters were unmapped: cut orphans off the tail at flush */
   char *bounce;
+  uint32_t *page;           /* one BAT page being written (aligned) */
   struct pgd_chain_stats st;
 };
 
@@ -294,10 +297,10 @@ open_levels (struct pgd_chain *c, char **files, bool raw_base, uint32_t *cluster
           struct pgd_delta_hdr h;
           if (pgd_delta_read_header (files[1], &h, err) < 0)
             return -1;
-          if (pgd_delta_open_raw (d, files[i], h.cluster_sectors, err) < 0)
+          if (pgd_delta_open_raw (d, files[i], h.cluster_sectors, c->dflags, err) < 0)
             return -1;
         }
-      else if (pgd_delta_open (d, files[i], fl, err) < 0)
+      else if (pgd_delta_open (d, files[i], fl | c->dflags, err) < 0)
         return -1;
       if (i == 0)
         *cluster_sectors = d->h.cluster_sectors;
@@ -375,6 +378,7 @@ pgd_chain_open (struct pgd_chain **out, const char *dd_path, unsigned flags,
     return pgd_error (err, ENOMEM, "open %s", dd_path);
   c->lock_fd = -1;
   c->ro = flags & PGD_CHAIN_RO;
+  c->dflags = (flags & PGD_CHAIN_BUFFERED) ? PGD_DELTA_BUFFERED : 0;
   pthread_mutex_init (&c->lock, NULL);
   if (pgd_chain_lock (dd_path, &c->lock_fd, err) < 0)
     goto fail;
@@ -389,15 +393,13 @@ pgd_chain_open (struct pgd_chain **out, const char *dd_path, unsigned flags,
       pgd_error (err, ENOMEM, "open %s", dd_path);
       goto fail;
     }
-  for (size_t i = 0; i < n; i++)
-    c->levels[i].fd = -1;
   if (open_levels (c, files, raw_base, &cs, err) < 0 || check_top (c, err) < 0
       || build_map (c, err) < 0)
     goto fail;
   if (!c->ro)
     {
-      c->bounce = malloc (BOUNCE_BUF);
-      if (c->bounce == NULL)
+      if (posix_memalign ((void **) &c->bounce, IO_ALIGN, BOUNCE_BUF) != 0
+          || posix_memalign ((void **) &c->page, IO_ALIGN, PGD_DELTA_BAT_PAGE) != 0)
         {
           pgd_error (err, ENOMEM, "open %s", dd_path);
           goto fail;
@@ -430,6 +432,7 @@ pgd_chain_abandon (struct pgd_chain *c)
   free (c->lower);
   free (c->dirty);
   free (c->bounce);
+  free (c->page);
   if (c->lock_fd >= 0)
     close (c->lock_fd);
   pthread_mutex_destroy (&c->lock);
@@ -458,7 +461,7 @@ size_t
 pgd_chain_mem (const struct pgd_chain *c)
 {
   return (size_t) c->nclusters * 4 + (c->nclusters / 64 + 1) * 8 + (c->npages / 64 + 1) * 8
-         + (c->bounce ? BOUNCE_BUF : 0) + c->nlevels * sizeof (struct pgd_delta);
+         + (c->bounce ? BOUNCE_BUF + PGD_DELTA_BAT_PAGE : 0) + c->nlevels * sizeof (struct pgd_delta);
 }
 
 void
@@ -469,17 +472,35 @@ pgd_chain_get_stats (const struct pgd_chain *c, struct pgd_chain_stats *s)
   s->unmaps = __atomic_load_n (&c->st.unmaps, __ATOMIC_RELAXED);
   s->flushes = __atomic_load_n (&c->st.flushes, __ATOMIC_RELAXED);
   s->bat_writes = __atomic_load_n (&c->st.bat_writes, __ATOMIC_RELAXED);
+  s->dio = __atomic_load_n (&c->st.dio, __ATOMIC_RELAXED);
+  s->buffered = __atomic_load_n (&c->st.buffered, __ATOMIC_RELAXED);
 }
 
 /* ---- plain I/O helpers ----------------------------------------------------------- */
 
+/* Pick D's descriptor for an I/O and count which kind it was. */
+static int
+io_fd (struct pgd_chain *c, const struct pgd_delta *d, const void *buf, uint64_t len,
+       uint64_t off)
+{
+  if (pgd_delta_dio_ok (d, buf, len, off))
+    {
+      stat_add (&c->st.dio, 1);
+      return d->dfd;
+    }
+  stat_add (&c->st.buffered, 1);
+  return d->fd;
+}
+
 /* Read LEN bytes at OFF; past the end of the file (a raw base's last cluster) read zeros. */
 static int
-pread_zero (const struct pgd_delta *d, char *buf, size_t len, uint64_t off, struct pgd_err *err)
+pread_zero (struct pgd_chain *c, const struct pgd_delta *d, char *buf, size_t len, uint64_t off,
+            struct pgd_err *err)
 {
   while (len > 0)
     {
-      ssize_t n = pread (d->fd, buf, len, (off_t) off);
+      int fd = io_fd (c, d, buf, len, off);
+      ssize_t n = pread (fd, buf, len, (off_t) off);
       if (n < 0 && errno == EINTR)
         continue;
       if (n < 0)
@@ -497,12 +518,13 @@ pread_zero (const struct pgd_delta *d, char *buf, size_t len, uint64_t off, stru
 }
 
 static int
-pwrite_full (const struct pgd_delta *d, const char *buf, size_t len, uint64_t off,
-             struct pgd_err *err)
+pwrite_full (struct pgd_chain *c, const struct pgd_delta *d, const char *buf, size_t len,
+             uint64_t off, struct pgd_err *err)
 {
   while (len > 0)
     {
-      ssize_t n = pwrite (d->fd, buf, len, (off_t) off);
+      int fd = io_fd (c, d, buf, len, off);
+      ssize_t n = pwrite (fd, buf, len, (off_t) off);
       if (n < 0 && errno == EINTR)
         continue;
       if (n < 0)
@@ -524,15 +546,20 @@ struct batch
 };
 
 static int
-batch_flush (const struct pgd_delta *t, struct batch *b, struct pgd_err *err)
+batch_flush (struct pgd_chain *c, struct batch *b, struct pgd_err *err)
 {
+  const struct pgd_delta *t = &c->levels[0];
   struct iovec *iov = b->iov;
   int n = b->n;
   uint64_t off = b->start;
 
   while (n > 0)
     {
-      ssize_t w = pwritev (t->fd, iov, n, (off_t) off);
+      bool dio = t->dfd >= 0 && off % t->dio_off_align == 0;
+      for (int i = 0; dio && i < n; i++)
+        dio = pgd_delta_dio_ok (t, iov[i].iov_base, iov[i].iov_len, 0);
+      stat_add (dio ? &c->st.dio : &c->st.buffered, 1);
+      ssize_t w = pwritev (dio ? t->dfd : t->fd, iov, n, (off_t) off);
       if (w < 0 && errno == EINTR)
         continue;
       if (w < 0)
@@ -559,13 +586,13 @@ batch_flush (const struct pgd_delta *t, struct batch *b, struct pgd_err *err)
 /* Append LEN bytes from P at file offset OFF to the batch (flushing it when full or when
    OFF does not continue it). */
 static int
-batch_add (const struct pgd_delta *t, struct batch *b, const void *p, size_t len, uint64_t off,
+batch_add (struct pgd_chain *c, struct batch *b, const void *p, size_t len, uint64_t off,
            struct pgd_err *err)
 {
   if (len == 0)
     return 0;
   if (b->n > 0 && (b->n == BATCH_IOV || off != b->start + b->len))
-    if (batch_flush (t, b, err) < 0)
+    if (batch_flush (c, b, err) < 0)
       return -1;
   if (b->n == 0)
     {
@@ -580,13 +607,13 @@ batch_add (const struct pgd_delta *t, struct batch *b, const void *p, size_t len
 }
 
 static int
-batch_add_zeros (const struct pgd_delta *t, struct batch *b, size_t len, uint64_t off,
+batch_add_zeros (struct pgd_chain *c, struct batch *b, size_t len, uint64_t off,
                  struct pgd_err *err)
 {
   while (len > 0)
     {
       size_t n = len < ZERO_BUF ? len : ZERO_BUF;
-      if (batch_add (t, b, zero_buf, n, off, err) < 0)
+      if (batch_add (c, b, zero_buf, n, off, err) < 0)
         return -1;
       len -= n;
       off += n;
@@ -594,7 +621,8 @@ batch_add_zeros (const struct pgd_delta *t, struct batch *b, size_t len, uint64_
   return 0;
 }
 
-/* Copy LEN bytes of lower delta L at SRC into the top at DST (under the chain lock). */
+/* Copy LEN bytes of lower delta L at SRC into the top at DST (under the chain lock),
+   through the bounce buffer: direct I/O both ways when aligned. */
 static int
 copy_lower (struct pgd_chain *c, const struct pgd_delta *l, uint64_t src, uint64_t dst,
             uint64_t len, struct pgd_err *err)
@@ -603,20 +631,9 @@ copy_lower (struct pgd_chain *c, const struct pgd_delta *l, uint64_t src, uint64
 
   while (len > 0)
     {
-      loff_t so = (loff_t) src, dof = (loff_t) dst;
-      ssize_t n = copy_file_range (l->fd, &so, t->fd, &dof, len, 0);
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n <= 0)
-        break; /* EXDEV, EINVAL, short source (raw base tail): copy by hand */
-      src += n;
-      dst += n;
-      len -= n;
-    }
-  while (len > 0)
-    {
       size_t n = len < BOUNCE_BUF ? len : BOUNCE_BUF;
-      if (pread_zero (l, c->bounce, n, src, err) < 0 || pwrite_full (t, c->bounce, n, dst, err) < 0)
+      if (pread_zero (c, l, c->bounce, n, src, err) < 0
+          || pwrite_full (c, t, c->bounce, n, dst, err) < 0)
         return -1;
       src += n;
       dst += n;
@@ -654,7 +671,7 @@ pgd_chain_read (struct pgd_chain *c, void *buf, size_t len, uint64_t off, struct
       else
         {
           const struct pgd_delta *d = &c->levels[map_level (c, v)];
-          if (pread_zero (d, p, n, map_cluster (c, v) * c->cb + co, err) < 0)
+          if (pread_zero (c, d, p, n, map_cluster (c, v) * c->cb + co, err) < 0)
             return -1;
         }
       p += n;
@@ -707,16 +724,16 @@ write_alloc (struct pgd_chain *c, const char *buf, size_t len, uint64_t off,
           /* copy on write: the parts of the cluster the request does not cover */
           const struct pgd_delta *l = &c->levels[map_level (c, v)];
           uint64_t src = map_cluster (c, v) * c->cb;
-          if (batch_flush (t, &b, err) < 0 || copy_lower (c, l, src, pos, co, err) < 0
+          if (batch_flush (c, &b, err) < 0 || copy_lower (c, l, src, pos, co, err) < 0
               || copy_lower (c, l, src + co + n, pos + co + n, c->cb - co - n, err) < 0)
             return -1;
           ncow++;
         }
-      else if (batch_add_zeros (t, &b, co, pos, err) < 0)
+      else if (batch_add_zeros (c, &b, co, pos, err) < 0)
         return -1;
-      if (batch_add (t, &b, buf + done, n, pos + co, err) < 0)
+      if (batch_add (c, &b, buf + done, n, pos + co, err) < 0)
         return -1;
-      if (!(n < c->cb && v != 0) && batch_add_zeros (t, &b, c->cb - co - n, pos + co + n, err) < 0)
+      if (!(n < c->cb && v != 0) && batch_add_zeros (c, &b, c->cb - co - n, pos + co + n, err) < 0)
         return -1;
       c->alloc_head++;
       vcs[nalloc] = vc;
@@ -724,7 +741,7 @@ write_alloc (struct pgd_chain *c, const char *buf, size_t len, uint64_t off,
       nalloc++;
       done += n;
     }
-  if (batch_flush (t, &b, err) < 0)
+  if (batch_flush (c, &b, err) < 0)
     return -1;
   /* the data is written: only now may the map (and later the BAT) point at it */
   for (unsigned i = 0; i < nalloc; i++)
@@ -760,7 +777,7 @@ pgd_chain_write (struct pgd_chain *c, const void *buf, size_t len, uint64_t off,
         {
           for (uint64_t k = 1; n < len && continues (c, v, map_get (c, vc + k), k); k++)
             n += c->cb < len - n ? c->cb : len - n;
-          if (pwrite_full (&c->levels[0], p, n, map_cluster (c, v) * c->cb + co, err) < 0)
+          if (pwrite_full (c, &c->levels[0], p, n, map_cluster (c, v) * c->cb + co, err) < 0)
             return -1;
           __atomic_store_n (&c->data_dirty, 1, __ATOMIC_RELEASE);
         }
@@ -831,10 +848,10 @@ static int
 write_bat_page (struct pgd_chain *c, uint32_t page, struct pgd_err *err)
 {
   struct pgd_delta *t = &c->levels[0];
-  uint32_t ent[BAT_ENTRIES_PER_PAGE];
+  uint32_t *ent = c->page;
   uint64_t first = (uint64_t) page * BAT_ENTRIES_PER_PAGE;
 
-  memset (ent, 0, sizeof ent);
+  memset (ent, 0, PGD_DELTA_BAT_PAGE);
   for (uint64_t i = 0; i < BAT_ENTRIES_PER_PAGE; i++)
     {
       uint64_t idx = first + i;
@@ -848,7 +865,7 @@ write_bat_page (struct pgd_chain *c, uint32_t page, struct pgd_err *err)
     }
   if (page == 0)
     memcpy (ent, t->hdr_raw, PGD_DELTA_HDR_SIZE);
-  if (pwrite_full (t, (const char *) ent, sizeof ent, first * 4, err) < 0)
+  if (pwrite_full (c, t, (const char *) ent, PGD_DELTA_BAT_PAGE, first * 4, err) < 0)
     return -1;
   stat_add (&c->st.bat_writes, 1);
   return 0;

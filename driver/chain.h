@@ -17,7 +17,8 @@ struct pgd_chain;
 
 enum
 {
-  PGD_CHAIN_RO = 1 << 0, /* every delta O_RDONLY, nothing marked in use */
+  PGD_CHAIN_RO = 1 << 0,       /* every delta O_RDONLY, nothing marked in use */
+  PGD_CHAIN_BUFFERED = 1 << 1, /* data through the page cache instead of O_DIRECT */
 };
 
 /* Counters for tests and diagnostics. */
@@ -28,6 +29,8 @@ struct pgd_chain_stats
   uint64_t unmaps;     /* top clusters dropped by discard */
   uint64_t flushes;    /* flushes that synced something */
   uint64_t bat_writes; /* BAT pages written */
+  uint64_t dio;        /* data reads and writes through O_DIRECT */
+  uint64_t buffered;   /* through the page cache (unaligned, or O_DIRECT unavailable) */
 };
 
 /* Take DD_PATH's lock file (flock LOCK_EX|LOCK_NB on DD_PATH.lck, created if missing)
@@ -49,7 +52,8 @@ int pgd_chain_top_in_use (const char *dd_path, bool *in_use, struct pgd_err *err
     __attribute__ ((warn_unused_result, nonnull (1, 2)));
 
 /* Open the chain described by DD_PATH while holding its lock: lower levels O_RDONLY,
-   the top read-write and marked in use (fsynced) unless FLAGS has PGD_CHAIN_RO.
+   the top read-write and marked in use (fsynced) unless FLAGS has PGD_CHAIN_RO. Data
+   I/O that is aligned goes through O_DIRECT unless FLAGS has PGD_CHAIN_BUFFERED.
    Refuses a delta left in use, and a shared (hard-linked) top read-write. */
 int pgd_chain_open (struct pgd_chain **out, const char *dd_path, unsigned flags,
                     struct pgd_err *err) __attribute__ ((warn_unused_result, nonnull (1, 2)));

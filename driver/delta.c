@@ -174,13 +174,34 @@ pgd_delta_read_header (const char *path, struct pgd_delta_hdr *h, struct pgd_err
   return pgd_delta_hdr_parse (raw, (uint64_t) st.st_size, path, h, err);
 }
 
+/* A second, O_DIRECT descriptor of the same open file (not the same path: it could have
+   been replaced), when the filesystem supports direct I/O. Data goes through it so the
+   server neither fills the page cache nor allocates page cache in its I/O path. */
+static void
+open_direct (struct pgd_delta *d, bool rw)
+{
+  char self[64];
+  struct statx sx;
+
+  if (statx (d->fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) < 0
+      || !(sx.stx_mask & STATX_DIOALIGN) || sx.stx_dio_offset_align == 0)
+    return;
+  snprintf (self, sizeof self, "/proc/self/fd/%d", d->fd);
+  d->dfd = open (self, (rw ? O_RDWR : O_RDONLY) | O_DIRECT | O_CLOEXEC);
+  if (d->dfd < 0)
+    return;
+  d->dio_mem_align = sx.stx_dio_mem_align ? sx.stx_dio_mem_align : 4096;
+  d->dio_off_align = sx.stx_dio_offset_align;
+}
+
 static int
-open_file (struct pgd_delta *d, const char *path, bool rw, struct pgd_err *err)
+open_file (struct pgd_delta *d, const char *path, bool rw, unsigned flags, struct pgd_err *err)
 {
   struct stat st;
 
   memset (d, 0, sizeof *d);
   d->fd = -1;
+  d->dfd = -1;
   d->path = strdup (path);
   if (d->path == NULL)
     return pgd_error (err, ENOMEM, "open %s", path);
@@ -199,6 +220,8 @@ open_file (struct pgd_delta *d, const char *path, bool rw, struct pgd_err *err)
     }
   d->writable = rw;
   d->file_size = (uint64_t) st.st_size;
+  if (!(flags & PGD_DELTA_BUFFERED))
+    open_direct (d, rw);
   return 0;
 }
 
@@ -207,7 +230,7 @@ pgd_delta_open (struct pgd_delta *d, const char *path, unsigned flags, struct pg
 {
   bool rw = flags & PGD_DELTA_RW;
 
-  if (open_file (d, path, rw, err) < 0)
+  if (open_file (d, path, rw, flags, err) < 0)
     return -1;
   if (pread_full (d->fd, d->hdr_raw, sizeof d->hdr_raw, 0, path, err) < 0
       || pgd_delta_hdr_parse (d->hdr_raw, d->file_size, path, &d->h, err) < 0)
@@ -229,12 +252,12 @@ fail:
 
 int
 pgd_delta_open_raw (struct pgd_delta *d, const char *path, uint32_t cluster_sectors,
-                    struct pgd_err *err)
+                    unsigned flags, struct pgd_err *err)
 {
   if (!cluster_sectors_valid (cluster_sectors))
     return pgd_error (err, EINVAL, "raw base %s: wrong cluster size (%u sectors)", path,
                       cluster_sectors);
-  if (open_file (d, path, false, err) < 0)
+  if (open_file (d, path, false, flags & PGD_DELTA_BUFFERED, err) < 0)
     return -1;
   d->raw = true;
   d->h.cluster_sectors = cluster_sectors;
@@ -248,9 +271,14 @@ pgd_delta_open_raw (struct pgd_delta *d, const char *path, uint32_t cluster_sect
 void
 pgd_delta_close (struct pgd_delta *d)
 {
+  if (d->path == NULL)
+    return; /* zeroed or closed */
   if (d->fd >= 0)
     close (d->fd);
+  if (d->dfd >= 0)
+    close (d->dfd);
   d->fd = -1;
+  d->dfd = -1;
   free (d->path);
   d->path = NULL;
 }

@@ -34,7 +34,10 @@ struct pgd_delta_hdr
 /* An open delta file. */
 struct pgd_delta
 {
-  int fd;
+  int fd;                          /* buffered: header, fallbacks */
+  int dfd;                         /* O_DIRECT on the same file, -1 if unavailable */
+  uint32_t dio_mem_align;          /* buffer alignment dfd needs */
+  uint32_t dio_off_align;          /* offset and length alignment dfd needs */
   bool writable;
   bool raw;                        /* raw base: no header, vc -> vc * cluster */
   char *path;
@@ -50,6 +53,7 @@ enum
 {
   PGD_DELTA_RW = 1 << 0,           /* open O_RDWR (refused when the delta is in use) */
   PGD_DELTA_ALLOW_IN_USE = 1 << 1, /* read-only inspection of a delta left in use */
+  PGD_DELTA_BUFFERED = 1 << 2,     /* no O_DIRECT descriptor */
 };
 
 /* Decode and validate the 64-byte header RAW of the delta NAME whose file has FILE_SIZE
@@ -67,12 +71,21 @@ int pgd_delta_read_header (const char *path, struct pgd_delta_hdr *h, struct pgd
 int pgd_delta_open (struct pgd_delta *d, const char *path, unsigned flags, struct pgd_err *err)
     __attribute__ ((warn_unused_result, nonnull (1, 2)));
 
-/* Open the raw base PATH read-only with clusters of CLUSTER_SECTORS sectors. */
+/* Open the raw base PATH read-only with clusters of CLUSTER_SECTORS sectors (FLAGS:
+   PGD_DELTA_BUFFERED or 0). */
 int pgd_delta_open_raw (struct pgd_delta *d, const char *path, uint32_t cluster_sectors,
-                        struct pgd_err *err) __attribute__ ((warn_unused_result, nonnull (1, 2)));
+                        unsigned flags, struct pgd_err *err) __attribute__ ((warn_unused_result, nonnull (1, 2)));
 
 /* Close D (no header change); safe on a zeroed or already closed struct. */
 void pgd_delta_close (struct pgd_delta *d);
+
+/* True when an I/O of LEN bytes at OFF from/to BUF may use D's O_DIRECT descriptor. */
+static inline bool
+pgd_delta_dio_ok (const struct pgd_delta *d, const void *buf, uint64_t len, uint64_t off)
+{
+  return d->dfd >= 0 && (uintptr_t) buf % d->dio_mem_align == 0 && len % d->dio_off_align == 0
+         && off % d->dio_off_align == 0;
+}
 
 /* Called for every mapped BAT entry: VC maps to file cluster CLUSTER. */
 typedef void (*pgd_delta_visit_fn) (void *ctx, uint32_t vc, uint64_t cluster);

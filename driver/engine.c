@@ -46,6 +46,9 @@
 #define DEFAULT_SRV_MAX_IO (256u * 1024)
 /* loop direct I/O on the FUSE file: no second page-cache copy, 2x faster (measured) */
 #define DEFAULT_LOOP_DIO true
+/* O_DIRECT on the deltas: no page cache allocated (or dirtied) in the server's I/O path,
+   so memory reclaim cannot make it wait on writeback that needs itself (PLOOP.md §6.4) */
+#define DEFAULT_DELTA_DIO true
 
 /* Fast mkfs; the kernel must then not zero inode tables behind our back
    (noinit_itable) or every layer would allocate clusters for them. */
@@ -300,6 +303,8 @@ spawn_server (const struct pgd_engine *e, const struct paths *p, bool ro, pid_t 
     argv[n++] = (char *) "--ro";
   if (e->fuse_dio)
     argv[n++] = (char *) "--fuse-direct-io";
+  if (!e->delta_dio)
+    argv[n++] = (char *) "--buffered-io";
   argv[n] = NULL;
   server_env (envp, sizeof envp / sizeof *envp);
 
@@ -706,6 +711,7 @@ pgd_engine_setup (struct pgd_engine *e, const char *name, const char *exe, struc
   e->srv_threads = DEFAULT_SRV_THREADS;
   e->srv_max_io = DEFAULT_SRV_MAX_IO;
   e->loop_dio = DEFAULT_LOOP_DIO;
+  e->delta_dio = DEFAULT_DELTA_DIO;
   e->fuse_dio = false;
   return 0;
 }

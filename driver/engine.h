@@ -25,6 +25,7 @@ struct pgd_engine
   /* user engine tuning, defaults from pgd_engine_setup */
   bool loop_dio;        /* loop device does direct I/O on the exported file */
   bool fuse_dio;        /* the exported file bypasses the FUSE page cache */
+  bool delta_dio;       /* the server reads and writes delta data with O_DIRECT */
   unsigned srv_threads; /* FUSE worker threads per image server */
   unsigned srv_max_io;  /* bytes per FUSE request (64 KiB .. 1 MiB) */
 };

@@ -42,6 +42,10 @@
 #define MAX_MAX_IO (1u << 20)          /* the kernel's default max_pages_limit */
 #define MIN_MAX_IO (64u * 1024)
 #define FUSE_MAX_PAGES_BUF ((256u + 1) * 4096) /* libfuse reads up to this before INIT */
+/* fuse_in_header + fuse_write_in precede a WRITE's data: receiving at this distance
+   before a page boundary puts the data on the boundary, ready for O_DIRECT */
+#define WRITE_HDR 80
+#define PAGE 4096
 #define THREAD_STACK (256 * 1024)
 #define OOM_SCORE_ADJ "-900" /* killing the server breaks a container's filesystem */
 
@@ -55,6 +59,7 @@ struct srv
   uint64_t size;
   bool ro;
   bool fuse_dio;
+  bool buffered;
   bool mlock;
   unsigned nthreads;
   size_t max_io;
@@ -388,7 +393,7 @@ struct worker
 {
   struct srv *s;
   pthread_t tid;
-  char *mem;
+  char *mem; /* page aligned; read replies are built at its start */
   size_t len;
   bool started;
 };
@@ -400,13 +405,14 @@ worker_main (void *arg)
   struct fuse_session *se = w->s->se;
   struct fuse_buf fbuf;
 
+  /* a request is parsed before its handler runs: a READ's reply may overwrite it */
   cur_buf = w->mem;
   cur_buf_len = w->len;
   while (!fuse_session_exited (se))
     {
       memset (&fbuf, 0, sizeof fbuf);
-      fbuf.mem = w->mem;
-      fbuf.size = w->len;
+      fbuf.mem = w->mem + PAGE - WRITE_HDR;
+      fbuf.size = FUSE_MAX_PAGES_BUF;
       int res = fuse_session_receive_buf (se, &fbuf);
       if (res == -EINTR || res == -EAGAIN)
         continue;
@@ -434,7 +440,7 @@ start_workers (struct srv *s, struct worker *w, struct pgd_err *err)
     {
       w[i].s = s;
       /* virtual size covers libfuse's pre-INIT read size; only touched pages count */
-      w[i].len = FUSE_MAX_PAGES_BUF;
+      w[i].len = PAGE + FUSE_MAX_PAGES_BUF;
       w[i].mem = mmap (NULL, w[i].len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
                        -1, 0);
       if (w[i].mem == MAP_FAILED)
@@ -553,7 +559,7 @@ usage (void)
 {
   fprintf (stderr, "usage: serve-image --dd DiskDescriptor.xml --mountpoint DIR [--ro] "
                    "[--ready-fd N] [--status FILE] [--threads N] [--max-io BYTES] "
-                   "[--fuse-direct-io] [--no-mlock]\n");
+                   "[--fuse-direct-io] [--buffered-io] [--no-mlock]\n");
 }
 
 static int
@@ -569,6 +575,7 @@ parse_args (struct srv *s, int *ready_fd, int argc, char **argv)
     { "max-io", required_argument, NULL, 'x' },
     { "fuse-direct-io", no_argument, NULL, 'D' },
     { "no-mlock", no_argument, NULL, 'L' },
+    { "buffered-io", no_argument, NULL, 'B' },
     { NULL, 0, NULL, 0 },
   };
   int o;
@@ -586,6 +593,7 @@ parse_args (struct srv *s, int *ready_fd, int argc, char **argv)
       case 'x': s->max_io = (size_t) strtoul (optarg, NULL, 0); break;
       case 'D': s->fuse_dio = true; break;
       case 'L': s->mlock = false; break;
+      case 'B': s->buffered = true; break;
       default: return -1;
       }
   if (s->dd == NULL || s->mountpoint == NULL || optind != argc)
@@ -619,7 +627,9 @@ pgd_imgsrv_main (int argc, char **argv)
   mallopt (M_ARENA_MAX, 1);
   ignore_signals ();
   harden_process (&s);
-  if (pgd_chain_open (&s.chain, s.dd, s.ro ? PGD_CHAIN_RO : 0, &err) < 0)
+  if (pgd_chain_open (&s.chain, s.dd,
+                      (s.ro ? PGD_CHAIN_RO : 0) | (s.buffered ? PGD_CHAIN_BUFFERED : 0), &err)
+      < 0)
     goto fail;
   s.size = pgd_chain_size (s.chain);
   malloc_trim (0); /* what parsing the DD with libploop/libxml2 left behind */
@@ -647,9 +657,11 @@ pgd_imgsrv_main (int argc, char **argv)
   struct pgd_chain_stats st;
   pgd_chain_get_stats (s.chain, &st);
   pgd_log (PGD_LOG_INFO, "%s: %llu clusters appended (%llu copied on write), %llu dropped, "
-           "%llu flushes, %llu BAT page writes", s.dd, (unsigned long long) st.allocs,
-           (unsigned long long) st.cows, (unsigned long long) st.unmaps,
-           (unsigned long long) st.flushes, (unsigned long long) st.bat_writes);
+           "%llu flushes, %llu BAT page writes, %llu direct and %llu buffered I/Os", s.dd,
+           (unsigned long long) st.allocs, (unsigned long long) st.cows,
+           (unsigned long long) st.unmaps, (unsigned long long) st.flushes,
+           (unsigned long long) st.bat_writes, (unsigned long long) st.dio,
+           (unsigned long long) st.buffered);
   rc = pgd_chain_close (s.chain, &err) < 0 ? 1 : 0;
   s.chain = NULL;
   if (rc != 0)

@@ -60,8 +60,10 @@ static void
 put (struct pgd_chain *c, uint64_t off, size_t len, unsigned seed)
 {
   struct pgd_err err = { 0 };
-  unsigned char *buf = malloc (len);
+  unsigned char *buf = NULL;
 
+  /* page-aligned memory: aligned requests take the O_DIRECT path */
+  cr_assert_eq (posix_memalign ((void **) &buf, 4096, len), 0);
   fx_pattern (buf, len, off, seed);
   cr_assert_eq (pgd_chain_write (c, buf, len, off, &err), 0, "write %llu+%zu: %s",
                 (unsigned long long) off, len, err.msg);
@@ -77,14 +79,15 @@ zero (struct pgd_chain *c, uint64_t off, uint64_t len)
   memset (model + off, 0, len);
 }
 
-/* The whole disk read through C (odd-sized chunks) equals the model. */
+/* The whole disk read through C equals the model: odd-sized chunks (buffered I/O), then
+   aligned ones (direct I/O). */
 static void
-verify (struct pgd_chain *c, const char *when)
+verify_chunks (struct pgd_chain *c, const char *when, size_t chunk)
 {
-  const size_t chunk = (1 << 20) + 4567;
-  unsigned char *buf = malloc (chunk);
+  unsigned char *buf = NULL;
   struct pgd_err err = { 0 };
 
+  cr_assert_eq (posix_memalign ((void **) &buf, 4096, chunk), 0);
   cr_assert_eq (pgd_chain_size (c), DISK);
   for (uint64_t off = 0; off < DISK; off += chunk)
     {
@@ -100,6 +103,13 @@ verify (struct pgd_chain *c, const char *when)
         }
     }
   free (buf);
+}
+
+static void
+verify (struct pgd_chain *c, const char *when)
+{
+  verify_chunks (c, when, (1 << 20) + 4567);
+  verify_chunks (c, when, 1 << 20);
 }
 
 static void
@@ -128,6 +138,12 @@ random_writes (struct pgd_chain *c, unsigned n, uint64_t cb, unsigned seed)
         off -= off % cb; /* cluster aligned */
       if (rnd () % 4 == 0)
         len = cb;
+      if (rnd () % 2 == 0)
+        {
+          /* sector/page aligned, as a loop device sends them */
+          off -= off % 4096;
+          len = (len + 4095) / 4096 * 4096;
+        }
       if (off + len > DISK)
         len = DISK - off;
       put (c, off, len, seed + i);
@@ -177,6 +193,8 @@ three_levels (unsigned cluster_sectors)
   verify (c, "level 3");
   pgd_chain_get_stats (c, &st);
   cr_expect_gt (st.unmaps, 0);
+  cr_expect_gt (st.dio, 0, "no direct I/O");
+  cr_expect_gt (st.buffered, 0, "no buffered fallback");
   close_chain (c);
 
   /* read-only, after a clean close, and through the checkers */

@@ -30,6 +30,9 @@ engine_for_tests (struct pgd_engine *e)
   if (access (exe, X_OK) != 0 && realpath ("/proc/self/exe", exe) == NULL)
     cr_assert_fail ("no binary to serve images");
   cr_assert_eq (pgd_engine_setup (e, "user", exe, &err), 0, "%s", err.msg);
+  /* to show what the buffered server does under the same tests */
+  if (getenv ("PGD_TEST_DELTA_BUFFERED"))
+    e->delta_dio = false;
 }
 
 /* Remove every trace of ROOT: mounts, loop devices, processes, files. */
@@ -38,6 +41,11 @@ cleanup_root (void)
 {
   if (root[0] == '\0')
     return;
+  /* a server stuck in the kernel would keep everything busy: abort its FUSE connection */
+  fx_sh ("grep -F ' %s' /proc/self/mountinfo | awk '$9 ~ /^fuse/ {print $3}' | "
+         "while IFS=: read maj min; do echo 1 > /sys/fs/fuse/connections/$min/abort; done "
+         "2>/dev/null; true",
+         root);
   for (int pass = 0; pass < 2; pass++)
     {
       fx_sh ("grep -F ' %s' /proc/self/mountinfo | awk '{print $5}' | sort -r | "
@@ -52,6 +60,8 @@ cleanup_root (void)
          "{ tr '\\0' ' ' < $p/cmdline; } 2>/dev/null | grep -qF -- '%s/' && kill -9 ${p#/proc/}; "
          "done; true",
          root);
+  /* a memory cgroup a test made (its processes are gone by now) */
+  fx_sh ("[ -f '%s/memcg' ] && rmdir \"$(cat '%s/memcg')\" 2>/dev/null; true", root, root);
   if (getenv ("PGD_TEST_KEEP") == NULL)
     fx_sh ("rm -rf '%s'", root);
 }
@@ -514,6 +524,62 @@ Test (engine, kill_server_during_write_then_repair)
   fx_check_deltas (img);
   cr_expect_eq (fx_sh ("cd '%s' && " FX_PLOOP_ENV "ploop check " FX_DD " >/dev/null 2>&1", img),
                 0);
+}
+
+/* A v1 memory cgroup limited to LIMIT bytes below our own, or false when there is none. */
+static bool
+make_memcg (char *cg, size_t len, unsigned long long limit)
+{
+  char self[PATH_MAX] = "", line[PATH_MAX];
+  FILE *f = fopen ("/proc/self/cgroup", "r");
+
+  if (f == NULL)
+    return false;
+  while (fgets (line, sizeof line, f))
+    if (sscanf (line, "%*d:memory:%4095s", self) == 1)
+      break;
+  fclose (f);
+  if (self[0] == '\0')
+    return false;
+  snprintf (cg, len, "/sys/fs/cgroup/memory%s/pgd-test.%d", strcmp (self, "/") ? self : "",
+            (int) getpid ());
+  if (mkdir (cg, 0755) < 0)
+    return false;
+  return fx_sh ("echo %llu > '%s/memory.limit_in_bytes'", limit, cg) == 0;
+}
+
+/* PLOOP.md §6.4: the server shares a small memory cgroup with a large fsync'ed writer,
+   an fsync-heavy writer and a page-cache hog. Before the server used O_DIRECT this hung
+   for good (reclaim in the server waited on writeback that needed the server). */
+Test (engine, memory_pressure_in_small_memcg)
+{
+  char cg[PATH_MAX];
+  long pid;
+
+  if (!make_memcg (cg, sizeof cg, 64ULL << 20))
+    cr_skip_test ("no writable v1 memory cgroup");
+  fx_sh ("echo '%s' > '%s/memcg'", cg, root); /* for the fini sweep */
+  fx_create_image (img, 8ULL << 30, 2048);
+  do_mount (img, run, mnt, PGD_MOUNT_MKFS);
+  pid = server_pid (run);
+  cr_assert_eq (fx_sh ("head -c 1G /dev/zero > '%s/hog' && echo 3 > /proc/sys/vm/drop_caches",
+                       root),
+                0);
+  cr_assert_eq (fx_sh ("echo %ld > '%s/cgroup.procs'", pid, cg), 0);
+  cr_expect_eq (fx_sh ("sh -c 'echo $$ > %s/cgroup.procs; "
+                       "dd if=/dev/zero of=%s/big bs=1M count=1536 conv=fsync 2>/dev/null & "
+                       "for i in $(seq 1 500); do head -c 4096 /dev/zero > %s/s$((i %% 20)); "
+                       "sync %s/s$((i %% 20)); done & "
+                       "cat %s/hog %s/hog > /dev/null & wait'",
+                       cg, mnt, mnt, mnt, root, root),
+                0);
+  cr_expect_eq (fx_sh ("[ $(stat -c %%s '%s/big') -eq $((1536 << 20)) ]", mnt), 0);
+  /* back to where it came from, so that the cgroup can go */
+  fx_sh ("echo %ld > '%s/../cgroup.procs'", pid, cg);
+  do_umount (img, run, mnt);
+  expect_nothing_left (run, mnt, pid);
+  rmdir (cg);
+  fx_check_deltas (img);
 }
 
 int

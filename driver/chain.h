@@ -76,8 +76,8 @@ void pgd_chain_get_stats (const struct pgd_chain *c, struct pgd_chain_stats *s)
 
 /* Read LEN bytes at virtual offset OFF into BUF; the range must lie inside the disk.
    Unmapped clusters read as zeros. Thread-safe. */
-int pgd_chain_read (struct pgd_chain *c, void *buf, size_t len, uint64_t off,
-                    struct pgd_err *err) __attribute__ ((warn_unused_result, nonnull (1, 2)));
+int pgd_chain_read (struct pgd_chain *c, void *buf, size_t len, uint64_t off, struct pgd_err *err)
+    __attribute__ ((warn_unused_result, nonnull (1, 2)));
 
 /* Write LEN bytes from BUF at OFF into the top (copy on write of whole clusters).
    EROFS on a read-only chain, ENOSPC past the virtual size or the delta's limits.
@@ -102,8 +102,7 @@ int pgd_chain_seek (struct pgd_chain *c, uint64_t off, bool data, uint64_t *out,
 
 /* Flush, clear the in-use flag (CIF_Empty fixed) with fsync, release the lock and free C.
    C is freed even on error. */
-int pgd_chain_close (struct pgd_chain *c, struct pgd_err *err)
-    __attribute__ ((warn_unused_result));
+int pgd_chain_close (struct pgd_chain *c, struct pgd_err *err) __attribute__ ((warn_unused_result));
 
 /* Free C without flushing or clearing in-use, as a crash would leave it (tests). */
 void pgd_chain_abandon (struct pgd_chain *c);

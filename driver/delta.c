@@ -69,8 +69,8 @@ cluster_sectors_valid (uint32_t s)
 }
 
 int
-pgd_delta_hdr_parse (const void *raw, uint64_t file_size, const char *name,
-                     struct pgd_delta_hdr *h, struct pgd_err *err)
+pgd_delta_hdr_parse (const void *raw, uint64_t file_size, const char *name, struct pgd_delta_hdr *h,
+                     struct pgd_err *err)
 {
   const unsigned char *p = raw;
 
@@ -92,26 +92,29 @@ pgd_delta_hdr_parse (const void *raw, uint64_t file_size, const char *name,
     return pgd_error (err, EINVAL, "delta %s: wrong first block offset %u", name,
                       h->first_block_sectors);
   h->bat_entries = get32 (p, OFF_SIZE);
-  if (PGD_DELTA_HDR_SIZE + 4 * (uint64_t) h->bat_entries
-      > (uint64_t) h->first_block_sectors * PGD_SECTOR_SIZE)
-    return pgd_error (err, EINVAL, "delta %s: BAT of %u entries does not fit before the "
-                      "first block at sector %u", name, h->bat_entries,
-                      h->first_block_sectors);
+  if (PGD_DELTA_HDR_SIZE + 4 * (uint64_t)h->bat_entries
+      > (uint64_t)h->first_block_sectors * PGD_SECTOR_SIZE)
+    return pgd_error (err, EINVAL,
+                      "delta %s: BAT of %u entries does not fit before the "
+                      "first block at sector %u",
+                      name, h->bat_entries, h->first_block_sectors);
   if (h->version == 1 && get32 (p, OFF_SIZE_SECTORS + 4) != 0)
     return pgd_error (err, EINVAL, "delta %s: v1 size field has high bits set", name);
   h->size_sectors = h->version == 1 ? get32 (p, OFF_SIZE_SECTORS) : get64 (p, OFF_SIZE_SECTORS);
-  if (h->size_sectors == 0
-      || (uint64_t) h->bat_entries * h->cluster_sectors < h->size_sectors)
-    return pgd_error (err, EINVAL, "delta %s: size of %llu sectors does not match a BAT of "
-                      "%u entries", name, (unsigned long long) h->size_sectors,
-                      h->bat_entries);
+  if (h->size_sectors == 0 || (uint64_t)h->bat_entries * h->cluster_sectors < h->size_sectors)
+    return pgd_error (err, EINVAL,
+                      "delta %s: size of %llu sectors does not match a BAT of "
+                      "%u entries",
+                      name, (unsigned long long)h->size_sectors, h->bat_entries);
   h->in_use = get32 (p, OFF_IN_USE);
   h->flags = get32 (p, OFF_FLAGS);
   if (h->flags & PGD_DELTA_CIF_CONVERT)
     return pgd_error (err, EINVAL, "delta %s: a format conversion is in progress", name);
-  if (file_size < (uint64_t) h->first_block_sectors * PGD_SECTOR_SIZE)
-    return pgd_error (err, EINVAL, "delta %s: file of %llu bytes is shorter than its "
-                      "header", name, (unsigned long long) file_size);
+  if (file_size < (uint64_t)h->first_block_sectors * PGD_SECTOR_SIZE)
+    return pgd_error (err, EINVAL,
+                      "delta %s: file of %llu bytes is shorter than its "
+                      "header",
+                      name, (unsigned long long)file_size);
   return 0;
 }
 
@@ -124,13 +127,13 @@ pgd_delta_hdr_encode (const struct pgd_delta_hdr *h, void *raw)
   memcpy (p + OFF_SIG, h->version == 2 ? SIG_V2 : SIG_V1, 16);
   put32 (p, OFF_TYPE, PVD_TYPE);
   put32 (p, OFF_HEADS, 16);
-  put32 (p, OFF_CYLINDERS, (uint32_t) (h->size_sectors / (16 * 63)));
+  put32 (p, OFF_CYLINDERS, (uint32_t)(h->size_sectors / (16 * 63)));
   put32 (p, OFF_SECTORS, h->cluster_sectors);
   put32 (p, OFF_SIZE, h->bat_entries);
   if (h->version == 2)
     put64 (p, OFF_SIZE_SECTORS, h->size_sectors);
   else
-    put32 (p, OFF_SIZE_SECTORS, (uint32_t) h->size_sectors);
+    put32 (p, OFF_SIZE_SECTORS, (uint32_t)h->size_sectors);
   put32 (p, OFF_IN_USE, h->in_use);
   put32 (p, OFF_FIRST_BLOCK, h->first_block_sectors);
   put32 (p, OFF_FLAGS, h->flags);
@@ -143,14 +146,14 @@ pread_full (int fd, void *buf, size_t len, uint64_t off, const char *name, struc
 
   while (len > 0)
     {
-      ssize_t n = pread (fd, p, len, (off_t) off);
+      ssize_t n = pread (fd, p, len, (off_t)off);
       if (n < 0 && errno == EINTR)
         continue;
       if (n < 0)
-        return pgd_error (err, errno, "read %s at %llu", name, (unsigned long long) off);
+        return pgd_error (err, errno, "read %s at %llu", name, (unsigned long long)off);
       if (n == 0)
         return pgd_error (err, EIO, "read %s at %llu: unexpected end of file", name,
-                          (unsigned long long) off);
+                          (unsigned long long)off);
       p += n;
       len -= n;
       off += n;
@@ -171,7 +174,7 @@ pgd_delta_read_header (const char *path, struct pgd_delta_hdr *h, struct pgd_err
     return pgd_error (err, errno, "stat %s", path);
   if (pread_full (fd, raw, sizeof raw, 0, path, err) < 0)
     return -1;
-  return pgd_delta_hdr_parse (raw, (uint64_t) st.st_size, path, h, err);
+  return pgd_delta_hdr_parse (raw, (uint64_t)st.st_size, path, h, err);
 }
 
 /* A second, O_DIRECT descriptor of the same open file (not the same path: it could have
@@ -183,8 +186,8 @@ open_direct (struct pgd_delta *d, bool rw)
   char self[64];
   struct statx sx;
 
-  if (statx (d->fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) < 0
-      || !(sx.stx_mask & STATX_DIOALIGN) || sx.stx_dio_offset_align == 0)
+  if (statx (d->fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) < 0 || !(sx.stx_mask & STATX_DIOALIGN)
+      || sx.stx_dio_offset_align == 0)
     return;
   snprintf (self, sizeof self, "/proc/self/fd/%d", d->fd);
   d->dfd = open (self, (rw ? O_RDWR : O_RDONLY) | O_DIRECT | O_CLOEXEC);
@@ -219,7 +222,7 @@ open_file (struct pgd_delta *d, const char *path, bool rw, unsigned flags, struc
       return -1;
     }
   d->writable = rw;
-  d->file_size = (uint64_t) st.st_size;
+  d->file_size = (uint64_t)st.st_size;
   if (!(flags & PGD_DELTA_BUFFERED))
     open_direct (d, rw);
   return 0;
@@ -240,7 +243,7 @@ pgd_delta_open (struct pgd_delta *d, const char *path, unsigned flags, struct pg
       pgd_error (err, EBUSY, "delta %s is in use (not closed cleanly; check it first)", path);
       goto fail;
     }
-  d->cluster_bytes = (uint64_t) d->h.cluster_sectors * PGD_SECTOR_SIZE;
+  d->cluster_bytes = (uint64_t)d->h.cluster_sectors * PGD_SECTOR_SIZE;
   d->header_clusters = d->h.first_block_sectors / d->h.cluster_sectors;
   d->file_clusters = d->file_size / d->cluster_bytes;
   return 0;
@@ -251,8 +254,8 @@ fail:
 }
 
 int
-pgd_delta_open_raw (struct pgd_delta *d, const char *path, uint32_t cluster_sectors,
-                    unsigned flags, struct pgd_err *err)
+pgd_delta_open_raw (struct pgd_delta *d, const char *path, uint32_t cluster_sectors, unsigned flags,
+                    struct pgd_err *err)
 {
   if (!cluster_sectors_valid (cluster_sectors))
     return pgd_error (err, EINVAL, "raw base %s: wrong cluster size (%u sectors)", path,
@@ -261,10 +264,10 @@ pgd_delta_open_raw (struct pgd_delta *d, const char *path, uint32_t cluster_sect
     return -1;
   d->raw = true;
   d->h.cluster_sectors = cluster_sectors;
-  d->cluster_bytes = (uint64_t) cluster_sectors * PGD_SECTOR_SIZE;
+  d->cluster_bytes = (uint64_t)cluster_sectors * PGD_SECTOR_SIZE;
   d->h.size_sectors = d->file_size / PGD_SECTOR_SIZE;
   d->file_clusters = (d->file_size + d->cluster_bytes - 1) / d->cluster_bytes;
-  d->h.bat_entries = d->file_clusters > UINT32_MAX ? UINT32_MAX : (uint32_t) d->file_clusters;
+  d->h.bat_entries = d->file_clusters > UINT32_MAX ? UINT32_MAX : (uint32_t)d->file_clusters;
   return 0;
 }
 
@@ -286,7 +289,7 @@ pgd_delta_close (struct pgd_delta *d)
 uint32_t
 pgd_delta_entry_for (const struct pgd_delta *d, uint64_t cluster)
 {
-  return d->h.version == 2 ? (uint32_t) cluster : (uint32_t) (cluster * d->h.cluster_sectors);
+  return d->h.version == 2 ? (uint32_t)cluster : (uint32_t)(cluster * d->h.cluster_sectors);
 }
 
 uint64_t
@@ -299,7 +302,7 @@ static int
 scan_raw (const struct pgd_delta *d, pgd_delta_visit_fn visit, void *ctx)
 {
   for (uint64_t vc = 0; vc < d->h.bat_entries; vc++)
-    visit (ctx, (uint32_t) vc, vc);
+    visit (ctx, (uint32_t)vc, vc);
   return 0;
 }
 
@@ -329,21 +332,24 @@ pgd_delta_scan_bat (const struct pgd_delta *d, pgd_delta_visit_fn visit, void *c
           if (e == 0)
             continue;
           if (d->h.version == 1 && e % d->h.cluster_sectors != 0)
-            return pgd_error (err, EUCLEAN, "delta %s: BAT entry %llu (%u) is not cluster "
-                              "aligned", d->path, (unsigned long long) vc, e);
+            return pgd_error (err, EUCLEAN,
+                              "delta %s: BAT entry %llu (%u) is not cluster "
+                              "aligned",
+                              d->path, (unsigned long long)vc, e);
           cl = d->h.version == 1 ? e / d->h.cluster_sectors : e;
           if (cl < d->header_clusters)
             return pgd_error (err, EUCLEAN, "delta %s: BAT entry %llu points into the header",
-                              d->path, (unsigned long long) vc);
+                              d->path, (unsigned long long)vc);
           if (cl >= d->file_clusters)
-            return pgd_error (err, EUCLEAN, "delta %s: data cluster %llu of entry %llu is "
-                              "beyond the end of the file", d->path,
-                              (unsigned long long) cl, (unsigned long long) vc);
+            return pgd_error (err, EUCLEAN,
+                              "delta %s: data cluster %llu of entry %llu is "
+                              "beyond the end of the file",
+                              d->path, (unsigned long long)cl, (unsigned long long)vc);
           if (used[cl / 8] & (1u << (cl % 8)))
             return pgd_error (err, EUCLEAN, "delta %s: cluster %llu is used more than once",
-                              d->path, (unsigned long long) cl);
+                              d->path, (unsigned long long)cl);
           used[cl / 8] |= 1u << (cl % 8);
-          visit (ctx, (uint32_t) vc, cl);
+          visit (ctx, (uint32_t)vc, cl);
         }
     }
   return 0;
@@ -359,15 +365,14 @@ pgd_delta_hdr_set (struct pgd_delta *d, uint32_t in_use, uint32_t flags)
 }
 
 int
-pgd_delta_write_header (struct pgd_delta *d, uint32_t in_use, uint32_t flags,
-                        struct pgd_err *err)
+pgd_delta_write_header (struct pgd_delta *d, uint32_t in_use, uint32_t flags, struct pgd_err *err)
 {
   if (!d->writable || d->raw)
     return pgd_error (err, EROFS, "delta %s: header update on a read-only delta", d->path);
   pgd_delta_hdr_set (d, in_use, flags);
   for (size_t done = 0; done < sizeof d->hdr_raw;)
     {
-      ssize_t n = pwrite (d->fd, d->hdr_raw + done, sizeof d->hdr_raw - done, (off_t) done);
+      ssize_t n = pwrite (d->fd, d->hdr_raw + done, sizeof d->hdr_raw - done, (off_t)done);
       if (n < 0 && errno == EINTR)
         continue;
       if (n < 0)

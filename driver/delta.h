@@ -34,19 +34,19 @@ struct pgd_delta_hdr
 /* An open delta file. */
 struct pgd_delta
 {
-  int fd;                          /* buffered: header, fallbacks */
-  int dfd;                         /* O_DIRECT on the same file, -1 if unavailable */
-  uint32_t dio_mem_align;          /* buffer alignment dfd needs */
-  uint32_t dio_off_align;          /* offset and length alignment dfd needs */
+  int fd;                 /* buffered: header, fallbacks */
+  int dfd;                /* O_DIRECT on the same file, -1 if unavailable */
+  uint32_t dio_mem_align; /* buffer alignment dfd needs */
+  uint32_t dio_off_align; /* offset and length alignment dfd needs */
   bool writable;
-  bool raw;                        /* raw base: no header, vc -> vc * cluster */
+  bool raw; /* raw base: no header, vc -> vc * cluster */
   char *path;
-  struct pgd_delta_hdr h;          /* raw base: only cluster_sectors and size are set */
+  struct pgd_delta_hdr h;                    /* raw base: only cluster_sectors and size are set */
   unsigned char hdr_raw[PGD_DELTA_HDR_SIZE]; /* on-disk header, rewritten on flag changes */
   uint64_t cluster_bytes;
-  uint64_t header_clusters;        /* clusters taken by header + BAT */
-  uint64_t file_size;              /* at open */
-  uint64_t file_clusters;          /* floor (file_size / cluster_bytes) at open */
+  uint64_t header_clusters; /* clusters taken by header + BAT */
+  uint64_t file_size;       /* at open */
+  uint64_t file_clusters;   /* floor (file_size / cluster_bytes) at open */
 };
 
 enum
@@ -74,7 +74,8 @@ int pgd_delta_open (struct pgd_delta *d, const char *path, unsigned flags, struc
 /* Open the raw base PATH read-only with clusters of CLUSTER_SECTORS sectors (FLAGS:
    PGD_DELTA_BUFFERED or 0). */
 int pgd_delta_open_raw (struct pgd_delta *d, const char *path, uint32_t cluster_sectors,
-                        unsigned flags, struct pgd_err *err) __attribute__ ((warn_unused_result, nonnull (1, 2)));
+                        unsigned flags, struct pgd_err *err)
+    __attribute__ ((warn_unused_result, nonnull (1, 2)));
 
 /* Close D (no header change); safe on a zeroed or already closed struct. */
 void pgd_delta_close (struct pgd_delta *d);
@@ -83,7 +84,7 @@ void pgd_delta_close (struct pgd_delta *d);
 static inline bool
 pgd_delta_dio_ok (const struct pgd_delta *d, const void *buf, uint64_t len, uint64_t off)
 {
-  return d->dfd >= 0 && (uintptr_t) buf % d->dio_mem_align == 0 && len % d->dio_off_align == 0
+  return d->dfd >= 0 && (uintptr_t)buf % d->dio_mem_align == 0 && len % d->dio_off_align == 0
          && off % d->dio_off_align == 0;
 }
 

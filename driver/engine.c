@@ -81,7 +81,7 @@ struct paths
 static void
 sleep_ms (unsigned ms)
 {
-  struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long) (ms % 1000) * 1000000L };
+  struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
   while (nanosleep (&ts, &ts) < 0 && errno == EINTR)
     ;
 }
@@ -89,7 +89,7 @@ sleep_ms (unsigned ms)
 static unsigned
 elapsed_ms (uint64_t since)
 {
-  return (unsigned) ((pgd_now_ns () - since) / 1000000ULL);
+  return (unsigned)((pgd_now_ns () - since) / 1000000ULL);
 }
 
 /* RUN_DIR must exist; it is resolved so that paths match what sysfs shows. */
@@ -98,13 +98,13 @@ make_paths (struct paths *p, const char *image_dir, const char *run_dir, struct 
 {
   if (realpath (run_dir, p->run) == NULL)
     return pgd_error (err, errno, "run directory %s", run_dir);
-  if (snprintf (p->dd, sizeof p->dd, "%s/%s", image_dir, PGD_IMAGE_DD) >= (int) sizeof p->dd
-      || snprintf (p->fuse, sizeof p->fuse, "%s/%s", p->run, FUSE_SUBDIR) >= (int) sizeof p->fuse
-      || snprintf (p->disk, sizeof p->disk, "%s/%s", p->fuse, DISK_FILE) >= (int) sizeof p->disk
-      || snprintf (p->pid, sizeof p->pid, "%s/%s", p->run, PID_FILE) >= (int) sizeof p->pid
+  if (snprintf (p->dd, sizeof p->dd, "%s/%s", image_dir, PGD_IMAGE_DD) >= (int)sizeof p->dd
+      || snprintf (p->fuse, sizeof p->fuse, "%s/%s", p->run, FUSE_SUBDIR) >= (int)sizeof p->fuse
+      || snprintf (p->disk, sizeof p->disk, "%s/%s", p->fuse, DISK_FILE) >= (int)sizeof p->disk
+      || snprintf (p->pid, sizeof p->pid, "%s/%s", p->run, PID_FILE) >= (int)sizeof p->pid
       || snprintf (p->status, sizeof p->status, "%s/%s", p->run, STATUS_FILE)
-             >= (int) sizeof p->status
-      || snprintf (p->log, sizeof p->log, "%s/%s", p->run, LOG_FILE) >= (int) sizeof p->log)
+             >= (int)sizeof p->status
+      || snprintf (p->log, sizeof p->log, "%s/%s", p->run, LOG_FILE) >= (int)sizeof p->log)
     return pgd_error (err, ENAMETOOLONG, "paths for %s", run_dir);
   return 0;
 }
@@ -120,7 +120,7 @@ proc_starttime (pid_t pid)
   unsigned long long st = 0;
   char *p;
 
-  snprintf (path, sizeof path, "/proc/%ld/stat", (long) pid);
+  snprintf (path, sizeof path, "/proc/%ld/stat", (long)pid);
   if (pgd_read_file (path, &data, NULL, NULL) < 0)
     return 0;
   p = strrchr (data, ')');
@@ -138,8 +138,8 @@ static int
 write_pid_file (const struct paths *p, pid_t pid, struct pgd_err *err)
 {
   char line[64];
-  int n = snprintf (line, sizeof line, "%ld %llu\n", (long) pid, proc_starttime (pid));
-  return pgd_write_file_atomic (p->pid, line, (size_t) n, err);
+  int n = snprintf (line, sizeof line, "%ld %llu\n", (long)pid, proc_starttime (pid));
+  return pgd_write_file_atomic (p->pid, line, (size_t)n, err);
 }
 
 /* The server recorded in the pid file, if that very process still runs. */
@@ -153,7 +153,7 @@ read_server (const struct paths *p, pid_t *pid, unsigned long long *start)
     return false;
   if (sscanf (data, "%ld %llu", &v, start) != 2 || v <= 0)
     return false;
-  *pid = (pid_t) v;
+  *pid = (pid_t)v;
   return true;
 }
 
@@ -177,9 +177,9 @@ wait_server_exit (const struct paths *p, struct pgd_err *err)
 
   if (!read_server (p, &pid, &start))
     return 0;
-  pfd.fd = (int) syscall (SYS_pidfd_open, pid, 0);
+  pfd.fd = (int)syscall (SYS_pidfd_open, pid, 0);
   if (pfd.fd < 0)
-    return errno == ESRCH ? 0 : pgd_error (err, errno, "pidfd of server %ld", (long) pid);
+    return errno == ESRCH ? 0 : pgd_error (err, errno, "pidfd of server %ld", (long)pid);
   /* the pidfd pins the process: check it is still ours */
   if (proc_starttime (pid) != start)
     {
@@ -192,9 +192,9 @@ wait_server_exit (const struct paths *p, struct pgd_err *err)
   while (rc < 0 && errno == EINTR);
   close (pfd.fd);
   if (rc == 0)
-    return pgd_error (err, ETIMEDOUT, "image server %ld for %s did not exit", (long) pid, p->dd);
+    return pgd_error (err, ETIMEDOUT, "image server %ld for %s did not exit", (long)pid, p->dd);
   if (rc < 0)
-    return pgd_error (err, errno, "wait for image server %ld", (long) pid);
+    return pgd_error (err, errno, "wait for image server %ld", (long)pid);
   return 0;
 }
 
@@ -212,7 +212,7 @@ server_env (char **envp, size_t max)
     if (strncmp (*e, "PATH=", 5) == 0 || strncmp (*e, "PGD_", 4) == 0)
       envp[n++] = *e;
   if (n == 0 || strncmp (envp[0], "PATH=", 5) != 0)
-    envp[n++] = (char *) "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
+    envp[n++] = (char *)"PATH=/usr/sbin:/usr/bin:/sbin:/bin";
   envp[n] = NULL;
 }
 
@@ -225,8 +225,8 @@ exec_server (const char *exe, char **argv, char **envp, int devnull, int log_fd,
   int out = fcntl (log_fd, F_DUPFD_CLOEXEC, 10);
   int rdy = fcntl (ready_fd, F_DUPFD_CLOEXEC, 10);
 
-  if (in < 0 || out < 0 || rdy < 0 || dup2 (in, 0) < 0 || dup2 (out, 1) < 0
-      || dup2 (out, 2) < 0 || dup2 (rdy, READY_FD) < 0)
+  if (in < 0 || out < 0 || rdy < 0 || dup2 (in, 0) < 0 || dup2 (out, 1) < 0 || dup2 (out, 2) < 0
+      || dup2 (rdy, READY_FD) < 0)
     _exit (126);
   syscall (SYS_close_range, READY_FD + 1, ~0U, 0);
   sigemptyset (&all);
@@ -256,20 +256,20 @@ await_ready (int fd, const struct paths *p, pid_t *pid, struct pgd_err *err)
       ssize_t n = read (fd, line + used, sizeof line - 1 - used);
       if (n < 0 && errno == EINTR)
         continue;
-      if (n <= 0 || (used += (size_t) n) >= sizeof line - 1 || memchr (line, '\n', used))
+      if (n <= 0 || (used += (size_t)n) >= sizeof line - 1 || memchr (line, '\n', used))
         break;
     }
   line[used] = '\0';
   line[strcspn (line, "\n")] = '\0';
   if (sscanf (line, "READY %ld", &v) == 1 && v > 0)
     {
-      *pid = (pid_t) v;
+      *pid = (pid_t)v;
       return 0;
     }
   if (strncmp (line, "ERROR ", 6) == 0)
     return pgd_error (err, EIO, "image server: %s", line + 6);
-  return pgd_error (err, EIO, "image server for %s exited before it was ready (see %s)",
-                    p->dd, p->log);
+  return pgd_error (err, EIO, "image server for %s exited before it was ready (see %s)", p->dd,
+                    p->log);
 }
 
 static int
@@ -285,26 +285,26 @@ spawn_server (const struct pgd_engine *e, const struct paths *p, bool ro, pid_t 
   snprintf (threads, sizeof threads, "%u", e->srv_threads);
   snprintf (maxio, sizeof maxio, "%u", e->srv_max_io);
   snprintf (rfd, sizeof rfd, "%d", READY_FD);
-  argv[n++] = (char *) "ploop-graphdriver";
-  argv[n++] = (char *) "serve-image";
-  argv[n++] = (char *) "--dd";
-  argv[n++] = (char *) p->dd;
-  argv[n++] = (char *) "--mountpoint";
-  argv[n++] = (char *) p->fuse;
-  argv[n++] = (char *) "--status";
-  argv[n++] = (char *) p->status;
-  argv[n++] = (char *) "--ready-fd";
+  argv[n++] = (char *)"ploop-graphdriver";
+  argv[n++] = (char *)"serve-image";
+  argv[n++] = (char *)"--dd";
+  argv[n++] = (char *)p->dd;
+  argv[n++] = (char *)"--mountpoint";
+  argv[n++] = (char *)p->fuse;
+  argv[n++] = (char *)"--status";
+  argv[n++] = (char *)p->status;
+  argv[n++] = (char *)"--ready-fd";
   argv[n++] = rfd;
-  argv[n++] = (char *) "--threads";
+  argv[n++] = (char *)"--threads";
   argv[n++] = threads;
-  argv[n++] = (char *) "--max-io";
+  argv[n++] = (char *)"--max-io";
   argv[n++] = maxio;
   if (ro)
-    argv[n++] = (char *) "--ro";
+    argv[n++] = (char *)"--ro";
   if (e->fuse_dio)
-    argv[n++] = (char *) "--fuse-direct-io";
+    argv[n++] = (char *)"--fuse-direct-io";
   if (!e->delta_dio)
-    argv[n++] = (char *) "--buffered-io";
+    argv[n++] = (char *)"--buffered-io";
   argv[n] = NULL;
   server_env (envp, sizeof envp / sizeof *envp);
 
@@ -348,7 +348,7 @@ spawn_server (const struct pgd_engine *e, const struct paths *p, bool ro, pid_t 
 static int
 umount_retry (const char *path, unsigned timeout_ms, struct pgd_err *err)
 {
-  uint64_t deadline = pgd_now_ns () + (uint64_t) timeout_ms * 1000000ULL;
+  uint64_t deadline = pgd_now_ns () + (uint64_t)timeout_ms * 1000000ULL;
   unsigned nap = 1;
 
   while (umount2 (path, 0) < 0)
@@ -372,7 +372,7 @@ stop_fuse (const struct paths *p, struct pgd_err *err)
     return 0;
   if (umount_retry (p->fuse, FUSE_UMOUNT_TIMEOUT_MS, err) == 0)
     return 0;
-  char *argv[] = { (char *) "fusermount3", (char *) "-u", (char *) p->fuse, NULL };
+  char *argv[] = { (char *)"fusermount3", (char *)"-u", (char *)p->fuse, NULL };
   struct pgd_err e2;
   if (pgd_run (argv, &e2) == 0)
     return 0;
@@ -402,8 +402,10 @@ server_result (const struct paths *p, bool had_server, struct pgd_err *err)
   cleanup_free char *status = NULL;
 
   if (pgd_read_file (p->status, &status, NULL, NULL) < 0)
-    return had_server ? pgd_error (err, EIO, "image server for %s died without closing the "
-                                   "image (it will be checked at the next mount)", p->dd)
+    return had_server ? pgd_error (err, EIO,
+                                   "image server for %s died without closing the "
+                                   "image (it will be checked at the next mount)",
+                                   p->dd)
                       : 0;
   status[strcspn (status, "\n")] = '\0';
   if (strcmp (status, "clean") != 0)
@@ -448,17 +450,17 @@ repair_if_needed (const char *image_dir, const struct paths *p, struct pgd_err *
   close (lock_fd);
   if (rc < 0 || !in_use)
     return rc;
-  pgd_log (PGD_LOG_WARN, "image %s was not closed cleanly: checking and repairing it",
-           image_dir);
+  pgd_log (PGD_LOG_WARN, "image %s was not closed cleanly: checking and repairing it", image_dir);
   return pgd_image_check (image_dir, true, err);
 }
 
 static int
 mkfs_ext4 (const char *dev, struct pgd_err *err)
 {
-  char *argv[] = { (char *) "mkfs.ext4", (char *) "-q", (char *) "-F", (char *) "-m",
-                   (char *) "0", (char *) "-E", (char *) MKFS_EXT4_EXTENDED, (char *) dev,
-                   NULL };
+  char *argv[] = {
+    (char *)"mkfs.ext4",        (char *)"-q", (char *)"-F", (char *)"-m", (char *)"0", (char *)"-E",
+    (char *)MKFS_EXT4_EXTENDED, (char *)dev,  NULL
+  };
   return pgd_run (argv, err);
 }
 
@@ -467,7 +469,7 @@ mkfs_ext4 (const char *dev, struct pgd_err *err)
 static int
 resize_ext4 (const char *dev, struct pgd_err *err)
 {
-  char *argv[] = { (char *) "resize2fs", (char *) "-f", (char *) dev, NULL };
+  char *argv[] = { (char *)"resize2fs", (char *)"-f", (char *)dev, NULL };
   return pgd_run (argv, err);
 }
 
@@ -524,7 +526,8 @@ mount_user (const struct pgd_engine *e, const char *image_dir, const char *run_d
       goto undo;
     }
   if (pgd_loop_attach (file_fd, (ro ? PGD_LOOP_RO : 0) | (e->loop_dio ? PGD_LOOP_DIO : 0), &nr,
-                       &loop_fd, err) < 0)
+                       &loop_fd, err)
+      < 0)
     goto undo;
   close (file_fd);
   file_fd = -1;
@@ -555,9 +558,10 @@ mount_user (const struct pgd_engine *e, const char *image_dir, const char *run_d
     goto undo;
   /* the mount holds the device now; our close leaves autoclear to the umount */
   close (loop_fd);
-  pgd_log (PGD_LOG_DEBUG, "mounted %s at %s via %s (ms since start: server ready %u, loop %u, "
-           "mkfs %u, mounted %u)", image_dir, target, dev, t_srv, t_loop, t_mkfs,
-           elapsed_ms (t0));
+  pgd_log (PGD_LOG_DEBUG,
+           "mounted %s at %s via %s (ms since start: server ready %u, loop %u, "
+           "mkfs %u, mounted %u)",
+           image_dir, target, dev, t_srv, t_loop, t_mkfs, elapsed_ms (t0));
   return 0;
 
 undo:
@@ -582,7 +586,7 @@ umount_user (const struct pgd_engine *e, const char *image_dir, const char *run_
   struct paths p;
   struct stat st;
 
-  (void) e;
+  (void)e;
   if (pgd_is_mountpoint (target) && umount_retry (target, TARGET_UMOUNT_TIMEOUT_MS, err) < 0)
     return pgd_error_wrap (err, "unmount image %s", image_dir);
   if (stat (run_dir, &st) < 0 && errno == ENOENT)
@@ -631,7 +635,7 @@ mount_kernel (const char *image_dir, const char *target, unsigned flags, const c
     return -1;
   memset (&mp, 0, sizeof mp);
   mp.ro = (flags & PGD_MOUNT_RO) ? 1 : 0;
-  mp.fstype = (char *) "ext4";
+  mp.fstype = (char *)"ext4";
   snprintf (data, sizeof data, "%s", opts ? opts : "");
   mp.mount_data = data[0] ? data : NULL;
   snprintf (tgt, PATH_MAX, "%s", target);
@@ -670,8 +674,8 @@ umount_kernel (const char *image_dir, const char *target, struct pgd_err *err)
   rc = ploop_is_mounted (di) ? ploop_umount_image (di) : 0;
   ploop_free_diskdescriptor (di);
   if (rc != 0)
-    return pgd_error (err, EIO, "ploop umount %s: %s (rc %d)", image_dir,
-                      ploop_get_last_error (), rc);
+    return pgd_error (err, EIO, "ploop umount %s: %s (rc %d)", image_dir, ploop_get_last_error (),
+                      rc);
   return 0;
 }
 
@@ -704,7 +708,7 @@ pgd_engine_setup (struct pgd_engine *e, const char *name, const char *exe, struc
       if (realpath (exe, e->exe) == NULL)
         return pgd_error (err, errno, "engine binary %s", exe);
     }
-  else if (snprintf (e->exe, sizeof e->exe, "%s", exe) >= (int) sizeof e->exe)
+  else if (snprintf (e->exe, sizeof e->exe, "%s", exe) >= (int)sizeof e->exe)
     return pgd_error (err, ENAMETOOLONG, "engine binary %s", exe);
   if (e->kind == PGD_ENGINE_USER && access (e->exe, X_OK) < 0)
     return pgd_error (err, errno, "engine binary %s", e->exe);
@@ -718,8 +722,7 @@ pgd_engine_setup (struct pgd_engine *e, const char *name, const char *exe, struc
 
 int
 pgd_engine_mount (const struct pgd_engine *e, const char *image_dir, const char *run_dir,
-                  const char *target, unsigned flags, const char *mount_opts,
-                  struct pgd_err *err)
+                  const char *target, unsigned flags, const char *mount_opts, struct pgd_err *err)
 {
   if (e->kind == PGD_ENGINE_KERNEL)
     return mount_kernel (image_dir, target, flags, mount_opts, err);

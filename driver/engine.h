@@ -32,16 +32,16 @@ struct pgd_engine
 
 enum
 {
-  PGD_MOUNT_RO = 1 << 0,   /* every delta read-only, ext4 mounted ro */
-  PGD_MOUNT_MKFS = 1 << 1, /* make a fresh ext4 on the device before mounting */
+  PGD_MOUNT_RO = 1 << 0,     /* every delta read-only, ext4 mounted ro */
+  PGD_MOUNT_MKFS = 1 << 1,   /* make a fresh ext4 on the device before mounting */
   PGD_MOUNT_RESIZE = 1 << 2, /* grow ext4 to the device size before mounting (offline
                                 resize2fs: no CAP_SYS_RESOURCE needed, unlike online) */
 };
 
 /* Pick the engine: NAME is "auto" (kernel when /proc/vz/ploop_minor exists), "kernel"
    or "user". EXE is the binary with the serve-image sub-mode (NULL = /proc/self/exe). */
-int pgd_engine_setup (struct pgd_engine *e, const char *name, const char *exe,
-                      struct pgd_err *err) __attribute__ ((warn_unused_result));
+int pgd_engine_setup (struct pgd_engine *e, const char *name, const char *exe, struct pgd_err *err)
+    __attribute__ ((warn_unused_result));
 
 /* Mount the image in IMAGE_DIR at the existing directory TARGET. RUN_DIR is a private
    per-image directory for the engine's runtime state (FUSE mount point, pid file).
@@ -59,8 +59,8 @@ int pgd_engine_umount (const struct pgd_engine *e, const char *image_dir, const 
 
 /* True when the image in IMAGE_DIR is mounted at TARGET by this engine and its server
    (user engine) is alive: a restarted plugin adopts such a mount. */
-bool pgd_engine_is_mounted (const struct pgd_engine *e, const char *image_dir,
-                            const char *run_dir, const char *target);
+bool pgd_engine_is_mounted (const struct pgd_engine *e, const char *image_dir, const char *run_dir,
+                            const char *target);
 
 /* Entry point of the image server sub-mode ("ploop-graphdriver serve-image ..."). */
 int pgd_imgsrv_main (int argc, char **argv);

@@ -35,11 +35,11 @@
 
 #define DISK_NAME "disk"
 #define DISK_INO 2
-#define ATTR_TIMEOUT 86400.0      /* the size changes only through grow */
+#define ATTR_TIMEOUT 86400.0 /* the size changes only through grow */
 #define DEFAULT_THREADS 4
 #define MAX_THREADS 16
 #define DEFAULT_MAX_IO (256u * 1024) /* bytes per FUSE READ/WRITE request */
-#define MAX_MAX_IO (1u << 20)          /* the kernel's default max_pages_limit */
+#define MAX_MAX_IO (1u << 20)        /* the kernel's default max_pages_limit */
 #define MIN_MAX_IO (64u * 1024)
 #define FUSE_MAX_PAGES_BUF ((256u + 1) * 4096) /* libfuse reads up to this before INIT */
 /* fuse_in_header + fuse_write_in precede a WRITE's data: receiving at this distance
@@ -86,9 +86,9 @@ disk_attr (const struct srv *s, fuse_ino_t ino, struct stat *st)
     }
   st->st_mode = S_IFREG | (s->ro ? 0400 : 0600);
   st->st_nlink = 1;
-  st->st_size = (off_t) s->size;
+  st->st_size = (off_t)s->size;
   st->st_blksize = 4096;
-  st->st_blocks = (blkcnt_t) (s->size / 512);
+  st->st_blocks = (blkcnt_t)(s->size / 512);
 }
 
 static void
@@ -105,8 +105,8 @@ op_init (void *ud, struct fuse_conn_info *conn)
 {
   struct srv *s = ud;
 
-  conn->max_write = (unsigned) s->max_io;
-  conn->max_readahead = (unsigned) s->max_io;
+  conn->max_write = (unsigned)s->max_io;
+  conn->max_readahead = (unsigned)s->max_io;
   conn->max_background = 4 * s->nthreads;
   conn->congestion_threshold = 3 * s->nthreads;
   conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE
@@ -139,7 +139,7 @@ op_getattr (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
   struct srv *s = fuse_req_userdata (req);
   struct stat st;
 
-  (void) fi;
+  (void)fi;
   if (ino != FUSE_ROOT_ID && ino != DISK_INO)
     {
       fuse_reply_err (req, ENOENT);
@@ -155,7 +155,7 @@ op_setattr (fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 {
   struct srv *s = fuse_req_userdata (req);
 
-  if ((to_set & FUSE_SET_ATTR_SIZE) && (uint64_t) attr->st_size != s->size)
+  if ((to_set & FUSE_SET_ATTR_SIZE) && (uint64_t)attr->st_size != s->size)
     {
       fuse_reply_err (req, EPERM); /* the size changes only through grow */
       return;
@@ -189,24 +189,23 @@ op_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_fil
   struct srv *s = fuse_req_userdata (req);
   struct pgd_err err = { 0 };
 
-  (void) ino;
-  (void) fi;
-  if ((uint64_t) off >= s->size)
+  (void)ino;
+  (void)fi;
+  if ((uint64_t)off >= s->size)
     {
       fuse_reply_buf (req, NULL, 0);
       return;
     }
-  if (size > s->size - (uint64_t) off)
-    size = s->size - (uint64_t) off;
+  if (size > s->size - (uint64_t)off)
+    size = s->size - (uint64_t)off;
   /* the request was parsed already: its receive buffer holds the reply */
   if (size > cur_buf_len)
     {
-      pgd_log (PGD_LOG_ERROR, "read of %zu bytes exceeds the %zu byte buffer", size,
-               cur_buf_len);
+      pgd_log (PGD_LOG_ERROR, "read of %zu bytes exceeds the %zu byte buffer", size, cur_buf_len);
       fuse_reply_err (req, EIO);
       return;
     }
-  if (pgd_chain_read (s->chain, cur_buf, size, (uint64_t) off, &err) < 0)
+  if (pgd_chain_read (s->chain, cur_buf, size, (uint64_t)off, &err) < 0)
     {
       reply_chain_err (req, "read", &err);
       return;
@@ -221,10 +220,10 @@ op_write (fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t of
   struct srv *s = fuse_req_userdata (req);
   struct pgd_err err = { 0 };
 
-  (void) ino;
-  (void) fi;
+  (void)ino;
+  (void)fi;
   /* BUF is consumed (written to the delta) before the reply (PLOOP.md §6.3a) */
-  if (pgd_chain_write (s->chain, buf, size, (uint64_t) off, &err) < 0)
+  if (pgd_chain_write (s->chain, buf, size, (uint64_t)off, &err) < 0)
     {
       reply_chain_err (req, "write", &err);
       return;
@@ -235,16 +234,16 @@ op_write (fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t of
 static void
 op_flush (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-  (void) ino;
-  (void) fi;
+  (void)ino;
+  (void)fi;
   fuse_reply_err (req, 0);
 }
 
 static void
 op_release (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-  (void) ino;
-  (void) fi;
+  (void)ino;
+  (void)fi;
   fuse_reply_err (req, 0);
 }
 
@@ -254,9 +253,9 @@ op_fsync (fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *f
   struct srv *s = fuse_req_userdata (req);
   struct pgd_err err = { 0 };
 
-  (void) ino;
-  (void) datasync;
-  (void) fi;
+  (void)ino;
+  (void)datasync;
+  (void)fi;
   if (pgd_chain_flush (s->chain, &err) < 0)
     {
       reply_chain_err (req, "fsync", &err);
@@ -273,8 +272,8 @@ op_fallocate (fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
   struct pgd_err err = { 0 };
   uint64_t end;
 
-  (void) ino;
-  (void) fi;
+  (void)ino;
+  (void)fi;
   if (off < 0 || len <= 0)
     {
       fuse_reply_err (req, EINVAL);
@@ -287,7 +286,7 @@ op_fallocate (fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
       fuse_reply_err (req, EOPNOTSUPP);
       return;
     }
-  end = (uint64_t) off + (uint64_t) len;
+  end = (uint64_t)off + (uint64_t)len;
   if (end > s->size)
     {
       if (!(mode & FALLOC_FL_KEEP_SIZE))
@@ -297,7 +296,7 @@ op_fallocate (fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
         }
       end = s->size;
     }
-  if ((uint64_t) off < end && pgd_chain_zero (s->chain, (uint64_t) off, end - off, &err) < 0)
+  if ((uint64_t)off < end && pgd_chain_zero (s->chain, (uint64_t)off, end - off, &err) < 0)
     {
       reply_chain_err (req, "fallocate", &err);
       return;
@@ -312,19 +311,19 @@ op_lseek (fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_fil
   struct pgd_err err = { 0 };
   uint64_t out;
 
-  (void) ino;
-  (void) fi;
+  (void)ino;
+  (void)fi;
   if ((whence != SEEK_DATA && whence != SEEK_HOLE) || off < 0)
     {
       fuse_reply_err (req, EINVAL);
       return;
     }
-  if (pgd_chain_seek (s->chain, (uint64_t) off, whence == SEEK_DATA, &out, &err) < 0)
+  if (pgd_chain_seek (s->chain, (uint64_t)off, whence == SEEK_DATA, &out, &err) < 0)
     {
       reply_chain_err (req, "lseek", &err);
       return;
     }
-  fuse_reply_lseek (req, (off_t) out);
+  fuse_reply_lseek (req, (off_t)out);
 }
 
 static void
@@ -335,7 +334,7 @@ op_readdir (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_
   char buf[512];
   size_t used = 0;
 
-  (void) fi;
+  (void)fi;
   if (ino != FUSE_ROOT_ID)
     {
       fuse_reply_err (req, ENOTDIR);
@@ -361,7 +360,7 @@ op_statfs (fuse_req_t req, fuse_ino_t ino)
   struct srv *s = fuse_req_userdata (req);
   struct statvfs sv;
 
-  (void) ino;
+  (void)ino;
   memset (&sv, 0, sizeof sv);
   sv.f_bsize = sv.f_frsize = 4096;
   sv.f_blocks = s->size / 4096;
@@ -441,8 +440,7 @@ start_workers (struct srv *s, struct worker *w, struct pgd_err *err)
       w[i].s = s;
       /* virtual size covers libfuse's pre-INIT read size; only touched pages count */
       w[i].len = PAGE + FUSE_MAX_PAGES_BUF;
-      w[i].mem = mmap (NULL, w[i].len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                       -1, 0);
+      w[i].mem = mmap (NULL, w[i].len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
       if (w[i].mem == MAP_FAILED)
         {
           w[i].mem = NULL;
@@ -516,7 +514,7 @@ static int
 mount_fuse (struct srv *s, struct pgd_err *err)
 {
   char opts[PATH_MAX + 64];
-  char *argv[] = { (char *) "serve-image", (char *) "-o", opts, NULL };
+  char *argv[] = { (char *)"serve-image", (char *)"-o", opts, NULL };
   struct fuse_args args = FUSE_ARGS_INIT (3, argv);
 
   /* a comma would split the option list: the fsname is informational only */
@@ -539,8 +537,7 @@ write_status (const struct srv *s, const char *status)
 {
   struct pgd_err err = { 0 };
 
-  if (s->status_path
-      && pgd_write_file_atomic (s->status_path, status, strlen (status), &err) < 0)
+  if (s->status_path && pgd_write_file_atomic (s->status_path, status, strlen (status), &err) < 0)
     pgd_log (PGD_LOG_ERROR, "%s", err.msg);
 }
 
@@ -584,17 +581,38 @@ parse_args (struct srv *s, int *ready_fd, int argc, char **argv)
   while ((o = getopt_long (argc, argv, "", longopts, NULL)) != -1)
     switch (o)
       {
-      case 'd': s->dd = optarg; break;
-      case 'm': s->mountpoint = optarg; break;
-      case 'r': s->ro = true; break;
-      case 'f': *ready_fd = atoi (optarg); break;
-      case 's': s->status_path = optarg; break;
-      case 't': s->nthreads = (unsigned) atoi (optarg); break;
-      case 'x': s->max_io = (size_t) strtoul (optarg, NULL, 0); break;
-      case 'D': s->fuse_dio = true; break;
-      case 'L': s->mlock = false; break;
-      case 'B': s->buffered = true; break;
-      default: return -1;
+      case 'd':
+        s->dd = optarg;
+        break;
+      case 'm':
+        s->mountpoint = optarg;
+        break;
+      case 'r':
+        s->ro = true;
+        break;
+      case 'f':
+        *ready_fd = atoi (optarg);
+        break;
+      case 's':
+        s->status_path = optarg;
+        break;
+      case 't':
+        s->nthreads = (unsigned)atoi (optarg);
+        break;
+      case 'x':
+        s->max_io = (size_t)strtoul (optarg, NULL, 0);
+        break;
+      case 'D':
+        s->fuse_dio = true;
+        break;
+      case 'L':
+        s->mlock = false;
+        break;
+      case 'B':
+        s->buffered = true;
+        break;
+      default:
+        return -1;
       }
   if (s->dd == NULL || s->mountpoint == NULL || optind != argc)
     return -1;
@@ -602,7 +620,7 @@ parse_args (struct srv *s, int *ready_fd, int argc, char **argv)
     s->nthreads = DEFAULT_THREADS;
   if (s->max_io < MIN_MAX_IO || s->max_io > MAX_MAX_IO)
     s->max_io = DEFAULT_MAX_IO;
-  s->max_io &= ~(size_t) 4095;
+  s->max_io &= ~(size_t)4095;
   return 0;
 }
 
@@ -642,11 +660,10 @@ pgd_imgsrv_main (int argc, char **argv)
       join_workers (&s, workers);
       goto fail;
     }
-  pgd_log (PGD_LOG_INFO, "serving %s at %s/%s (%llu bytes, %u levels, %u KiB clusters%s)",
-           s.dd, s.mountpoint, DISK_NAME, (unsigned long long) s.size,
-           pgd_chain_levels (s.chain), pgd_chain_cluster_size (s.chain) / 1024,
-           s.ro ? ", read-only" : "");
-  snprintf (line, sizeof line, "READY %ld\n", (long) getpid ());
+  pgd_log (PGD_LOG_INFO, "serving %s at %s/%s (%llu bytes, %u levels, %u KiB clusters%s)", s.dd,
+           s.mountpoint, DISK_NAME, (unsigned long long)s.size, pgd_chain_levels (s.chain),
+           pgd_chain_cluster_size (s.chain) / 1024, s.ro ? ", read-only" : "");
+  snprintf (line, sizeof line, "READY %ld\n", (long)getpid ());
   tell_ready (ready_fd, line);
   ready_fd = -1;
 
@@ -656,12 +673,13 @@ pgd_imgsrv_main (int argc, char **argv)
   s.se = NULL;
   struct pgd_chain_stats st;
   pgd_chain_get_stats (s.chain, &st);
-  pgd_log (PGD_LOG_INFO, "%s: %llu clusters appended (%llu copied on write), %llu dropped, "
-           "%llu flushes, %llu BAT page writes, %llu direct and %llu buffered I/Os", s.dd,
-           (unsigned long long) st.allocs, (unsigned long long) st.cows,
-           (unsigned long long) st.unmaps, (unsigned long long) st.flushes,
-           (unsigned long long) st.bat_writes, (unsigned long long) st.dio,
-           (unsigned long long) st.buffered);
+  pgd_log (PGD_LOG_INFO,
+           "%s: %llu clusters appended (%llu copied on write), %llu dropped, "
+           "%llu flushes, %llu BAT page writes, %llu direct and %llu buffered I/Os",
+           s.dd, (unsigned long long)st.allocs, (unsigned long long)st.cows,
+           (unsigned long long)st.unmaps, (unsigned long long)st.flushes,
+           (unsigned long long)st.bat_writes, (unsigned long long)st.dio,
+           (unsigned long long)st.buffered);
   rc = pgd_chain_close (s.chain, &err) < 0 ? 1 : 0;
   s.chain = NULL;
   if (rc != 0)

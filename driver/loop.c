@@ -14,13 +14,13 @@
 
 #include "util.h"
 
-#define ATTACH_TRIES 16       /* another process may take the free device first */
-#define NODE_WAIT_MS 2000     /* for devtmpfs to show a new /dev/loopN */
+#define ATTACH_TRIES 16   /* another process may take the free device first */
+#define NODE_WAIT_MS 2000 /* for devtmpfs to show a new /dev/loopN */
 
 static void
 sleep_ms (unsigned ms)
 {
-  struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long) (ms % 1000) * 1000000L };
+  struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
   while (nanosleep (&ts, &ts) < 0 && errno == EINTR)
     ;
 }
@@ -59,7 +59,7 @@ pgd_loop_attach (int file_fd, unsigned flags, int *nr, int *dev_fd, struct pgd_e
   if (ctl < 0)
     return pgd_error (err, errno, "open /dev/loop-control");
   memset (&cfg, 0, sizeof cfg);
-  cfg.fd = (unsigned) file_fd;
+  cfg.fd = (unsigned)file_fd;
   cfg.info.lo_flags = LO_FLAGS_AUTOCLEAR;
   if (flags & PGD_LOOP_RO)
     cfg.info.lo_flags |= LO_FLAGS_READ_ONLY;
@@ -138,7 +138,7 @@ pgd_loop_find (const char *backing, int *nr)
 int
 pgd_loop_wait_detached (int nr, const char *backing, unsigned timeout_ms, struct pgd_err *err)
 {
-  uint64_t deadline = pgd_now_ns () + (uint64_t) timeout_ms * 1000000ULL;
+  uint64_t deadline = pgd_now_ns () + (uint64_t)timeout_ms * 1000000ULL;
   unsigned nap = 1;
 
   while (pgd_loop_bound_to (nr, backing))

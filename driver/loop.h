@@ -30,8 +30,8 @@ bool pgd_loop_bound_to (int nr, const char *backing) __attribute__ ((nonnull (2)
 bool pgd_loop_find (const char *backing, int *nr) __attribute__ ((nonnull));
 
 /* Wait up to TIMEOUT_MS until loop device NR no longer serves BACKING; ETIMEDOUT. */
-int pgd_loop_wait_detached (int nr, const char *backing, unsigned timeout_ms,
-                            struct pgd_err *err) __attribute__ ((warn_unused_result, nonnull (2)));
+int pgd_loop_wait_detached (int nr, const char *backing, unsigned timeout_ms, struct pgd_err *err)
+    __attribute__ ((warn_unused_result, nonnull (2)));
 
 /* Detach loop device NR now (LOOP_CLR_FD); EBUSY while it is still open elsewhere. */
 int pgd_loop_detach (int nr, struct pgd_err *err) __attribute__ ((warn_unused_result));

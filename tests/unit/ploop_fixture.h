@@ -27,8 +27,7 @@
 #define FX_PLOOP_ENV "FX_PAD=$(printf '%%08192d' 0) "
 
 /* Run a shell command built from FMT; return its exit status (-1 when killed). */
-static inline int __attribute__ ((format (printf, 1, 2)))
-fx_sh (const char *fmt, ...)
+static inline int __attribute__ ((format (printf, 1, 2))) fx_sh (const char *fmt, ...)
 {
   char cmd[8192];
   va_list ap;
@@ -59,7 +58,7 @@ fx_sh_out (char *out, size_t outlen, const char *fmt, ...)
   f = popen (cmd, "r");
   if (f == NULL)
     return -1;
-  if (fgets (out, (int) outlen, f) == NULL)
+  if (fgets (out, (int)outlen, f) == NULL)
     out[0] = '\0';
   out[strcspn (out, "\n")] = '\0';
   while (fgetc (f) != EOF)
@@ -159,7 +158,7 @@ fx_pattern (unsigned char *buf, size_t len, uint64_t off, unsigned seed)
   for (size_t i = 0; i < len; i++)
     {
       uint64_t x = (off + i) / 8 * 0x9E3779B97F4A7C15ULL + seed * 0x632BE59BD9B4E5DULL;
-      buf[i] = (unsigned char) (x >> (8 * ((off + i) % 8)));
+      buf[i] = (unsigned char)(x >> (8 * ((off + i) % 8)));
     }
 }
 
@@ -199,9 +198,9 @@ fx_check_deltas (const char *dir)
     {
       if (strncmp (de->d_name, "root.hdd", 8) != 0)
         continue;
-      cr_expect_eq (fx_sh (FX_PLOOP_ENV "ploop check -f -c -r '%s/%s' >/dev/null 2>&1", dir,
-                           de->d_name),
-                    0, "ploop check -f -c -r %s/%s", dir, de->d_name);
+      cr_expect_eq (
+          fx_sh (FX_PLOOP_ENV "ploop check -f -c -r '%s/%s' >/dev/null 2>&1", dir, de->d_name), 0,
+          "ploop check -f -c -r %s/%s", dir, de->d_name);
       char path[PATH_MAX];
       snprintf (path, sizeof path, "%s/%s", dir, de->d_name);
       cr_expect (fx_qemu_check_ok (path), "qemu-img check %s", path);
@@ -218,8 +217,7 @@ fx_merged_sha256 (const char *dir, char *out, size_t len)
   char tmp[PATH_MAX];
 
   fx_tmpdir (tmp, sizeof tmp, "merge");
-  cr_assert_eq (fx_sh ("cp -a --sparse=always '%s'/. '%s'/ && rm -f '%s'/*.lck", dir, tmp, tmp),
-                0);
+  cr_assert_eq (fx_sh ("cp -a --sparse=always '%s'/. '%s'/ && rm -f '%s'/*.lck", dir, tmp, tmp), 0);
   cr_assert_eq (fx_sh ("cd '%s' && { [ $(ls root.hdd* | wc -l) -le 1 ] || " FX_PLOOP_ENV
                        "ploop snapshot-merge -A " FX_DD " >/dev/null 2>&1; }",
                        tmp),

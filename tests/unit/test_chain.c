@@ -63,10 +63,10 @@ put (struct pgd_chain *c, uint64_t off, size_t len, unsigned seed)
   unsigned char *buf = NULL;
 
   /* page-aligned memory: aligned requests take the O_DIRECT path */
-  cr_assert_eq (posix_memalign ((void **) &buf, 4096, len), 0);
+  cr_assert_eq (posix_memalign ((void **)&buf, 4096, len), 0);
   fx_pattern (buf, len, off, seed);
   cr_assert_eq (pgd_chain_write (c, buf, len, off, &err), 0, "write %llu+%zu: %s",
-                (unsigned long long) off, len, err.msg);
+                (unsigned long long)off, len, err.msg);
   memcpy (model + off, buf, len);
   free (buf);
 }
@@ -87,7 +87,7 @@ verify_chunks (struct pgd_chain *c, const char *when, size_t chunk)
   unsigned char *buf = NULL;
   struct pgd_err err = { 0 };
 
-  cr_assert_eq (posix_memalign ((void **) &buf, 4096, chunk), 0);
+  cr_assert_eq (posix_memalign ((void **)&buf, 4096, chunk), 0);
   cr_assert_eq (pgd_chain_size (c), DISK);
   for (uint64_t off = 0; off < DISK; off += chunk)
     {
@@ -99,7 +99,7 @@ verify_chunks (struct pgd_chain *c, const char *when, size_t chunk)
           while (buf[i] == model[off + i])
             i++;
           cr_assert_fail ("%s: byte %llu differs (got %02x want %02x)", when,
-                          (unsigned long long) (off + i), buf[i], model[off + i]);
+                          (unsigned long long)(off + i), buf[i], model[off + i]);
         }
     }
   free (buf);
@@ -132,7 +132,7 @@ random_writes (struct pgd_chain *c, unsigned n, uint64_t cb, unsigned seed)
 {
   for (unsigned i = 0; i < n; i++)
     {
-      uint64_t off = (uint64_t) rnd () % DISK;
+      uint64_t off = (uint64_t)rnd () % DISK;
       size_t len = 1 + rnd () % (3 * cb);
       if (rnd () % 4 == 0)
         off -= off % cb; /* cluster aligned */
@@ -172,10 +172,10 @@ three_levels (unsigned cluster_sectors)
 
   fx_snapshot (dir);
   c = open_chain (0);
-  put (c, 100, 100, 10);              /* COW inside a lower cluster */
-  put (c, 5 * cb + 10, 10, 11);       /* COW of the full lower cluster */
-  put (c, 7 * cb, cb, 12);            /* whole cluster, nothing below */
-  put (c, 7 * cb + 5, 5, 13);         /* then in place */
+  put (c, 100, 100, 10);        /* COW inside a lower cluster */
+  put (c, 5 * cb + 10, 10, 11); /* COW of the full lower cluster */
+  put (c, 7 * cb, cb, 12);      /* whole cluster, nothing below */
+  put (c, 7 * cb + 5, 5, 13);   /* then in place */
   random_writes (c, 60, cb, 200);
   verify (c, "level 2");
   pgd_chain_get_stats (c, &st);
@@ -207,15 +207,9 @@ three_levels (unsigned cluster_sectors)
   cr_expect_str_eq (got, want, "merged copy differs from the model");
 }
 
-Test (chain, three_levels_32k)
-{
-  three_levels (64);
-}
+Test (chain, three_levels_32k) { three_levels (64); }
 
-Test (chain, three_levels_1m)
-{
-  three_levels (2048);
-}
+Test (chain, three_levels_1m) { three_levels (2048); }
 
 Test (chain, four_levels_256k_merged_matches)
 {
@@ -342,20 +336,19 @@ Test (chain, crash_then_repair_keeps_flushed_data)
   memcpy (flushed, model, DISK);
   /* more appends that are never flushed, then the process "dies" */
   for (int i = 0; i < 20; i++)
-    put (c, (uint64_t) (40 + i) * (1 << 20) + 512, 4096, 99);
+    put (c, (uint64_t)(40 + i) * (1 << 20) + 512, 4096, 99);
   pgd_chain_abandon (c);
 
   cr_expect_eq (pgd_chain_open (&c, dd, 0, &err), -1);
   cr_expect_eq (err.errnum, EBUSY, "%s", err.msg);
-  cr_expect_eq (fx_sh ("cd '%s' && " FX_PLOOP_ENV "ploop check " FX_DD " >/dev/null 2>&1", dir),
-                0);
+  cr_expect_eq (fx_sh ("cd '%s' && " FX_PLOOP_ENV "ploop check " FX_DD " >/dev/null 2>&1", dir), 0);
   fx_check_deltas (dir);
   c = open_chain (PGD_CHAIN_RO);
   /* everything flushed reads back; the unflushed clusters are either absent or whole */
   memcpy (model, flushed, DISK);
   for (int i = 0; i < 20; i++)
     {
-      uint64_t off = (uint64_t) (40 + i) * (1 << 20) + 512;
+      uint64_t off = (uint64_t)(40 + i) * (1 << 20) + 512;
       unsigned char buf[4096];
       cr_assert_eq (pgd_chain_read (c, buf, sizeof buf, off, &err), 0);
       if (buf[0] != 0 || memcmp (buf, buf + 1, sizeof buf - 1) != 0)

@@ -40,8 +40,7 @@ expect_bad (const unsigned char *raw, uint64_t file_size, const char *what, cons
   struct pgd_err err = { 0 };
 
   cr_expect_eq (pgd_delta_hdr_parse (raw, file_size, "t", &h, &err), -1, "%s accepted", what);
-  cr_expect_not_null (strstr (err.msg, msg), "%s: message \"%s\" lacks \"%s\"", what, err.msg,
-                      msg);
+  cr_expect_not_null (strstr (err.msg, msg), "%s: message \"%s\" lacks \"%s\"", what, err.msg, msg);
 }
 
 Test (delta, header_checks)
@@ -130,8 +129,7 @@ Test (delta, libploop_header_accepted_and_in_use_refused)
   cr_expect_eq (d.header_clusters, 5);
   cr_expect_eq (d.file_size, 160 * 1024);
   cr_expect (d.h.flags & PGD_DELTA_CIF_EMPTY);
-  cr_assert_eq (pgd_delta_write_header (&d, PGD_DELTA_IN_USE, d.h.flags, &err), 0, "%s",
-                err.msg);
+  cr_assert_eq (pgd_delta_write_header (&d, PGD_DELTA_IN_USE, d.h.flags, &err), 0, "%s", err.msg);
 
   cr_expect_eq (pgd_delta_open (&d2, path, PGD_DELTA_RW, &err), -1);
   cr_expect_eq (err.errnum, EBUSY);
@@ -150,9 +148,9 @@ Test (delta, libploop_header_accepted_and_in_use_refused)
 static void
 count_visit (void *ctx, uint32_t vc, uint64_t cluster)
 {
-  (void) vc;
-  (void) cluster;
-  (*(int *) ctx)++;
+  (void)vc;
+  (void)cluster;
+  (*(int *)ctx)++;
 }
 
 Test (delta, corrupt_bat_entries_rejected)
@@ -180,15 +178,15 @@ Test (delta, corrupt_bat_entries_rejected)
   {
     uint32_t entry;
     const char *msg;
-  } bad[] = { { 65, "not cluster aligned" }, { 0 + 64 * 0 + 64 * 2, "beyond the end" },
+  } bad[] = { { 65, "not cluster aligned" },
+              { 0 + 64 * 0 + 64 * 2, "beyond the end" },
               { 64, "more than once" } };
   for (size_t i = 0; i < 3; i++)
     {
       e = bad[i].entry;
       cr_assert_eq (pwrite (fd, &e, 4, 64 + 4 * 7), 4);
       cr_assert_eq (pgd_delta_open (&d, path, 0, &err), 0, "%s", err.msg);
-      cr_expect_eq (pgd_delta_scan_bat (&d, count_visit, &n, &err), -1, "entry %u accepted",
-                    e);
+      cr_expect_eq (pgd_delta_scan_bat (&d, count_visit, &n, &err), -1, "entry %u accepted", e);
       cr_expect_not_null (strstr (err.msg, bad[i].msg), "%s", err.msg);
       pgd_delta_close (&d);
     }

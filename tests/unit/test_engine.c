@@ -90,8 +90,7 @@ static void
 do_mount (const char *image, const char *runp, const char *target, unsigned flags)
 {
   struct pgd_err err = { 0 };
-  cr_assert_eq (pgd_engine_mount (&eng, image, runp, target, flags, NULL, &err), 0, "%s",
-                err.msg);
+  cr_assert_eq (pgd_engine_mount (&eng, image, runp, target, flags, NULL, &err), 0, "%s", err.msg);
 }
 
 static void
@@ -179,8 +178,7 @@ expect_nothing_left (const char *runp, const char *target, long pid)
   snprintf (disk, sizeof disk, "%s/disk", fuse);
   cr_expect (!pgd_is_mountpoint (fuse), "FUSE still mounted at %s", fuse);
   cr_expect (!pgd_loop_find (disk, &nr), "/dev/loop%d still backed by %s", nr, disk);
-  cr_expect_eq (fx_sh ("cat /sys/block/loop*/loop/backing_file 2>/dev/null | grep -qF '%s'",
-                       root),
+  cr_expect_eq (fx_sh ("cat /sys/block/loop*/loop/backing_file 2>/dev/null | grep -qF '%s'", root),
                 1, "a loop device still points into %s", root);
   if (pid > 0)
     cr_expect (process_gone (pid), "server %ld still runs", pid);
@@ -251,8 +249,7 @@ ext4_roundtrip (unsigned cluster_sectors, bool loop_dio)
   do_mount (img, run, mnt, 0);
   tree_sums (mnt, after, sizeof after);
   cr_expect_str_eq (after, before, "files changed across umount/remount");
-  cr_expect_eq (fx_sh ("cd '%s' && rm f-3 && head -c 100000 /dev/urandom >> f-4 && sync", mnt),
-                0);
+  cr_expect_eq (fx_sh ("cd '%s' && rm f-3 && head -c 100000 /dev/urandom >> f-4 && sync", mnt), 0);
   tree_sums (mnt, before, sizeof before);
   pid = server_pid (run);
   do_umount (img, run, mnt);
@@ -268,20 +265,11 @@ ext4_roundtrip (unsigned cluster_sectors, bool loop_dio)
 /* The default stack uses direct I/O in the loop device and in the server: bytes are
    verified, not only exit codes (PLOOP.md §6.3a). The buffered variant goes through the
    page cache at both places. */
-Test (engine, ext4_roundtrip_1m)
-{
-  ext4_roundtrip (2048, true);
-}
+Test (engine, ext4_roundtrip_1m) { ext4_roundtrip (2048, true); }
 
-Test (engine, ext4_roundtrip_32k)
-{
-  ext4_roundtrip (64, true);
-}
+Test (engine, ext4_roundtrip_32k) { ext4_roundtrip (64, true); }
 
-Test (engine, ext4_roundtrip_64k_buffered)
-{
-  ext4_roundtrip (128, false);
-}
+Test (engine, ext4_roundtrip_64k_buffered) { ext4_roundtrip (128, false); }
 
 Test (engine, readonly_mount_refuses_writes)
 {
@@ -350,14 +338,17 @@ Test (engine, clone_keeps_parent_identical)
   cr_assert_eq (mkdir (cmnt, 0755), 0);
   fx_clone (img, child);
   cr_assert_eq (fx_sh_out (delta_before, sizeof delta_before,
-                           "cat '%s'/root.hdd* | sha256sum | cut -c1-64", img), 0);
+                           "cat '%s'/root.hdd* | sha256sum | cut -c1-64", img),
+                0);
 
   /* the parent is shared now: read-only while the child is written */
   do_mount (img, run, mnt, PGD_MOUNT_RO);
   do_mount (child, crun, cmnt, 0);
   cr_expect_eq (fx_sh ("cd '%s' && rm p-2 && head -c 5000 /dev/urandom | "
                        "dd of=p-5 bs=1 seek=1000 conv=notrunc 2>/dev/null && "
-                       "head -c 2000000 /dev/urandom > new && sync", cmnt), 0);
+                       "head -c 2000000 /dev/urandom > new && sync",
+                       cmnt),
+                0);
   tree_sums (cmnt, child_sums, sizeof child_sums);
   cr_expect_str_neq (child_sums, parent_sums);
   tree_sums (mnt, parent_after, sizeof parent_after);
@@ -365,7 +356,8 @@ Test (engine, clone_keeps_parent_identical)
   do_umount (child, crun, cmnt);
   do_umount (img, run, mnt);
   cr_assert_eq (fx_sh_out (delta_after, sizeof delta_after,
-                           "cat '%s'/root.hdd* | sha256sum | cut -c1-64", img), 0);
+                           "cat '%s'/root.hdd* | sha256sum | cut -c1-64", img),
+                0);
   cr_expect_str_eq (delta_after, delta_before, "the parent's deltas changed");
   fx_check_deltas (child);
   drop_caches ();
@@ -456,7 +448,7 @@ Test (engine, grow_then_resize_on_mount)
   cr_assert_eq (pgd_image_grow (img, 3ULL << 30, &err), 0, "%s", err.msg);
   do_mount (img, run, mnt, PGD_MOUNT_RESIZE);
   cr_assert_eq (statvfs (mnt, &sv), 0);
-  cr_expect_gt ((uint64_t) sv.f_blocks * sv.f_frsize, 2900ULL << 20, "ext4 was not grown");
+  cr_expect_gt ((uint64_t)sv.f_blocks * sv.f_frsize, 2900ULL << 20, "ext4 was not grown");
   tree_sums (mnt, after, sizeof after);
   cr_expect_str_eq (after, before);
   do_umount (img, run, mnt);
@@ -522,8 +514,7 @@ Test (engine, kill_server_during_write_then_repair)
   cr_expect_str_eq (after, before, "fsync'ed files changed after the crash");
   do_umount (img, run, mnt);
   fx_check_deltas (img);
-  cr_expect_eq (fx_sh ("cd '%s' && " FX_PLOOP_ENV "ploop check " FX_DD " >/dev/null 2>&1", img),
-                0);
+  cr_expect_eq (fx_sh ("cd '%s' && " FX_PLOOP_ENV "ploop check " FX_DD " >/dev/null 2>&1", img), 0);
 }
 
 /* A v1 memory cgroup limited to LIMIT bytes below our own, or false when there is none. */
@@ -542,7 +533,7 @@ make_memcg (char *cg, size_t len, unsigned long long limit)
   if (self[0] == '\0')
     return false;
   snprintf (cg, len, "/sys/fs/cgroup/memory%s/pgd-test.%d", strcmp (self, "/") ? self : "",
-            (int) getpid ());
+            (int)getpid ());
   if (mkdir (cg, 0755) < 0)
     return false;
   return fx_sh ("echo %llu > '%s/memory.limit_in_bytes'", limit, cg) == 0;
@@ -562,9 +553,8 @@ Test (engine, memory_pressure_in_small_memcg)
   fx_create_image (img, 8ULL << 30, 2048);
   do_mount (img, run, mnt, PGD_MOUNT_MKFS);
   pid = server_pid (run);
-  cr_assert_eq (fx_sh ("head -c 1G /dev/zero > '%s/hog' && echo 3 > /proc/sys/vm/drop_caches",
-                       root),
-                0);
+  cr_assert_eq (
+      fx_sh ("head -c 1G /dev/zero > '%s/hog' && echo 3 > /proc/sys/vm/drop_caches", root), 0);
   cr_assert_eq (fx_sh ("echo %ld > '%s/cgroup.procs'", pid, cg), 0);
   cr_expect_eq (fx_sh ("sh -c 'echo $$ > %s/cgroup.procs; "
                        "dd if=/dev/zero of=%s/big bs=1M count=1536 conv=fsync 2>/dev/null & "

@@ -1,0 +1,376 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* Data path of the delta chain: reads that fall through the merged map, writes that
+   append whole clusters to the top (copy on write) before publishing their map entries,
+   discard (PLOOP.md §2.1-2.2). Locking is described in chain.c. */
+#include <endian.h>
+#include <errno.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "chain_priv.h"
+#include "util.h"
+
+#define ZERO_BUF (64 * 1024) /* source of zero padding for partial appends */
+#define BATCH_IOV 256        /* iovecs gathered into one pwritev */
+#define BATCH_CLUSTERS 64    /* clusters allocated per lock hold */
+
+static char zero_buf[ZERO_BUF] __attribute__ ((aligned (PGD_CHAIN_IO_ALIGN)));
+
+/* ---- plain I/O helpers ----------------------------------------------------------- */
+
+/* Pick D's descriptor for an I/O and count which kind it was. */
+static int
+io_fd (struct pgd_chain *c, const struct pgd_delta *d, const void *buf, uint64_t len, uint64_t off)
+{
+  if (pgd_delta_dio_ok (d, buf, len, off))
+    {
+      stat_add (&c->st.dio, 1);
+      return d->dfd;
+    }
+  stat_add (&c->st.buffered, 1);
+  return d->fd;
+}
+
+/* Read LEN bytes at OFF; past the end of the file (a raw base's last cluster) read zeros. */
+static int
+pread_zero (struct pgd_chain *c, const struct pgd_delta *d, char *buf, size_t len, uint64_t off,
+            struct pgd_err *err)
+{
+  while (len > 0)
+    {
+      int fd = io_fd (c, d, buf, len, off);
+      ssize_t n = pread (fd, buf, len, (off_t)off);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0)
+        return pgd_error (err, errno, "read %s at %llu", d->path, (unsigned long long)off);
+      if (n == 0)
+        {
+          memset (buf, 0, len);
+          return 0;
+        }
+      buf += n;
+      len -= n;
+      off += n;
+    }
+  return 0;
+}
+
+int
+pgd_chain_pwrite (struct pgd_chain *c, const struct pgd_delta *d, const char *buf, size_t len,
+                  uint64_t off, struct pgd_err *err)
+{
+  while (len > 0)
+    {
+      int fd = io_fd (c, d, buf, len, off);
+      ssize_t n = pwrite (fd, buf, len, (off_t)off);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0)
+        return pgd_error (err, errno, "write %s at %llu", d->path, (unsigned long long)off);
+      buf += n;
+      len -= n;
+      off += n;
+    }
+  return 0;
+}
+
+/* A pending pwritev to the top: contiguous from START, LEN bytes in IOV[0..N). */
+struct batch
+{
+  struct iovec iov[BATCH_IOV];
+  int n;
+  uint64_t start;
+  uint64_t len;
+};
+
+static int
+batch_flush (struct pgd_chain *c, struct batch *b, struct pgd_err *err)
+{
+  const struct pgd_delta *t = &c->levels[0];
+  struct iovec *iov = b->iov;
+  int n = b->n;
+  uint64_t off = b->start;
+
+  while (n > 0)
+    {
+      bool dio = t->dfd >= 0 && off % t->dio_off_align == 0;
+      for (int i = 0; dio && i < n; i++)
+        dio = pgd_delta_dio_ok (t, iov[i].iov_base, iov[i].iov_len, 0);
+      stat_add (dio ? &c->st.dio : &c->st.buffered, 1);
+      ssize_t w = pwritev (dio ? t->dfd : t->fd, iov, n, (off_t)off);
+      if (w < 0 && errno == EINTR)
+        continue;
+      if (w < 0)
+        return pgd_error (err, errno, "write %s at %llu", t->path, (unsigned long long)off);
+      off += w;
+      while (n > 0 && (size_t)w >= iov->iov_len)
+        {
+          w -= iov->iov_len;
+          iov++;
+          n--;
+        }
+      if (n > 0)
+        {
+          iov->iov_base = (char *)iov->iov_base + w;
+          iov->iov_len -= w;
+        }
+    }
+  b->start += b->len;
+  b->len = 0;
+  b->n = 0;
+  return 0;
+}
+
+/* Append LEN bytes from P at file offset OFF to the batch (flushing it when full or when
+   OFF does not continue it). */
+static int
+batch_add (struct pgd_chain *c, struct batch *b, const void *p, size_t len, uint64_t off,
+           struct pgd_err *err)
+{
+  if (len == 0)
+    return 0;
+  if (b->n > 0 && (b->n == BATCH_IOV || off != b->start + b->len))
+    if (batch_flush (c, b, err) < 0)
+      return -1;
+  if (b->n == 0)
+    {
+      b->start = off;
+      b->len = 0;
+    }
+  b->iov[b->n].iov_base = (void *)p;
+  b->iov[b->n].iov_len = len;
+  b->n++;
+  b->len += len;
+  return 0;
+}
+
+static int
+batch_add_zeros (struct pgd_chain *c, struct batch *b, size_t len, uint64_t off,
+                 struct pgd_err *err)
+{
+  while (len > 0)
+    {
+      size_t n = len < ZERO_BUF ? len : ZERO_BUF;
+      if (batch_add (c, b, zero_buf, n, off, err) < 0)
+        return -1;
+      len -= n;
+      off += n;
+    }
+  return 0;
+}
+
+/* Copy LEN bytes of lower delta L at SRC into the top at DST (under the chain lock),
+   through the bounce buffer: direct I/O both ways when aligned. */
+static int
+copy_lower (struct pgd_chain *c, const struct pgd_delta *l, uint64_t src, uint64_t dst,
+            uint64_t len, struct pgd_err *err)
+{
+  const struct pgd_delta *t = &c->levels[0];
+
+  while (len > 0)
+    {
+      size_t n = len < PGD_CHAIN_BOUNCE ? len : PGD_CHAIN_BOUNCE;
+      if (pread_zero (c, l, c->bounce, n, src, err) < 0
+          || pgd_chain_pwrite (c, t, c->bounce, n, dst, err) < 0)
+        return -1;
+      src += n;
+      dst += n;
+      len -= n;
+    }
+  return 0;
+}
+
+/* ---- read -------------------------------------------------------------------------- */
+
+int
+pgd_chain_read (struct pgd_chain *c, void *buf, size_t len, uint64_t off, struct pgd_err *err)
+{
+  char *p = buf;
+
+  if (off > c->size || len > c->size - off)
+    return pgd_error (err, EINVAL, "read past the end of the disk (%llu+%zu)",
+                      (unsigned long long)off, len);
+  while (len > 0)
+    {
+      uint64_t vc = off / c->cb, co = off % c->cb;
+      uint32_t v = map_get (c, vc);
+      size_t n = c->cb - co < len ? c->cb - co : len;
+
+      /* extend over following clusters that continue the same run */
+      for (uint64_t k = 1; n < len; k++)
+        {
+          uint32_t w = map_get (c, vc + k);
+          if (v == 0 ? w != 0 : !continues (c, v, w, k))
+            break;
+          n += c->cb < len - n ? c->cb : len - n;
+        }
+      if (v == 0)
+        memset (p, 0, n);
+      else
+        {
+          const struct pgd_delta *d = &c->levels[map_level (c, v)];
+          if (pread_zero (c, d, p, n, map_cluster (c, v) * c->cb + co, err) < 0)
+            return -1;
+        }
+      p += n;
+      off += n;
+      len -= n;
+    }
+  return 0;
+}
+
+/* ---- write ------------------------------------------------------------------------- */
+
+/* Allocate top clusters for the run of clusters starting at OFF that the top does not
+   own, write them whole, then publish their map entries. Consumes at most
+   BATCH_CLUSTERS clusters; returns the bytes of the request consumed, or -1. */
+static int64_t
+write_alloc (struct pgd_chain *c, const char *buf, size_t len, uint64_t off, struct pgd_err *err)
+{
+  const struct pgd_delta *t = &c->levels[0];
+  struct batch b = { .n = 0 };
+  uint64_t vcs[BATCH_CLUSTERS], blks[BATCH_CLUSTERS];
+  unsigned nalloc = 0, ncow = 0;
+  size_t done = 0;
+  PGD_SCOPED_LOCK (&c->lock);
+
+  while (done < len && nalloc < BATCH_CLUSTERS)
+    {
+      uint64_t vc = (off + done) / c->cb, co = (off + done) % c->cb;
+      size_t n = c->cb - co < len - done ? c->cb - co : len - done;
+      uint32_t v = map_get (c, vc);
+      uint64_t blk = c->alloc_head, pos;
+
+      if (top_owns (c, v))
+        break; /* allocated meanwhile: the caller overwrites it in place */
+      if (blk >= c->max_alloc)
+        {
+          if (nalloc == 0)
+            return pgd_error (err, ENOSPC, "delta %s: no room for another cluster", t->path);
+          break;
+        }
+      pos = blk * c->cb;
+      if (n < c->cb && v != 0)
+        {
+          /* copy on write: the parts of the cluster the request does not cover */
+          const struct pgd_delta *l = &c->levels[map_level (c, v)];
+          uint64_t src = map_cluster (c, v) * c->cb;
+          if (batch_flush (c, &b, err) < 0 || copy_lower (c, l, src, pos, co, err) < 0
+              || copy_lower (c, l, src + co + n, pos + co + n, c->cb - co - n, err) < 0)
+            return -1;
+          ncow++;
+        }
+      else if (batch_add_zeros (c, &b, co, pos, err) < 0)
+        return -1;
+      if (batch_add (c, &b, buf + done, n, pos + co, err) < 0)
+        return -1;
+      if (!(n < c->cb && v != 0) && batch_add_zeros (c, &b, c->cb - co - n, pos + co + n, err) < 0)
+        return -1;
+      c->alloc_head++;
+      vcs[nalloc] = vc;
+      blks[nalloc] = blk;
+      nalloc++;
+      done += n;
+    }
+  if (batch_flush (c, &b, err) < 0)
+    return -1;
+  /* the data is written: only now may the map (and later the BAT) point at it */
+  for (unsigned i = 0; i < nalloc; i++)
+    {
+      map_set (c, vcs[i], map_enc (c, 0, blks[i]));
+      mark_dirty (c, vcs[i]);
+    }
+  c->top_mapped += nalloc;
+  __atomic_store_n (&c->data_dirty, 1, __ATOMIC_RELEASE);
+  stat_add (&c->st.allocs, nalloc);
+  stat_add (&c->st.cows, ncow);
+  return (int64_t)done;
+}
+
+int
+pgd_chain_write (struct pgd_chain *c, const void *buf, size_t len, uint64_t off,
+                 struct pgd_err *err)
+{
+  const char *p = buf;
+
+  if (c->ro)
+    return pgd_error (err, EROFS, "write to a read-only image");
+  if (off > c->size || len > c->size - off)
+    return pgd_error (err, ENOSPC, "write past the end of the disk (%llu+%zu)",
+                      (unsigned long long)off, len);
+  while (len > 0)
+    {
+      uint64_t vc = off / c->cb, co = off % c->cb;
+      uint32_t v = map_get (c, vc);
+      size_t n = c->cb - co < len ? c->cb - co : len;
+
+      if (top_owns (c, v))
+        {
+          for (uint64_t k = 1; n < len && continues (c, v, map_get (c, vc + k), k); k++)
+            n += c->cb < len - n ? c->cb : len - n;
+          if (pgd_chain_pwrite (c, &c->levels[0], p, n, map_cluster (c, v) * c->cb + co, err) < 0)
+            return -1;
+          __atomic_store_n (&c->data_dirty, 1, __ATOMIC_RELEASE);
+        }
+      else
+        {
+          int64_t w = write_alloc (c, p, len, off, err);
+          if (w < 0)
+            return -1;
+          n = (size_t)w;
+        }
+      p += n;
+      off += n;
+      len -= n;
+    }
+  return 0;
+}
+
+/* ---- discard / write zeros ------------------------------------------------------- */
+
+/* Drop VC from the top when only the top maps it; false when that does not apply. */
+static bool
+unmap_cluster (struct pgd_chain *c, uint64_t vc)
+{
+  PGD_SCOPED_LOCK (&c->lock);
+  uint32_t v = map_get (c, vc);
+
+  if (!top_owns (c, v) || bit_test (c->lower, vc))
+    return false;
+  map_set (c, vc, 0);
+  mark_dirty (c, vc);
+  c->top_mapped--;
+  c->trim = true;
+  stat_add (&c->st.unmaps, 1);
+  return true;
+}
+
+int
+pgd_chain_zero (struct pgd_chain *c, uint64_t off, uint64_t len, struct pgd_err *err)
+{
+  if (c->ro)
+    return pgd_error (err, EROFS, "discard on a read-only image");
+  if (off > c->size || len > c->size - off)
+    return pgd_error (err, ENOSPC, "discard past the end of the disk (%llu+%llu)",
+                      (unsigned long long)off, (unsigned long long)len);
+  while (len > 0)
+    {
+      uint64_t vc = off / c->cb, co = off % c->cb;
+      uint64_t n = c->cb - co < len ? c->cb - co : len;
+      uint32_t v = map_get (c, vc);
+
+      if (v != 0 && !(n == c->cb && unmap_cluster (c, vc)))
+        for (uint64_t z = 0; z < n;)
+          {
+            size_t piece = n - z < ZERO_BUF ? n - z : ZERO_BUF;
+            if (pgd_chain_write (c, zero_buf, piece, off + z, err) < 0)
+              return -1;
+            z += piece;
+          }
+      off += n;
+      len -= n;
+    }
+  return 0;
+}

@@ -1,0 +1,118 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* Internals of the delta chain shared by chain.c (open, flush, close, seek) and
+   chain_io.c (read, write, discard). Not for other modules. */
+#ifndef PGD_CHAIN_PRIV_H
+#define PGD_CHAIN_PRIV_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "chain.h"
+#include "delta.h"
+
+#define PGD_CHAIN_BOUNCE (256 * 1024) /* copy-on-write buffer (direct I/O, no page cache) */
+#define PGD_CHAIN_IO_ALIGN 4096       /* buffers usable for direct I/O */
+#define BAT_ENTRIES_PER_PAGE (PGD_DELTA_BAT_PAGE / 4)
+#define HDR_ENTRIES (PGD_DELTA_HDR_SIZE / 4) /* vc i is u32 index i + 16 */
+
+struct pgd_chain
+{
+  unsigned nlevels;
+  struct pgd_delta *levels; /* [0] = top */
+  bool ro;
+  unsigned dflags; /* PGD_DELTA_BUFFERED or 0 */
+  int lock_fd;
+  uint64_t size;      /* virtual bytes */
+  uint64_t cb;        /* cluster bytes */
+  uint32_t nclusters; /* map entries = top's m_Size */
+  unsigned idx_bits;
+  uint32_t *map;
+  uint64_t *lower; /* bitmap: some level below the top maps vc */
+  uint64_t *dirty; /* bitmap of dirty BAT pages of the top */
+  uint32_t npages;
+  pthread_mutex_t lock; /* allocation, discard, flush */
+  uint64_t alloc_head;  /* next file cluster of the top */
+  uint64_t max_alloc;   /* first file cluster that may not be allocated */
+  uint64_t top_mapped;  /* entries the top maps (CIF_Empty) */
+  int data_dirty;       /* written since the last flush (atomic) */
+  bool trim;            /* clusters were unmapped: cut orphans off the tail at flush */
+  char *bounce;
+  uint32_t *page; /* one BAT page being written (aligned) */
+  struct pgd_chain_stats st;
+};
+
+static inline uint32_t
+map_get (const struct pgd_chain *c, uint64_t vc)
+{
+  return __atomic_load_n (&c->map[vc], __ATOMIC_ACQUIRE);
+}
+
+static inline void
+map_set (struct pgd_chain *c, uint64_t vc, uint32_t v)
+{
+  __atomic_store_n (&c->map[vc], v, __ATOMIC_RELEASE);
+}
+
+static inline uint32_t
+map_enc (const struct pgd_chain *c, unsigned level, uint64_t cluster)
+{
+  return (uint32_t)(((uint64_t)level << c->idx_bits) | (cluster + 1));
+}
+
+static inline unsigned
+map_level (const struct pgd_chain *c, uint32_t v)
+{
+  return c->idx_bits >= 32 ? 0 : v >> c->idx_bits;
+}
+
+static inline uint64_t
+map_cluster (const struct pgd_chain *c, uint32_t v)
+{
+  uint64_t mask = c->idx_bits >= 32 ? UINT32_MAX : (1ULL << c->idx_bits) - 1;
+  return (v & mask) - 1;
+}
+
+static inline bool
+top_owns (const struct pgd_chain *c, uint32_t v)
+{
+  return v != 0 && map_level (c, v) == 0;
+}
+
+/* W is the entry K clusters after V in the same level and file (one read/write run) */
+static inline bool
+continues (const struct pgd_chain *c, uint32_t v, uint32_t w, uint64_t k)
+{
+  return w == v + k && map_level (c, w) == map_level (c, v);
+}
+
+static inline bool
+bit_test (const uint64_t *b, uint64_t i)
+{
+  return (b[i / 64] >> (i % 64)) & 1;
+}
+
+static inline void
+bit_set (uint64_t *b, uint64_t i)
+{
+  b[i / 64] |= 1ULL << (i % 64);
+}
+
+static inline void
+stat_add (uint64_t *counter, uint64_t n)
+{
+  __atomic_add_fetch (counter, n, __ATOMIC_RELAXED);
+}
+
+/* Mark the BAT page holding VC's entry dirty (chain lock held). */
+static inline void
+mark_dirty (struct pgd_chain *c, uint64_t vc)
+{
+  bit_set (c->dirty, (vc + HDR_ENTRIES) / BAT_ENTRIES_PER_PAGE);
+}
+
+/* Write LEN bytes of BUF at OFF into delta D, through O_DIRECT when aligned. */
+int pgd_chain_pwrite (struct pgd_chain *c, const struct pgd_delta *d, const char *buf, size_t len,
+                      uint64_t off, struct pgd_err *err) __attribute__ ((warn_unused_result));
+
+#endif

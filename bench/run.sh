@@ -60,6 +60,7 @@ bench_init
 
 declare -A DIR=()          # driver -> its instance directory
 declare -A BROKEN=()       # driver -> why it stopped being measured
+CMD=()                     # set by external()
 DRIVERS=()                 # drivers that came up
 
 # ---------------------------------------------------------------------------
@@ -89,10 +90,24 @@ broken() {
 	tail -15 "$W/err" >&2
 }
 
+# external CMD...: CMD as an external command line: `dk` becomes the docker CLI call it
+# wraps. A function would run with the shell's own stderr redirected, so a signal
+# trap (and the teardown's messages) would land in $W/err.
+external() {
+	if [ "$1" = dk ]; then
+		shift
+		CMD=(timeout "$E2E_TIMEOUT" "$DOCKER_CLI" -H "unix://$D/docker.sock" "$@")
+	else
+		CMD=("$@")
+	fi
+}
+
 # timed DRV FIGURE ROUND CMD...: run CMD, record its wall time in microseconds.
 timed() {
 	local drv=$1 fig=$2 round=$3 t0 t1
 	shift 3
+	external "$@"
+	set -- "${CMD[@]}"
 	t0=$(date +%s%N)
 	if ! "$@" >"$W/out" 2>"$W/err"; then
 		broken "$drv" "$fig ($*)"
@@ -106,6 +121,8 @@ timed() {
 quiet() {
 	local drv=$1 what=$2
 	shift 2
+	external "$@"
+	set -- "${CMD[@]}"
 	"$@" >"$W/out" 2>"$W/err" || {
 		broken "$drv" "$what ($*)"
 		return 1

@@ -490,10 +490,14 @@ Test (engine, kill_server_during_write_then_repair)
   tree_sums (mnt, before, sizeof before);
   pid = server_pid (run);
   cr_assert_gt (pid, 0);
-  cr_assert_eq (fx_sh ("mkdir '%s/big' && (dd if=/dev/zero of='%s/big/zero' bs=1M count=300 "
-                       ">/dev/null 2>&1 &) ; sleep 0.5; kill -9 %ld",
-                       mnt, mnt, pid),
-                0);
+  /* kill while the write is under way: once 100 MB of it have reached the file */
+  cr_assert_eq (
+      fx_sh ("mkdir '%s/big' && (dd if=/dev/zero of='%s/big/zero' bs=1M count=1500 "
+             ">/dev/null 2>&1 &) ; "
+             "while [ $(stat -c %%s '%s/big/zero' 2>/dev/null || echo 0) -lt 100000000 ]; "
+             "do sleep 0.01; done; kill -9 %ld",
+             mnt, mnt, mnt, pid),
+      0);
   for (int i = 0; i < 1000 && !process_gone (pid); i++)
     usleep (10000);
   cr_assert (process_gone (pid));

@@ -34,6 +34,7 @@
 #define STATUS_FILE "server.status"
 #define LOG_FILE "server.log"
 #define READY_FD 3
+#define LOG_MAX (1 << 20) /* server.log is started afresh beyond this */
 
 #define SERVER_START_TIMEOUT_MS 30000
 #define SERVER_EXIT_TIMEOUT_MS 300000 /* the last flush may write back a lot */
@@ -313,6 +314,9 @@ spawn_server (const struct pgd_engine *e, const struct paths *p, bool ro, pid_t 
   log_fd = open (p->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (log_fd < 0)
     return pgd_error (err, errno, "open %s", p->log);
+  struct stat st;
+  if (fstat (log_fd, &st) == 0 && st.st_size > LOG_MAX && ftruncate (log_fd, 0) < 0)
+    pgd_log (PGD_LOG_WARN, "truncate %s: %s", p->log, strerror (errno));
   devnull = open ("/dev/null", O_RDWR | O_CLOEXEC);
   if (devnull < 0)
     return pgd_error (err, errno, "open /dev/null");

@@ -44,8 +44,11 @@ int pgd_engine_setup (struct pgd_engine *e, const char *name, const char *exe, s
     __attribute__ ((warn_unused_result));
 
 /* Mount the image in IMAGE_DIR at the existing directory TARGET. RUN_DIR is a private
-   per-image directory for the engine's runtime state (FUSE mount point, pid file).
-   MOUNT_OPTS (may be NULL) are extra ext4 options, e.g. an SELinux context=. */
+   per-image directory for the engine's runtime state (FUSE mount point, pid file, the
+   server's log). MOUNT_OPTS (may be NULL) are extra ext4 options, e.g. an SELinux
+   context=. A top delta left in use by a dead server is checked and repaired first;
+   EBUSY when another process serves the image. Read-write mounts are noatime. Undoes
+   every step on failure. */
 int pgd_engine_mount (const struct pgd_engine *e, const char *image_dir, const char *run_dir,
                       const char *target, unsigned flags, const char *mount_opts,
                       struct pgd_err *err) __attribute__ ((warn_unused_result));

@@ -159,16 +159,11 @@ remove_children (int fd, const char *shown, dev_t dev, struct pgd_err *err)
   for (;;)
     {
       struct stat st;
-      errno = 0;
-      de = readdir (d);
-      if (de == NULL)
-        {
-          if (errno != 0)
-            return pgd_error (err, errno, "readdir %s", shown);
-          break;
-        }
-      if (strcmp (de->d_name, ".") == 0 || strcmp (de->d_name, "..") == 0)
-        continue;
+      int r = pgd_readdir (d, &de, shown, err);
+      if (r < 0)
+        return -1;
+      if (r == 0)
+        break;
       if (fstatat (fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
         {
           if (errno == ENOENT)

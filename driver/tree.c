@@ -112,16 +112,11 @@ read_names (int fd, const char *shown, bool root, struct names *ns, struct pgd_e
   for (;;)
     {
       struct dirent *de;
-      errno = 0;
-      de = readdir (d);
-      if (de == NULL)
-        {
-          if (errno != 0)
-            return pgd_error (err, errno, "readdir %s", shown);
-          break;
-        }
-      if (strcmp (de->d_name, ".") == 0 || strcmp (de->d_name, "..") == 0)
-        continue;
+      int r = pgd_readdir (d, &de, shown, err);
+      if (r < 0)
+        return -1;
+      if (r == 0)
+        break;
       if (root && strcmp (de->d_name, "lost+found") == 0)
         continue;
       if (names_push (ns, de->d_name, err) < 0)

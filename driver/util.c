@@ -68,6 +68,20 @@ pgd_id_valid (const char *id, struct pgd_err *err)
 }
 
 int
+pgd_readdir (DIR *d, struct dirent **de, const char *shown, struct pgd_err *err)
+{
+  for (;;)
+    {
+      errno = 0;
+      *de = readdir (d);
+      if (*de == NULL)
+        return errno != 0 ? pgd_error (err, errno, "readdir %s", shown) : 0;
+      if (strcmp ((*de)->d_name, ".") != 0 && strcmp ((*de)->d_name, "..") != 0)
+        return 1;
+    }
+}
+
+int
 pgd_mkdir_p (const char *path, mode_t mode, struct pgd_err *err)
 {
   char buf[PATH_MAX];

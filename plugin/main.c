@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "engine.h"
 #include "layers.h"
 #include "log.h"
@@ -60,6 +61,7 @@ usage (FILE *f, const char *prog)
 {
   fprintf (f,
            "Usage: %s [OPTION]...\n"
+           "       %s create|clone|grow|check|info|mount|umount ... (--help)\n"
            "       %s serve-image ...\n"
            "Serve Docker's GraphDriver plugin protocol, storing layers as ploop images.\n"
            "\n"
@@ -70,7 +72,7 @@ usage (FILE *f, const char *prog)
            "  --engine ENGINE    auto, user or kernel (default auto)\n"
            "  --log-level LEVEL  error, warn, info or debug (default info)\n"
            "  --help             show this help\n",
-           prog, prog);
+           prog, prog, prog);
 }
 
 /* Parse the command line into OPT; returns -1 (message printed) on a usage error. */
@@ -268,6 +270,8 @@ main (int argc, char **argv)
 
   if (argc > 1 && strcmp (argv[1], "serve-image") == 0)
     return pgd_imgsrv_main (argc - 1, argv + 1);
+  if (argc > 1 && pgd_cli_is_command (argv[1]))
+    return pgd_cli_main (argc - 1, argv + 1);
   if (parse_options (argc, argv, &opt) < 0)
     return 2;
   pgd_log_set_level ((enum pgd_log_level)opt.log_level);

@@ -112,7 +112,8 @@ make_paths (struct paths *p, const char *image_dir, const char *run_dir, struct 
 
 /* ---- server process identity --------------------------------------------------------- */
 
-/* Start time of PID in clock ticks since boot (field 22 of /proc/PID/stat); 0 if gone. */
+/* Start time of PID in clock ticks since boot (field 22 of /proc/PID/stat); 0 if gone
+   or exited (a zombie). */
 static unsigned long long
 proc_starttime (pid_t pid)
 {
@@ -125,8 +126,8 @@ proc_starttime (pid_t pid)
   if (pgd_read_file (path, &data, NULL, NULL) < 0)
     return 0;
   p = strrchr (data, ')');
-  if (p == NULL)
-    return 0;
+  if (p == NULL || p[1] != ' ' || p[2] == 'Z' || p[2] == 'X')
+    return 0; /* a zombie has exited: its FUSE connection is dead */
   p++;
   for (int field = 3; field < 22 && p; field++)
     p = strchr (p + 1, ' ');

@@ -27,9 +27,9 @@ pair_release (struct mounted_pair *p)
 {
   struct pgd_err err;
 
-  if (p->new_dir[0] && pgd_layer_release (p->l, p->id, &err) < 0)
+  if (p->new_dir[0] && pgd_layer_release (p->l, p->id, 0, &err) < 0)
     pgd_log (PGD_LOG_WARN, "%s", err.msg);
-  if (p->old_dir[0] && pgd_layer_release (p->l, p->parent, &err) < 0)
+  if (p->old_dir[0] && pgd_layer_release (p->l, p->parent, 0, &err) < 0)
     pgd_log (PGD_LOG_WARN, "%s", err.msg);
   p->new_dir[0] = p->old_dir[0] = '\0';
 }
@@ -173,7 +173,8 @@ pgd_layers_apply_diff (void *ctx, const char *id, const char *parent, int fd, in
   if (ret < 0)
     pgd_error_wrap (err, "apply diff to layer %s", id);
   struct pgd_err rerr;
-  if (pgd_layer_release (l, id, &rerr) < 0 && ret == 0)
+  /* unmounted now: "done" may only be written once everything is closed and durable */
+  if (pgd_layer_release (l, id, PGD_REL_NOW, &rerr) < 0 && ret == 0)
     {
       *err = rerr;
       ret = -1;

@@ -121,17 +121,16 @@ pgd_layer_usable (const struct pgd_layers *l, const char *id, struct pgd_err *er
                     id);
 }
 
-/* Wait until LAY is not busy, then mark it busy. Called and returns with l->lock held. */
-static void
-claim (struct pgd_layers *l, struct layer *lay)
+void
+pgd_layer_claim (struct pgd_layers *l, struct layer *lay)
 {
   while (lay->busy)
     pthread_cond_wait (&l->cond, &l->lock);
   lay->busy = true;
 }
 
-static void
-unclaim (struct pgd_layers *l, struct layer *lay)
+void
+pgd_layer_unclaim (struct pgd_layers *l, struct layer *lay)
 {
   lay->busy = false;
   pthread_cond_broadcast (&l->cond);
@@ -157,23 +156,43 @@ pgd_layer_acquire (struct pgd_layers *l, const char *id, const char *mount_label
   lay = pgd_layer_find (l, id, true);
   if (lay == NULL)
     return pgd_error (err, ENOMEM, "layer %s", id);
-  claim (l, lay);
+  pgd_layer_claim (l, lay);
   pgd_store_path (l, dir, "mnt", id);
+  pgd_store_path (l, image, "layers", id);
+  pgd_store_path (l, run, "run", id);
+  if (lay->state == LAYER_MOUNTED && lay->refs == 0 && lay->idle_since != 0)
+    {
+      /* an idle mount is taken back only while its image server lives */
+      pthread_mutex_unlock (&l->lock);
+      bool alive = pgd_engine_is_mounted (&l->engine, image, run, dir);
+      pthread_mutex_lock (&l->lock);
+      if (!alive)
+        {
+          pgd_log (PGD_LOG_WARN, "idle layer %s lost its image server; mounting it again", id);
+          /* the teardown reports the unclean close; the mount below checks the image */
+          if (pgd_layer_unmount (l, lay, err) < 0 && lay->state == LAYER_MOUNTED)
+            {
+              pgd_layer_unclaim (l, lay);
+              return -1;
+            }
+        }
+    }
   if (lay->state == LAYER_MOUNTED)
     {
       ret = 0;
       if (need_rw && lay->ro)
         ret = pgd_error (err, EROFS, "layer %s is mounted read-only (a child layer shares its data)", id);
       else
-        lay->refs++;
-      unclaim (l, lay);
+        {
+          lay->refs++;
+          lay->idle_since = 0;
+        }
+      pgd_layer_unclaim (l, lay);
       return ret;
     }
 
   /* first reference: mount outside the lock */
   pthread_mutex_unlock (&l->lock);
-  pgd_store_path (l, image, "layers", id);
-  pgd_store_path (l, run, "run", id);
   ret = pgd_image_info (image, &info, err);
   if (ret == 0 && need_rw && info.top_shared)
     ret = pgd_error (err, EROFS, "layer %s has child layers; it can only be read", id);
@@ -197,16 +216,40 @@ pgd_layer_acquire (struct pgd_layers *l, const char *id, const char *mount_label
     }
   else
     pgd_error_wrap (err, "mount layer %s", id);
-  unclaim (l, lay);
+  pgd_layer_unclaim (l, lay);
   return ret;
 }
 
 int
-pgd_layer_release (struct pgd_layers *l, const char *id, struct pgd_err *err)
+pgd_layer_unmount (struct pgd_layers *l, struct layer *lay, struct pgd_err *err)
 {
   char image[PATH_MAX], run[PATH_MAX], dir[PATH_MAX];
+
+  pthread_mutex_unlock (&l->lock);
+  pgd_store_path (l, image, "layers", lay->id);
+  pgd_store_path (l, run, "run", lay->id);
+  pgd_store_path (l, dir, "mnt", lay->id);
+  int ret = pgd_engine_umount (&l->engine, image, run, dir, err);
+  bool gone = ret == 0 || !pgd_is_mountpoint (dir);
+  pthread_mutex_lock (&l->lock);
+  lay->idle_since = 0;
+  if (gone)
+    {
+      /* also when torn down all the same (e.g. its image server had died): a later Get
+         must mount again, not hand out the bare directory */
+      lay->state = LAYER_UNMOUNTED;
+      lay->refs = 0;
+    }
+  if (ret < 0)
+    return pgd_error_wrap (err, "unmount layer %s", lay->id);
+  pgd_log (PGD_LOG_DEBUG, "unmounted %s", lay->id);
+  return 0;
+}
+
+int
+pgd_layer_release (struct pgd_layers *l, const char *id, unsigned flags, struct pgd_err *err)
+{
   struct layer *lay;
-  int ret;
 
   PGD_SCOPED_LOCK (&l->lock);
   if (pgd_store_ready (l, err) < 0)
@@ -214,42 +257,22 @@ pgd_layer_release (struct pgd_layers *l, const char *id, struct pgd_err *err)
   lay = pgd_layer_find (l, id, false);
   if (lay == NULL)
     return 0;
-  claim (l, lay);
-  if (lay->state != LAYER_MOUNTED || lay->refs == 0)
+  pgd_layer_claim (l, lay);
+  if (lay->state != LAYER_MOUNTED || lay->refs == 0 || --lay->refs > 0)
     {
-      unclaim (l, lay);
+      pgd_layer_unclaim (l, lay);
       return 0;
     }
-  if (--lay->refs > 0)
+  if (l->linger_ms > 0 && !(flags & PGD_REL_NOW))
     {
-      unclaim (l, lay);
+      lay->idle_since = pgd_now_ns (); /* the unclaim wakes the reaper */
+      pgd_layer_unclaim (l, lay);
       return 0;
     }
-  pthread_mutex_unlock (&l->lock);
-  pgd_store_path (l, image, "layers", id);
-  pgd_store_path (l, run, "run", id);
-  pgd_store_path (l, dir, "mnt", id);
-  ret = pgd_engine_umount (&l->engine, image, run, dir, err);
-  pthread_mutex_lock (&l->lock);
-  if (ret == 0)
-    {
-      lay->state = LAYER_UNMOUNTED;
-      pgd_log (PGD_LOG_DEBUG, "unmounted %s", id);
-    }
-  else if (!pgd_is_mountpoint (dir))
-    {
-      /* torn down all the same (e.g. its image server had died): a later Get must
-         mount again, not hand out the bare directory */
-      lay->state = LAYER_UNMOUNTED;
-      lay->refs = 0;
-      pgd_error_wrap (err, "unmount layer %s", id);
-    }
-  else
-    {
-      lay->refs = 1; /* still mounted: a later Put retries */
-      pgd_error_wrap (err, "unmount layer %s", id);
-    }
-  unclaim (l, lay);
+  int ret = pgd_layer_unmount (l, lay, err);
+  if (ret < 0 && lay->state == LAYER_MOUNTED)
+    lay->refs = 1; /* still mounted: a later Put retries */
+  pgd_layer_unclaim (l, lay);
   return ret;
 }
 
@@ -382,16 +405,22 @@ build_layer (struct pgd_layers *l, const struct pgd_create_req *req, uint64_t si
           pthread_mutex_unlock (&l->lock);
           return pgd_error (err, ENOMEM, "parent layer %s", req->parent);
         }
-      claim (l, play);
+      pgd_layer_claim (l, play);
+      ret = 0;
+      /* an idle read-write mount of the parent is closed first: a clone shares its deltas */
+      if (play->state == LAYER_MOUNTED && !play->ro && play->refs == 0)
+        ret = pgd_layer_unmount (l, play, err);
       bool mounted_rw = play->state == LAYER_MOUNTED && !play->ro;
       pthread_mutex_unlock (&l->lock);
       pgd_store_path (l, src, "layers", req->parent);
-      if (mounted_rw)
+      if (ret < 0)
+        pgd_error_wrap (err, "parent");
+      else if (mounted_rw)
         ret = pgd_error (err, EBUSY, "parent layer %s is mounted read-write", req->parent);
       else
         ret = pgd_image_clone (src, staging, err);
       pthread_mutex_lock (&l->lock);
-      unclaim (l, play);
+      pgd_layer_unclaim (l, play);
       pthread_mutex_unlock (&l->lock);
     }
   if (ret < 0)
@@ -433,7 +462,7 @@ layers_create (void *ctx, const struct pgd_create_req *req, struct pgd_err *err)
       pthread_mutex_unlock (&l->lock);
       return pgd_error (err, ENOMEM, "create layer %s", req->id);
     }
-  claim (l, lay);
+  pgd_layer_claim (l, lay);
   bool exists = pgd_layer_on_disk (l, req->id);
   pthread_mutex_unlock (&l->lock);
   if (exists)
@@ -468,7 +497,7 @@ layers_create (void *ctx, const struct pgd_create_req *req, struct pgd_err *err)
         }
     }
   pthread_mutex_lock (&l->lock);
-  unclaim (l, lay);
+  pgd_layer_unclaim (l, lay);
   if (ret < 0 && !exists)
     pgd_layer_forget (l, req->id);
   pthread_mutex_unlock (&l->lock);
@@ -523,7 +552,7 @@ layers_remove (void *ctx, const char *id, struct pgd_err *err)
       pthread_mutex_unlock (&l->lock);
       return pgd_error (err, ENOMEM, "remove layer %s", id);
     }
-  claim (l, lay);
+  pgd_layer_claim (l, lay);
   pthread_mutex_unlock (&l->lock);
 
   pgd_store_path (l, image, "layers", id);
@@ -545,7 +574,7 @@ layers_remove (void *ctx, const char *id, struct pgd_err *err)
       lay->state = LAYER_UNMOUNTED;
       lay->refs = 0;
     }
-  unclaim (l, lay);
+  pgd_layer_unclaim (l, lay);
   if (ret == 0)
     pgd_layer_forget (l, id);
   pthread_mutex_unlock (&l->lock);
@@ -563,7 +592,7 @@ layers_get (void *ctx, const char *id, const char *mount_label, char **dir, stru
   if (*dir == NULL)
     {
       struct pgd_err ignored;
-      if (pgd_layer_release (ctx, id, &ignored) < 0)
+      if (pgd_layer_release (ctx, id, 0, &ignored) < 0)
         pgd_log (PGD_LOG_WARN, "%s", ignored.msg);
       return pgd_error (err, ENOMEM, "get %s", id);
     }
@@ -573,7 +602,7 @@ layers_get (void *ctx, const char *id, const char *mount_label, char **dir, stru
 static int
 layers_put (void *ctx, const char *id, struct pgd_err *err)
 {
-  return pgd_layer_release (ctx, id, err);
+  return pgd_layer_release (ctx, id, 0, err);
 }
 
 static int
@@ -607,27 +636,18 @@ layers_cleanup (void *ctx, struct pgd_err *err)
 void
 pgd_layers_shutdown (struct pgd_layers *l)
 {
-  char image[PATH_MAX], run[PATH_MAX], dir[PATH_MAX];
-
   pthread_mutex_lock (&l->lock);
   for (size_t b = 0; b < PGD_BUCKETS; b++)
     for (struct layer *lay = l->table[b]; lay; lay = lay->next)
       {
+        /* a busy one is being unmounted (or mounted, then held) by another thread */
         if (lay->busy || lay->state != LAYER_MOUNTED || lay->refs > 0)
           continue;
-        lay->busy = true;
-        pthread_mutex_unlock (&l->lock);
         struct pgd_err err;
-        pgd_store_path (l, image, "layers", lay->id);
-        pgd_store_path (l, run, "run", lay->id);
-        pgd_store_path (l, dir, "mnt", lay->id);
-        int ret = pgd_engine_umount (&l->engine, image, run, dir, &err);
-        if (ret < 0)
+        pgd_layer_claim (l, lay);
+        if (pgd_layer_unmount (l, lay, &err) < 0)
           pgd_log (PGD_LOG_WARN, "cleanup: %s", err.msg);
-        pthread_mutex_lock (&l->lock);
-        if (ret == 0)
-          lay->state = LAYER_UNMOUNTED;
-        unclaim (l, lay);
+        pgd_layer_unclaim (l, lay);
       }
   pthread_mutex_unlock (&l->lock);
 }
@@ -642,7 +662,12 @@ pgd_layers_open (struct pgd_layers **out, const struct pgd_layers_config *cfg,
     return pgd_error (err, ENOMEM, "layer store");
   pthread_mutex_init (&l->lock, NULL);
   pthread_mutex_init (&l->template_lock, NULL);
-  pthread_cond_init (&l->cond, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init (&ca);
+  pthread_condattr_setclock (&ca, CLOCK_MONOTONIC);
+  pthread_cond_init (&l->cond, &ca);
+  pthread_condattr_destroy (&ca);
+  l->linger_ms = cfg->linger_ms;
   l->default_size = PGD_DEFAULT_SIZE;
   l->cluster = PGD_DEFAULT_CLUSTER;
   snprintf (l->state_file, sizeof l->state_file, "%s",
@@ -661,6 +686,8 @@ pgd_layers_open (struct pgd_layers **out, const struct pgd_layers_config *cfg,
     goto fail;
   if (l->ready)
     pgd_store_recover (l);
+  if (pgd_reaper_start (l, err) < 0)
+    goto fail;
   *out = l;
   return 0;
 fail:
@@ -673,6 +700,7 @@ pgd_layers_close (struct pgd_layers *l)
 {
   if (l == NULL)
     return;
+  pgd_reaper_stop (l);
   for (size_t b = 0; b < PGD_BUCKETS; b++)
     while (l->table[b])
       pgd_layer_forget (l, l->table[b]->id);

@@ -16,16 +16,19 @@ struct pgd_layers_config
   const char *home;       /* serve this Home at once (NULL = wait for Init/state) */
   const char *engine;     /* "auto", "user" or "kernel" (NULL = auto) */
   const char *exe;        /* binary with the serve-image sub-mode (NULL = /proc/self/exe) */
+  unsigned linger_ms;     /* keep a layer mounted this long after its last Put, so that a
+                             Get soon after reuses the mount (0: unmount at once) */
 };
 
 /* Open the store: load the persisted Init state, sweep staging, adopt live mounts. */
 int pgd_layers_open (struct pgd_layers **out, const struct pgd_layers_config *cfg,
                      struct pgd_err *err) __attribute__ ((warn_unused_result));
 
-/* Release memory; mounts stay (containers keep running across a plugin restart). */
+/* Stop the idle-mount reaper and release memory; held mounts stay (containers keep
+   running across a plugin restart). Call pgd_layers_shutdown first to close idle ones. */
 void pgd_layers_close (struct pgd_layers *l);
 
-/* Unmount every layer nobody holds (shutdown). */
+/* Unmount every layer nobody holds, idle ones included (shutdown, Cleanup). */
 void pgd_layers_shutdown (struct pgd_layers *l);
 
 /* The operation table; pass the struct pgd_layers * as its ctx. */

@@ -33,12 +33,14 @@ struct layer
   enum layer_state state;
   bool ro;               /* mounted read-only */
   bool busy;             /* a mount, unmount, clone or remove is in progress */
+  uint64_t idle_since;   /* pgd_now_ns of the last Put to 0 refs while still mounted; 0 = not idle */
 };
 
 struct pgd_layers
 {
   pthread_mutex_t lock; /* guards everything below but the template lock */
-  pthread_cond_t cond;  /* broadcast whenever a layer stops being busy */
+  pthread_cond_t cond;  /* broadcast whenever a layer stops being busy or goes idle
+                           (CLOCK_MONOTONIC, for the reaper's timed waits) */
   pthread_mutex_t template_lock;
   bool ready;           /* Home is known (Init or persisted state) */
   char home[PATH_MAX];
@@ -50,6 +52,10 @@ struct pgd_layers
   uint32_t cluster;
   struct pgd_idmaps maps;
   struct layer *table[PGD_BUCKETS];
+  unsigned linger_ms;   /* keep a layer mounted this long after its last Put (0: unmount at once) */
+  pthread_t reaper;     /* unmounts idle layers once they have lingered (idle.c) */
+  bool reaper_running;
+  bool reaper_stop;
 };
 
 /* Path helpers: write "<home>/<sub>/<id>" into BUF (PATH_MAX). */
@@ -82,9 +88,32 @@ int pgd_layer_acquire (struct pgd_layers *l, const char *id, const char *mount_l
                        unsigned flags, char *dir, struct pgd_err *err)
     __attribute__ ((warn_unused_result));
 
-/* Drop a reference taken by pgd_layer_acquire; unmount at zero. Unknown ID: success. */
-int pgd_layer_release (struct pgd_layers *l, const char *id, struct pgd_err *err)
+enum
+{
+  PGD_REL_NOW = 1 << 0, /* unmount at zero refs now, never linger (the data must be closed) */
+};
+
+/* Drop a reference taken by pgd_layer_acquire. At zero the layer stays mounted for
+   l->linger_ms (a Get meanwhile takes the mount back) unless FLAGS has PGD_REL_NOW or
+   linger is 0; then it is unmounted now. Unknown ID: success. */
+int pgd_layer_release (struct pgd_layers *l, const char *id, unsigned flags, struct pgd_err *err)
     __attribute__ ((warn_unused_result));
+
+/* Unmount LAY, which the caller has claimed and nobody holds. Called with l->lock held;
+   drops it while unmounting. On success, or when the mount is gone anyway, the layer is
+   unmounted with no refs; otherwise it stays mounted and ERR says why. Not idle after. */
+int pgd_layer_unmount (struct pgd_layers *l, struct layer *lay, struct pgd_err *err)
+    __attribute__ ((warn_unused_result));
+
+/* Wait until LAY is not busy, then mark it busy / clear busy and wake waiters. Called
+   with l->lock held. */
+void pgd_layer_claim (struct pgd_layers *l, struct layer *lay);
+void pgd_layer_unclaim (struct pgd_layers *l, struct layer *lay);
+
+/* Start and stop the thread that unmounts layers idle for l->linger_ms (idle.c). Start
+   is a no-op when linger is 0; stop waits for an unmount in progress. */
+int pgd_reaper_start (struct pgd_layers *l, struct pgd_err *err) __attribute__ ((warn_unused_result));
+void pgd_reaper_stop (struct pgd_layers *l);
 
 /* Apply Init options and Home; persist them when PERSIST. */
 int pgd_store_init (struct pgd_layers *l, const struct pgd_init_req *req, bool persist,

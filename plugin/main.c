@@ -23,6 +23,10 @@
 /* How long requests in flight may finish after SIGTERM; dockerd SIGKILLs after 10 s. */
 #define SHUTDOWN_GRACE_MS 5000
 
+/* Long enough for dockerd's Put-then-Get pairs (create then start, stop then diff),
+   short enough that an unused layer soon gives its image server and loop device back. */
+#define PGD_LINGER_DEFAULT_MS 2000u
+
 struct options
 {
   const char *socket;
@@ -30,6 +34,7 @@ struct options
   const char *home;
   const char *engine;
   int log_level;
+  unsigned linger_ms;
 };
 
 /* The write end of the self-pipe: the only thing the signal handler touches. */
@@ -71,8 +76,10 @@ usage (FILE *f, const char *prog)
            "  --home DIR         serve this Home at once, without waiting for Init\n"
            "  --engine ENGINE    auto, user or kernel (default auto)\n"
            "  --log-level LEVEL  error, warn, info or debug (default info)\n"
+           "  --linger MS        keep a layer mounted MS milliseconds after its last Put,\n"
+           "                     so that a Get soon after reuses it (default %u; 0: never)\n"
            "  --help             show this help\n",
-           prog, prog, prog);
+           prog, prog, prog, PGD_LINGER_DEFAULT_MS);
 }
 
 /* Parse the command line into OPT; returns -1 (message printed) on a usage error. */
@@ -86,6 +93,7 @@ parse_options (int argc, char **argv, struct options *opt)
     OPT_HOME,
     OPT_ENGINE,
     OPT_LOG_LEVEL,
+    OPT_LINGER,
     OPT_HELP,
   };
   static const struct option longopts[] = {
@@ -94,6 +102,7 @@ parse_options (int argc, char **argv, struct options *opt)
     { "home", required_argument, NULL, OPT_HOME },
     { "engine", required_argument, NULL, OPT_ENGINE },
     { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+    { "linger", required_argument, NULL, OPT_LINGER },
     { "help", no_argument, NULL, OPT_HELP },
     { NULL, 0, NULL, 0 },
   };
@@ -128,6 +137,19 @@ parse_options (int argc, char **argv, struct options *opt)
             return -1;
           }
         break;
+      case OPT_LINGER:
+        {
+          char *end;
+          errno = 0;
+          unsigned long ms = strtoul (optarg, &end, 10);
+          if (errno || end == optarg || *end || optarg[0] == '-' || ms > 600000)
+            {
+              fprintf (stderr, "%s: --linger must be milliseconds from 0 to 600000\n", argv[0]);
+              return -1;
+            }
+          opt->linger_ms = (unsigned)ms;
+          break;
+        }
       case OPT_HELP:
         usage (stdout, argv[0]);
         exit (EXIT_SUCCESS);
@@ -217,6 +239,7 @@ serve (const struct options *opt)
     .state_file = opt->state,
     .home = opt->home,
     .engine = opt->engine,
+    .linger_ms = opt->linger_ms,
   };
   struct pgd_layers *layers = NULL;
   struct pgd_server *server = NULL;
@@ -266,6 +289,7 @@ main (int argc, char **argv)
     .state = DEFAULT_STATE,
     .engine = "auto",
     .log_level = PGD_LOG_INFO,
+    .linger_ms = PGD_LINGER_DEFAULT_MS,
   };
 
   if (argc > 1 && strcmp (argv[1], "serve-image") == 0)

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,11 +23,13 @@ static char state[PATH_MAX + 16];
 static char exe[PATH_MAX];
 static struct pgd_layers *L;
 static const struct pgd_ops *ops = &pgd_layers_ops;
+static unsigned linger_ms; /* 0 for every test but the idle_* ones */
 
 static void
 open_store (void)
 {
-  struct pgd_layers_config cfg = { .state_file = state, .engine = "user", .exe = exe };
+  struct pgd_layers_config cfg
+      = { .state_file = state, .engine = "user", .exe = exe, .linger_ms = linger_ms };
   struct pgd_err err = { 0 };
   cr_assert_eq (pgd_layers_open (&L, &cfg, &err), 0, "open: %s", err.msg);
 }
@@ -39,6 +42,7 @@ setup (void)
   cr_assert_not_null (r, "build dir");
   snprintf (exe, sizeof exe, "%s/ploop-graphdriver", r);
   free (r);
+  linger_ms = 0;
   snprintf (tmp, sizeof tmp, "/var/tmp/pgd-layers.XXXXXX");
   cr_assert_not_null (mkdtemp (tmp));
   snprintf (home, sizeof home, "%s/home", tmp);
@@ -372,4 +376,159 @@ Test (layers, apply_diff_once)
   cr_assert (strstr (err.msg, "incomplete"), "%s", err.msg);
   rm ("cut");
   rm ("applied");
+}
+
+/* The store again with linger MS (state persisted by setup's Init). */
+static void
+reopen_with_linger (unsigned ms)
+{
+  pgd_layers_shutdown (L);
+  pgd_layers_close (L);
+  linger_ms = ms;
+  open_store ();
+}
+
+/* PID of the image server of mounted layer ID, from <Home>/run/<id>/server.pid. */
+static pid_t
+server_of (const char *id)
+{
+  char path[PATH_MAX * 2], *text = NULL;
+  size_t len;
+  struct pgd_err err;
+  snprintf (path, sizeof path, "%s/run/%s/server.pid", home, id);
+  cr_assert_eq (pgd_read_file (path, &text, &len, &err), 0, "%s", err.msg);
+  long pid = atol (text);
+  free (text);
+  cr_assert_gt (pid, 1, "%s", path);
+  return (pid_t) pid;
+}
+
+/* True while PID runs (exists and is not a zombie waiting for init to reap it). */
+static bool
+running (pid_t pid)
+{
+  char path[64], buf[256] = "";
+  snprintf (path, sizeof path, "/proc/%d/stat", (int) pid);
+  int fd = open (path, O_RDONLY);
+  if (fd < 0)
+    return false;
+  ssize_t n = read (fd, buf, sizeof buf - 1);
+  close (fd);
+  const char *paren = n > 0 ? strrchr (buf, ')') : NULL;
+  return paren && paren[1] == ' ' && paren[2] != 'Z' && paren[2] != 'X';
+}
+
+/* Wait (bounded, not a performance limit) until DIR is no longer a mount point. */
+static bool
+wait_unmounted (const char *dir)
+{
+  for (int i = 0; i < 1200; i++)
+    {
+      if (!pgd_is_mountpoint (dir))
+        return true;
+      usleep (50 * 1000);
+    }
+  return false;
+}
+
+Test (layers, idle_mount_is_reused_then_reaped)
+{
+  reopen_with_linger (300);
+  create ("idle", NULL, true);
+  char *a = get ("idle");
+  write_file (a, "f", "kept\n", 0644);
+  pid_t first = server_of ("idle");
+  put ("idle");
+  cr_assert (pgd_is_mountpoint (a), "the last Put left no idle mount");
+  char *b = get ("idle");
+  cr_assert_str_eq (a, b);
+  cr_assert_eq (server_of ("idle"), first, "a Get within the linger mounted again");
+  assert_file (b, "f", "kept\n");
+  put ("idle");
+  cr_assert (wait_unmounted (a), "the reaper never unmounted the idle layer");
+  for (int i = 0; i < 1200 && running (first); i++) /* the server exits last */
+    usleep (50 * 1000);
+  cr_assert_not (running (first), "the image server outlived its unmount");
+  free (b);
+  b = get ("idle"); /* mounts again, with a new server */
+  cr_assert_neq (server_of ("idle"), first);
+  assert_file (b, "f", "kept\n");
+  put ("idle");
+  rm ("idle");
+  cr_assert_not (pgd_is_mountpoint (a));
+  free (a);
+  free (b);
+}
+
+/* A child of an idle read-write layer: Create closes the parent first (the clone shares
+   its deltas); afterwards the parent mounts read-only. */
+Test (layers, idle_parent_is_closed_for_a_child)
+{
+  reopen_with_linger (600000);
+  create ("p", NULL, true);
+  char *p = get ("p");
+  write_file (p, "from-parent", "p\n", 0644);
+  put ("p");
+  cr_assert (pgd_is_mountpoint (p));
+  create ("c", "p", true);
+  cr_assert_not (pgd_is_mountpoint (p), "the parent stayed mounted read-write under a clone");
+  char *c = get ("c");
+  assert_file (c, "from-parent", "p\n");
+  put ("c");
+  free (p);
+  p = get ("p");
+  char path[PATH_MAX * 2];
+  snprintf (path, sizeof path, "%s/new", p);
+  cr_assert_lt (open (path, O_WRONLY | O_CREAT, 0644), 0);
+  cr_assert_eq (errno, EROFS, "the parent of a clone must be read-only");
+  put ("p");
+  rm ("c");
+  rm ("p");
+  free (p);
+  free (c);
+}
+
+Test (layers, remove_and_shutdown_close_idle_mounts)
+{
+  reopen_with_linger (600000);
+  create ("x", NULL, true);
+  create ("y", NULL, true);
+  char *x = get ("x");
+  char *y = get ("y");
+  put ("x");
+  put ("y");
+  pid_t sy = server_of ("y");
+  rm ("x");
+  cr_assert_not (pgd_is_mountpoint (x), "Remove left the idle mount");
+  pgd_layers_shutdown (L);
+  cr_assert_not (pgd_is_mountpoint (y), "shutdown left the idle mount");
+  cr_assert_not (running (sy), "shutdown left the image server");
+  rm ("y");
+  free (x);
+  free (y);
+}
+
+/* An idle mount whose image server died is not handed out: Get mounts it again. */
+Test (layers, idle_mount_with_dead_server_is_remounted)
+{
+  reopen_with_linger (600000);
+  create ("z", NULL, true);
+  char *z = get ("z");
+  write_file (z, "f", "durable\n", 0644);
+  int fd = open (z, O_RDONLY | O_DIRECTORY);
+  cr_assert_geq (fd, 0);
+  cr_assert_eq (syncfs (fd), 0);
+  close (fd);
+  put ("z");
+  pid_t dead = server_of ("z");
+  cr_assert_eq (kill (dead, SIGKILL), 0);
+  for (int i = 0; i < 1200 && running (dead); i++)
+    usleep (50 * 1000);
+  char *again = get ("z");
+  cr_assert_neq (server_of ("z"), dead, "a dead server's mount was handed out");
+  assert_file (again, "f", "durable\n");
+  put ("z");
+  rm ("z");
+  free (z);
+  free (again);
 }

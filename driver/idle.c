@@ -1,0 +1,97 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* Idle mounts: a layer whose last reference went away stays mounted for linger_ms, so
+   the Put-then-Get pairs dockerd makes (docker create then start, a container's stop
+   then diff or commit) do not pay a whole unmount and mount of the user engine. One
+   thread unmounts each idle layer once its time is up. Anything that needs the layer
+   closed (Remove, a clone of it as a parent, shutdown, ApplyDiff's end) unmounts it at
+   once instead. */
+#include <errno.h>
+#include <time.h>
+
+#include "log.h"
+#include "store.h"
+#include "util.h"
+
+/* The idle layer whose time is up, or NULL; *NEXT gets the earliest deadline still to
+   come (0 when none). Called with l->lock held. */
+static struct layer *
+due_layer (struct pgd_layers *l, uint64_t now, uint64_t *next)
+{
+  uint64_t linger = (uint64_t) l->linger_ms * 1000000ULL;
+
+  *next = 0;
+  for (size_t b = 0; b < PGD_BUCKETS; b++)
+    for (struct layer *lay = l->table[b]; lay; lay = lay->next)
+      {
+        if (lay->busy || lay->state != LAYER_MOUNTED || lay->refs > 0 || lay->idle_since == 0)
+          continue;
+        uint64_t deadline = lay->idle_since + linger;
+        if (deadline <= now)
+          return lay;
+        if (*next == 0 || deadline < *next)
+          *next = deadline;
+      }
+  return NULL;
+}
+
+static void *
+reaper_main (void *arg)
+{
+  struct pgd_layers *l = arg;
+
+  pthread_mutex_lock (&l->lock);
+  while (!l->reaper_stop)
+    {
+      uint64_t next;
+      struct layer *lay = due_layer (l, pgd_now_ns (), &next);
+      if (lay)
+        {
+          struct pgd_err err;
+          pgd_layer_claim (l, lay);
+          if (pgd_layer_unmount (l, lay, &err) < 0)
+            {
+              pgd_log (PGD_LOG_WARN, "idle layer %s: %s; retrying later", lay->id, err.msg);
+              if (lay->state == LAYER_MOUNTED)
+                lay->idle_since = pgd_now_ns ();
+            }
+          pgd_layer_unclaim (l, lay);
+          continue;
+        }
+      if (next == 0)
+        pthread_cond_wait (&l->cond, &l->lock);
+      else
+        {
+          struct timespec ts = { .tv_sec = (time_t) (next / 1000000000ULL),
+                                 .tv_nsec = (long) (next % 1000000000ULL) };
+          pthread_cond_timedwait (&l->cond, &l->lock, &ts);
+        }
+    }
+  pthread_mutex_unlock (&l->lock);
+  return NULL;
+}
+
+int
+pgd_reaper_start (struct pgd_layers *l, struct pgd_err *err)
+{
+  if (l->linger_ms == 0)
+    return 0;
+  l->reaper_stop = false;
+  int rc = pthread_create (&l->reaper, NULL, reaper_main, l);
+  if (rc != 0)
+    return pgd_error (err, rc, "start the idle-mount reaper");
+  l->reaper_running = true;
+  return 0;
+}
+
+void
+pgd_reaper_stop (struct pgd_layers *l)
+{
+  if (!l->reaper_running)
+    return;
+  pthread_mutex_lock (&l->lock);
+  l->reaper_stop = true;
+  pthread_cond_broadcast (&l->cond);
+  pthread_mutex_unlock (&l->lock);
+  pthread_join (l->reaper, NULL);
+  l->reaper_running = false;
+}

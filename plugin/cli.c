@@ -17,7 +17,7 @@
 #include "util.h"
 
 #define CLI_RUN_ROOT "/run/ploop-graphdriver/by-hand"
-#define CLI_DEFAULT_CLUSTER (1024u * 1024u)
+#define CLI_DEFAULT_CLUSTER (64u * 1024u) /* as the plugin's default */
 
 /* Options shared by the sub-commands; each one reads only those it documents. */
 struct cli_opts

@@ -34,7 +34,9 @@
 /* Exported by libploop 1.15 but not declared (PLOOP.md §5.1). */
 char **make_images_list (struct ploop_disk_images_data *di, const char *guid, int reverse);
 
-#define MAX_LEVELS 128 /* libploop's limit of deltas in one image */
+/* PLOOP.md's limit of deltas in one image; libploop 1.15 itself snapshots up to 127
+   (test_chain.c's deepest_chain_127_deltas) */
+#define MAX_LEVELS 128
 
 /* ---- image description and lock ---------------------------------------------- */
 
@@ -376,6 +378,20 @@ pgd_chain_get_stats (const struct pgd_chain *c, struct pgd_chain_stats *s)
   s->bat_writes = __atomic_load_n (&c->st.bat_writes, __ATOMIC_RELAXED);
   s->dio = __atomic_load_n (&c->st.dio, __ATOMIC_RELAXED);
   s->buffered = __atomic_load_n (&c->st.buffered, __ATOMIC_RELAXED);
+  s->writes = __atomic_load_n (&c->st.writes, __ATOMIC_RELAXED);
+  s->syncs = __atomic_load_n (&c->st.syncs, __ATOMIC_RELAXED);
+}
+
+void
+pgd_chain_inject_fault (struct pgd_chain *c, enum pgd_chain_fault kind, unsigned nth)
+{
+  if (kind == PGD_CHAIN_FAULT_SYNC)
+    c->fault_sync = nth ? __atomic_load_n (&c->st.syncs, __ATOMIC_RELAXED) + nth : 0;
+  else
+    {
+      c->fault_write = nth ? __atomic_load_n (&c->st.writes, __ATOMIC_RELAXED) + nth : 0;
+      c->fault_torn = kind == PGD_CHAIN_FAULT_TORN;
+    }
 }
 
 /* ---- flush and close ------------------------------------------------------------- */
@@ -408,26 +424,66 @@ write_bat_page (struct pgd_chain *c, uint32_t page, struct pgd_err *err)
 }
 
 /* After the BAT no longer points at them, drop the unmapped clusters at the end of the
-   top (what a read-write `ploop check` calls trimming the tail). */
+   top (what a read-write `ploop check` calls trimming the tail), and whatever a failed
+   append left past the allocation head. */
 static int
 trim_tail (struct pgd_chain *c, struct pgd_err *err)
 {
   struct pgd_delta *t = &c->levels[0];
   uint64_t head = t->header_clusters;
+  struct stat st;
 
-  c->trim = false;
   for (uint64_t vc = 0; vc < c->nclusters; vc++)
     {
       uint32_t v = map_get (c, vc);
       if (top_owns (c, v) && map_cluster (c, v) + 1 > head)
         head = map_cluster (c, v) + 1;
     }
-  if (head >= c->alloc_head)
-    return 0;
-  if (ftruncate (t->fd, (off_t)(head * c->cb)) < 0)
+  if (head < c->alloc_head)
+    c->alloc_head = head;
+  if (fstat (t->fd, &st) < 0)
+    return pgd_error (err, errno, "stat %s", t->path);
+  if ((uint64_t)st.st_size > c->alloc_head * c->cb
+      && ftruncate (t->fd, (off_t)(c->alloc_head * c->cb)) < 0)
     return pgd_error (err, errno, "truncate %s", t->path);
-  c->alloc_head = head;
+  c->trim = false;
   return 0;
+}
+
+/* fdatasync the top (or fail as pgd_chain_inject_fault chose). A failure breaks the
+   chain for good: the kernel may have dropped the dirty pages it could not write, and
+   a later fdatasync would then succeed without them, so a later flush could publish
+   BAT entries over data that is gone. Writes and flushes are refused from then on, and
+   the top stays marked in use, so that the next open goes through a check. */
+static int
+sync_top (struct pgd_chain *c, struct pgd_err *err)
+{
+  struct pgd_delta *t = &c->levels[0];
+  uint64_t n = __atomic_add_fetch (&c->st.syncs, 1, __ATOMIC_RELAXED);
+  bool injected = __builtin_expect (c->fault_sync != 0, 0) && n == c->fault_sync;
+  int e = 0;
+
+  if (injected)
+    e = EIO;
+  else if (fdatasync (t->fd) < 0)
+    e = errno;
+  if (e == 0)
+    return 0;
+  __atomic_store_n (&c->broken, e, __ATOMIC_RELEASE);
+  return pgd_error (err, e, "fdatasync %s%s", t->path, injected ? ": injected fault" : "");
+}
+
+int
+pgd_chain_refuse_broken (struct pgd_chain *c, struct pgd_err *err)
+{
+  int e = __atomic_load_n (&c->broken, __ATOMIC_ACQUIRE);
+
+  if (e == 0)
+    return 0;
+  return pgd_error (err, EIO,
+                    "%s: an earlier fdatasync failed (%s); writes are refused until "
+                    "the image is checked",
+                    c->levels[0].path, strerror (e));
 }
 
 static int
@@ -437,6 +493,8 @@ flush_locked (struct pgd_chain *c, struct pgd_err *err)
   uint32_t flags = t->h.flags;
   bool pages = false;
 
+  if (pgd_chain_refuse_broken (c, err) < 0)
+    return -1;
   if (c->top_mapped > 0)
     flags &= ~PGD_DELTA_CIF_EMPTY;
   else
@@ -448,24 +506,26 @@ flush_locked (struct pgd_chain *c, struct pgd_err *err)
     }
   for (uint32_t w = 0; w <= c->npages / 64; w++)
     pages |= c->dirty[w] != 0;
-  if (!__atomic_exchange_n (&c->data_dirty, 0, __ATOMIC_ACQ_REL) && !pages)
+  if (!__atomic_exchange_n (&c->data_dirty, 0, __ATOMIC_ACQ_REL) && !pages && !c->trim)
     return 0;
-  if (fdatasync (t->fd) < 0)
-    return pgd_error (err, errno, "fdatasync %s", t->path);
-  if (!pages)
-    goto done;
-  for (uint32_t pg = 0; pg < c->npages; pg++)
-    if (bit_test (c->dirty, pg))
-      {
-        if (write_bat_page (c, pg, err) < 0)
-          return -1;
-        c->dirty[pg / 64] &= ~(1ULL << (pg % 64));
-      }
-  if (fdatasync (t->fd) < 0)
-    return pgd_error (err, errno, "fdatasync %s", t->path);
+  /* the data first: durable before any BAT entry that points at it */
+  if (sync_top (c, err) < 0)
+    return -1;
+  if (pages)
+    {
+      for (uint32_t pg = 0; pg < c->npages; pg++)
+        if (bit_test (c->dirty, pg))
+          {
+            if (write_bat_page (c, pg, err) < 0)
+              return -1;
+            c->dirty[pg / 64] &= ~(1ULL << (pg % 64));
+          }
+      if (sync_top (c, err) < 0)
+        return -1;
+    }
+  /* no BAT page is dirty: nothing on disk points at the clusters trimmed now */
   if (c->trim && trim_tail (c, err) < 0)
     return -1;
-done:
   stat_add (&c->st.flushes, 1);
   return 0;
 }
@@ -489,6 +549,7 @@ pgd_chain_close (struct pgd_chain *c, struct pgd_err *err)
   if (!c->ro)
     {
       struct pgd_delta *t = &c->levels[0];
+      /* after a failed flush the top stays in use: the next open checks it */
       if (pgd_chain_flush (c, err) < 0 || pgd_delta_write_header (t, 0, t->h.flags, err) < 0)
         rc = pgd_error_wrap (err, "close %s", t->path);
     }

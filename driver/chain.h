@@ -31,6 +31,16 @@ struct pgd_chain_stats
   uint64_t bat_writes; /* BAT pages written */
   uint64_t dio;        /* data reads and writes through O_DIRECT */
   uint64_t buffered;   /* through the page cache (unaligned, or O_DIRECT unavailable) */
+  uint64_t writes;     /* pwrite/pwritev calls to the top: data, copy on write, BAT pages */
+  uint64_t syncs;      /* fdatasync calls on the top */
+};
+
+/* Faults pgd_chain_inject_fault can make happen. */
+enum pgd_chain_fault
+{
+  PGD_CHAIN_FAULT_WRITE, /* a write to the top fails with EIO before any byte lands */
+  PGD_CHAIN_FAULT_TORN,  /* the write fails after its first half (whole sectors) landed */
+  PGD_CHAIN_FAULT_SYNC,  /* an fdatasync of the top fails with EIO */
 };
 
 /* Take DD_PATH's lock file (flock LOCK_EX|LOCK_NB on DD_PATH.lck, created if missing)
@@ -81,7 +91,9 @@ int pgd_chain_read (struct pgd_chain *c, void *buf, size_t len, uint64_t off, st
 
 /* Write LEN bytes from BUF at OFF into the top (copy on write of whole clusters).
    EROFS on a read-only chain, ENOSPC past the virtual size or the delta's limits.
-   The data is not durable before pgd_chain_flush. Thread-safe. */
+   The data is not durable before pgd_chain_flush. On error, no cluster that was not
+   written whole is mapped; clusters the top already owned may hold part of BUF.
+   Thread-safe. */
 int pgd_chain_write (struct pgd_chain *c, const void *buf, size_t len, uint64_t off,
                      struct pgd_err *err) __attribute__ ((warn_unused_result, nonnull (1, 2)));
 
@@ -91,7 +103,9 @@ int pgd_chain_zero (struct pgd_chain *c, uint64_t off, uint64_t len, struct pgd_
     __attribute__ ((warn_unused_result, nonnull (1)));
 
 /* Make every completed write durable: fdatasync the data, write the dirty BAT pages
-   (and CIF_Empty), fdatasync again. No-op on a read-only chain. */
+   (and CIF_Empty), fdatasync again. No-op on a read-only chain. After a failed
+   fdatasync the chain refuses every later write, discard and flush (EIO), and close
+   leaves the top marked in use, so that the next open goes through a check. */
 int pgd_chain_flush (struct pgd_chain *c, struct pgd_err *err)
     __attribute__ ((warn_unused_result, nonnull (1)));
 
@@ -101,10 +115,17 @@ int pgd_chain_seek (struct pgd_chain *c, uint64_t off, bool data, uint64_t *out,
                     struct pgd_err *err) __attribute__ ((warn_unused_result, nonnull (1, 4)));
 
 /* Flush, clear the in-use flag (CIF_Empty fixed) with fsync, release the lock and free C.
-   C is freed even on error. */
+   C is freed even on error; the in-use flag then stays set. */
 int pgd_chain_close (struct pgd_chain *c, struct pgd_err *err) __attribute__ ((warn_unused_result));
 
 /* Free C without flushing or clearing in-use, as a crash would leave it (tests). */
 void pgd_chain_abandon (struct pgd_chain *c);
+
+/* For tests only (the power-cut model): make the NTH write (KIND WRITE or TORN, counted
+   as stats.writes counts them) or the NTH fdatasync (KIND SYNC, as stats.syncs) of the
+   top from now on fail with EIO; NTH 0 disarms KIND. Inert unless called: otherwise a
+   write or sync only compares a counter with 0. Call it while no I/O is in flight. */
+void pgd_chain_inject_fault (struct pgd_chain *c, enum pgd_chain_fault kind, unsigned nth)
+    __attribute__ ((nonnull));
 
 #endif

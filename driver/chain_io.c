@@ -5,6 +5,7 @@
 #include <endian.h>
 #include <errno.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -57,6 +58,25 @@ pread_zero (struct pgd_chain *c, const struct pgd_delta *d, char *buf, size_t le
   return 0;
 }
 
+/* The write pgd_chain_inject_fault chose: let the first ALLOW bytes of IOV[0..N) land at
+   OFF (through the page cache), then fail as a disk error would. */
+static int
+injected_fault (const struct pgd_delta *d, const struct iovec *iov, int n, uint64_t allow,
+                uint64_t off, struct pgd_err *err)
+{
+  uint64_t at = off;
+
+  for (int i = 0; i < n && allow > 0; i++)
+    {
+      size_t piece = iov[i].iov_len < allow ? iov[i].iov_len : allow;
+      if (pwrite (d->fd, iov[i].iov_base, piece, (off_t)at) != (ssize_t)piece)
+        break; /* the error below is what the caller sees either way */
+      at += piece;
+      allow -= piece;
+    }
+  return pgd_error (err, EIO, "write %s at %llu: injected fault", d->path, (unsigned long long)off);
+}
+
 int
 pgd_chain_pwrite (struct pgd_chain *c, const struct pgd_delta *d, const char *buf, size_t len,
                   uint64_t off, struct pgd_err *err)
@@ -64,6 +84,12 @@ pgd_chain_pwrite (struct pgd_chain *c, const struct pgd_delta *d, const char *bu
   while (len > 0)
     {
       int fd = io_fd (c, d, buf, len, off);
+      uint64_t allow = fault_write_allows (c, len);
+      if (allow < len)
+        {
+          struct iovec v = { .iov_base = (void *)buf, .iov_len = len };
+          return injected_fault (d, &v, 1, allow, off, err);
+        }
       ssize_t n = pwrite (fd, buf, len, (off_t)off);
       if (n < 0 && errno == EINTR)
         continue;
@@ -99,6 +125,10 @@ batch_flush (struct pgd_chain *c, struct batch *b, struct pgd_err *err)
       for (int i = 0; dio && i < n; i++)
         dio = pgd_delta_dio_ok (t, iov[i].iov_base, iov[i].iov_len, 0);
       stat_add (dio ? &c->st.dio : &c->st.buffered, 1);
+      uint64_t left = b->start + b->len - off;
+      uint64_t allow = fault_write_allows (c, left);
+      if (allow < left)
+        return injected_fault (t, iov, n, allow, off, err);
       ssize_t w = pwritev (dio ? t->dfd : t->fd, iov, n, (off_t)off);
       if (w < 0 && errno == EINTR)
         continue;
@@ -223,6 +253,23 @@ pgd_chain_read (struct pgd_chain *c, void *buf, size_t len, uint64_t off, struct
 
 /* ---- write ------------------------------------------------------------------------- */
 
+/* A failed append publishes none of its clusters: give them back, and cut off whatever
+   part of them reached the file, so that the next append starts at HEAD again. Left
+   behind, they would be a hole inside the delta, or a partial cluster at its end, both
+   of which ploop_check rejects in a delta closed cleanly. */
+static void
+alloc_undo (struct pgd_chain *c, uint64_t head)
+{
+  const struct pgd_delta *t = &c->levels[0];
+  struct stat st;
+
+  c->alloc_head = head;
+  if (fstat (t->fd, &st) < 0 || (uint64_t)st.st_size <= head * c->cb)
+    return;
+  if (ftruncate (t->fd, (off_t)(head * c->cb)) < 0)
+    c->trim = true; /* the next flush tries again */
+}
+
 /* Allocate top clusters for the run of clusters starting at OFF that the top does not
    own, write them whole, then publish their map entries. Consumes at most
    BATCH_CLUSTERS clusters; returns the bytes of the request consumed, or -1. */
@@ -235,6 +282,7 @@ write_alloc (struct pgd_chain *c, const char *buf, size_t len, uint64_t off, str
   unsigned nalloc = 0, ncow = 0;
   size_t done = 0;
   PGD_SCOPED_LOCK (&c->lock);
+  uint64_t head = c->alloc_head; /* where a failure rolls the allocation back to */
 
   while (done < len && nalloc < BATCH_CLUSTERS)
     {
@@ -259,15 +307,15 @@ write_alloc (struct pgd_chain *c, const char *buf, size_t len, uint64_t off, str
           uint64_t src = map_cluster (c, v) * c->cb;
           if (batch_flush (c, &b, err) < 0 || copy_lower (c, l, src, pos, co, err) < 0
               || copy_lower (c, l, src + co + n, pos + co + n, c->cb - co - n, err) < 0)
-            return -1;
+            goto undo;
           ncow++;
         }
       else if (batch_add_zeros (c, &b, co, pos, err) < 0)
-        return -1;
+        goto undo;
       if (batch_add (c, &b, buf + done, n, pos + co, err) < 0)
-        return -1;
+        goto undo;
       if (!(n < c->cb && v != 0) && batch_add_zeros (c, &b, c->cb - co - n, pos + co + n, err) < 0)
-        return -1;
+        goto undo;
       c->alloc_head++;
       vcs[nalloc] = vc;
       blks[nalloc] = blk;
@@ -275,7 +323,7 @@ write_alloc (struct pgd_chain *c, const char *buf, size_t len, uint64_t off, str
       done += n;
     }
   if (batch_flush (c, &b, err) < 0)
-    return -1;
+    goto undo;
   /* the data is written: only now may the map (and later the BAT) point at it */
   for (unsigned i = 0; i < nalloc; i++)
     {
@@ -287,6 +335,10 @@ write_alloc (struct pgd_chain *c, const char *buf, size_t len, uint64_t off, str
   stat_add (&c->st.allocs, nalloc);
   stat_add (&c->st.cows, ncow);
   return (int64_t)done;
+
+undo:
+  alloc_undo (c, head);
+  return -1;
 }
 
 int
@@ -297,6 +349,8 @@ pgd_chain_write (struct pgd_chain *c, const void *buf, size_t len, uint64_t off,
 
   if (c->ro)
     return pgd_error (err, EROFS, "write to a read-only image");
+  if (pgd_chain_refuse_broken (c, err) < 0)
+    return -1;
   if (off > c->size || len > c->size - off)
     return pgd_error (err, ENOSPC, "write past the end of the disk (%llu+%zu)",
                       (unsigned long long)off, len);
@@ -352,6 +406,8 @@ pgd_chain_zero (struct pgd_chain *c, uint64_t off, uint64_t len, struct pgd_err 
 {
   if (c->ro)
     return pgd_error (err, EROFS, "discard on a read-only image");
+  if (pgd_chain_refuse_broken (c, err) < 0)
+    return -1;
   if (off > c->size || len > c->size - off)
     return pgd_error (err, ENOSPC, "discard past the end of the disk (%llu+%llu)",
                       (unsigned long long)off, (unsigned long long)len);

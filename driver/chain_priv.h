@@ -39,7 +39,11 @@ struct pgd_chain
   bool trim;            /* clusters were unmapped: cut orphans off the tail at flush */
   char *bounce;
   uint32_t *page; /* one BAT page being written (aligned) */
+  int broken;     /* errno of a failed fdatasync of the top: writes refused (atomic) */
   struct pgd_chain_stats st;
+  uint64_t fault_write; /* stats.writes value whose write fails, 0 = none (tests) */
+  uint64_t fault_sync;  /* stats.syncs value whose fdatasync fails, 0 = none (tests) */
+  bool fault_torn;      /* the failing write lets its first half through */
 };
 
 static inline uint32_t
@@ -110,6 +114,23 @@ mark_dirty (struct pgd_chain *c, uint64_t vc)
 {
   bit_set (c->dirty, (vc + HDR_ENTRIES) / BAT_ENTRIES_PER_PAGE);
 }
+
+/* Count a write to the top. LEN when it goes through; when it is the one
+   pgd_chain_inject_fault chose, the bytes that land before it fails with EIO: none, or
+   for a torn write its first half in whole sectors. */
+static inline uint64_t
+fault_write_allows (struct pgd_chain *c, uint64_t len)
+{
+  uint64_t n = __atomic_add_fetch (&c->st.writes, 1, __ATOMIC_RELAXED);
+
+  if (__builtin_expect (c->fault_write == 0, 1) || n != c->fault_write)
+    return len;
+  return c->fault_torn ? len / 2 / PGD_SECTOR_SIZE * PGD_SECTOR_SIZE : 0;
+}
+
+/* 0, or -1 (EIO) once an fdatasync of the top has failed: see sync_top in chain.c. */
+int pgd_chain_refuse_broken (struct pgd_chain *c, struct pgd_err *err)
+    __attribute__ ((warn_unused_result));
 
 /* Write LEN bytes of BUF at OFF into delta D, through O_DIRECT when aligned. */
 int pgd_chain_pwrite (struct pgd_chain *c, const struct pgd_delta *d, const char *buf, size_t len,

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* The delta chain: reads, writes, copy on write over 3+ levels with 32 KiB and 1 MiB
-   clusters, checked against an in-memory model, libploop's and QEMU's checkers and a
-   merged copy converted by qemu-img (PLOOP.md §8.3). */
+/* The delta chain: reads, writes, copy on write through chains of 1, 3, 4 and 127
+   deltas with 32 KiB to 1 MiB clusters, checked against an in-memory model, libploop's
+   and QEMU's checkers and a merged copy converted by qemu-img (PLOOP.md §8.3). The
+   power-cut model is in test_powercut.c. */
 #include "ploop_fixture.h"
 
 #include "chain.h"
@@ -10,6 +11,7 @@
 #define DISK (64ULL << 20)
 
 static char dir[PATH_MAX], dd[PATH_MAX];
+static uint64_t disk = DISK; /* the model's virtual size; a test may make it smaller */
 static unsigned char *model;
 static unsigned rng_state;
 
@@ -88,10 +90,10 @@ verify_chunks (struct pgd_chain *c, const char *when, size_t chunk)
   struct pgd_err err = { 0 };
 
   cr_assert_eq (posix_memalign ((void **)&buf, 4096, chunk), 0);
-  cr_assert_eq (pgd_chain_size (c), DISK);
-  for (uint64_t off = 0; off < DISK; off += chunk)
+  cr_assert_eq (pgd_chain_size (c), disk);
+  for (uint64_t off = 0; off < disk; off += chunk)
     {
-      size_t n = DISK - off < chunk ? DISK - off : chunk;
+      size_t n = disk - off < chunk ? disk - off : chunk;
       cr_assert_eq (pgd_chain_read (c, buf, n, off, &err), 0, "%s", err.msg);
       if (memcmp (buf, model + off, n) != 0)
         {
@@ -121,7 +123,7 @@ model_sha256 (char *out, size_t len)
   snprintf (path, sizeof path, "%s/model.raw", dir);
   f = fopen (path, "w");
   cr_assert_not_null (f);
-  cr_assert_eq (fwrite (model, 1, DISK, f), DISK);
+  cr_assert_eq (fwrite (model, 1, disk, f), disk);
   cr_assert_eq (fclose (f), 0);
   cr_assert_eq (fx_sh_out (out, len, "sha256sum '%s' | cut -d' ' -f1", path), 0);
   unlink (path);
@@ -132,7 +134,7 @@ random_writes (struct pgd_chain *c, unsigned n, uint64_t cb, unsigned seed)
 {
   for (unsigned i = 0; i < n; i++)
     {
-      uint64_t off = (uint64_t)rnd () % DISK;
+      uint64_t off = (uint64_t)rnd () % disk;
       size_t len = 1 + rnd () % (3 * cb);
       if (rnd () % 4 == 0)
         off -= off % cb; /* cluster aligned */
@@ -144,8 +146,8 @@ random_writes (struct pgd_chain *c, unsigned n, uint64_t cb, unsigned seed)
           off -= off % 4096;
           len = (len + 4095) / 4096 * 4096;
         }
-      if (off + len > DISK)
-        len = DISK - off;
+      if (off + len > disk)
+        len = disk - off;
       put (c, off, len, seed + i);
     }
 }
@@ -232,6 +234,97 @@ Test (chain, four_levels_256k_merged_matches)
   model_sha256 (want, sizeof want);
   fx_merged_sha256 (dir, got, sizeof got);
   cr_expect_str_eq (got, want);
+}
+
+/* A chain of exactly one delta: whole, partial (zero-filled) and unaligned writes, and
+   discards, read back through a fresh open and through a qemu-img conversion. */
+Test (chain, one_delta_reads_model)
+{
+  char want[65], got[65];
+  struct pgd_chain *c;
+
+  fx_create_image (dir, DISK, 64);
+  c = open_chain (0);
+  random_writes (c, 80, 32768, 500);
+  put (c, 3 * 32768 + 17, 100, 501); /* partial: the rest of the cluster reads as zeros */
+  zero (c, 0, 2 * 32768);
+  zero (c, 10 * 32768 + 5, 7000);
+  close_chain (c);
+  c = open_chain (PGD_CHAIN_RO);
+  cr_expect_eq (pgd_chain_levels (c), 1);
+  verify (c, "one delta");
+  close_chain (c);
+  fx_check_deltas (dir);
+  model_sha256 (want, sizeof want);
+  fx_merged_sha256 (dir, got, sizeof got);
+  cr_expect_str_eq (got, want);
+}
+
+/* PLOOP.md says an image holds at most 128 deltas, but libploop 1.15 refuses to snapshot
+   a DD that already has 127 images ("The maximum number of snapshots (126) has been
+   reached", see test_image's clone_refuses_past_127_deltas): the deepest chain it makes,
+   and so the deepest one we serve, has 127 deltas. */
+#define DEEPEST 127
+
+/* What level L (1 = base) writes into its own top: a whole cluster, a partial write
+   (copy on write when a lower level holds the cluster, zero-filled when none does), an
+   unaligned write across two clusters, part of the cluster level L/2 wrote whole (an
+   overwrite that falls through half the chain), and now and then a discard. */
+static void
+level_writes (struct pgd_chain *c, unsigned l, uint64_t cb, uint64_t *whole)
+{
+  uint64_t nc = disk / cb, vc = rnd () % nc;
+
+  whole[l] = rnd () % nc;
+  put (c, whole[l] * cb, cb, 10 * l);
+  put (c, vc * cb + rnd () % (cb / 2), 1 + rnd () % (cb / 2), 10 * l + 1);
+  put (c, (rnd () % (nc - 1)) * cb + cb / 2 + rnd () % 512, cb, 10 * l + 2);
+  if (l > 1)
+    put (c, whole[l / 2] * cb + 4096, 8192, 10 * l + 3);
+  if (l % 10 == 9)
+    zero (c, (rnd () % nc) * cb, cb);
+}
+
+/* Reads through the deepest chain equal the model, level after level; writes into the
+   127th delta leave the 126 below it byte-identical. 4 MiB of 32 KiB clusters keeps it
+   to seconds. */
+Test (chain, deepest_chain_127_deltas)
+{
+  const uint64_t cb = 32768;
+  uint64_t whole[DEEPEST + 1];
+  struct pgd_chain_stats st;
+  char want[65], got[65];
+  struct pgd_chain *c;
+
+  disk = 4ULL << 20;
+  fx_create_image (dir, disk, 64);
+  for (unsigned l = 1; l <= DEEPEST; l++)
+    {
+      if (l == DEEPEST) /* the 126 lower deltas, before the top goes on them */
+        cr_assert_eq (fx_sh ("cd '%s' && sha256sum root.hdd* > lower.sha256", dir), 0);
+      if (l > 1)
+        fx_snapshot (dir);
+      c = open_chain (0);
+      cr_assert_eq (pgd_chain_levels (c), l);
+      level_writes (c, l, cb, whole);
+      if (l == 1 || l % 16 == 0 || l == DEEPEST)
+        verify (c, "while written");
+      pgd_chain_get_stats (c, &st);
+      cr_expect (l < 8 || st.cows > 0, "level %u copied nothing on write", l);
+      close_chain (c);
+    }
+  cr_expect_eq (fx_sh ("cd '%s' && sha256sum --quiet -c lower.sha256", dir), 0,
+                "a write into the top changed a lower delta");
+  cr_expect_eq (fx_sh ("cd '%s' && [ $(ls root.hdd* | wc -l) -eq %d ]", dir, DEEPEST), 0);
+  fx_sh ("rm -f '%s/lower.sha256'", dir);
+  c = open_chain (PGD_CHAIN_RO);
+  cr_expect_eq (pgd_chain_levels (c), DEEPEST);
+  verify (c, "127 deltas, reopened");
+  close_chain (c);
+  fx_check_deltas (dir);
+  model_sha256 (want, sizeof want);
+  fx_merged_sha256 (dir, got, sizeof got);
+  cr_expect_str_eq (got, want, "merged copy of 127 deltas differs from the model");
 }
 
 Test (chain, in_use_flag_and_cif_empty)

@@ -476,13 +476,88 @@ Test (engine, seek_data_hole_on_export)
   do_umount (img, run, mnt);
 }
 
+/* Whether every process of process group PGID has exited (zombies count as gone). The
+   leader counts before it has made the group (setsid right after the fork). */
+static bool
+group_gone (pid_t pgid)
+{
+  DIR *d = opendir ("/proc");
+  struct dirent *de;
+  bool gone = true;
+
+  cr_assert_not_null (d);
+  while (gone && (de = readdir (d)) != NULL)
+    {
+      char path[300], state = 0;
+      long pid = atol (de->d_name), pgrp = 0;
+      if (pid <= 0)
+        continue;
+      snprintf (path, sizeof path, "/proc/%ld/stat", pid);
+      FILE *f = fopen (path, "r");
+      if (f == NULL)
+        continue;
+      if (fscanf (f, "%*d (%*[^)]) %c %*d %ld", &state, &pgrp) == 2 && (pgrp == pgid || pid == pgid)
+          && state != 'Z' && state != 'X')
+        gone = false;
+      fclose (f);
+    }
+  closedir (d);
+  return gone;
+}
+
+/* Run the shell script SCRIPT in the background in a process group of its own; return
+   its id. The script lives under ROOT, so the fini sweep kills it if a test fails. */
+static pid_t
+start_group (const char *name, const char *script)
+{
+  char path[PATH_MAX], out[32];
+  FILE *f;
+
+  snprintf (path, sizeof path, "%s/%s.sh", root, name);
+  f = fopen (path, "w");
+  cr_assert_not_null (f);
+  fputs (script, f);
+  cr_assert_eq (fclose (f), 0);
+  cr_assert_eq (
+      fx_sh_out (out, sizeof out, "setsid sh '%s' </dev/null >'%s.log' 2>&1 & echo $!", path, path),
+      0);
+  cr_assert_gt (atol (out), 0);
+  return (pid_t)atol (out);
+}
+
+/* kill -9 the server PID of the image mounted at MNT, then the writers in process group
+   WRITERS: the engine's umount reports the death and leaves nothing behind, and the top
+   stays marked in use for the next mount to repair. */
+static void
+crash_server (long pid, pid_t writers)
+{
+  struct pgd_err err = { 0 };
+  bool in_use = false;
+  char dd[PATH_MAX];
+
+  cr_assert_eq (kill ((pid_t)pid, SIGKILL), 0);
+  while (!process_gone (pid))
+    usleep (10000);
+  /* they fail with ENOTCONN or EIO now that the FUSE connection is gone */
+  kill (-writers, SIGKILL);
+  kill (writers, SIGKILL);
+  while (!group_gone (writers))
+    usleep (10000);
+  cr_expect_eq (pgd_engine_umount (&eng, img, run, mnt, &err), -1);
+  cr_expect_not_null (strstr (err.msg, "died"), "%s", err.msg);
+  expect_nothing_left (run, mnt, pid);
+  snprintf (dd, sizeof dd, "%s/" FX_DD, img);
+  cr_assert_eq (pgd_chain_top_in_use (dd, &in_use, &err), 0, "%s", err.msg);
+  cr_expect (in_use, "the top of a killed server is not marked in use");
+}
+
 /* kill -9 of the server while writing: the next mount repairs the image and every
    file that was fsync'ed before is intact (PLOOP.md §8.4). */
 Test (engine, kill_server_during_write_then_repair)
 {
-  char before[80], after[80];
-  struct pgd_err err = { 0 };
+  char before[80], after[80], script[PATH_MAX + 100];
   long pid;
+  pid_t writer;
 
   fx_create_image (img, 2ULL << 30, 2048);
   do_mount (img, run, mnt, PGD_MOUNT_MKFS);
@@ -491,32 +566,129 @@ Test (engine, kill_server_during_write_then_repair)
   pid = server_pid (run);
   cr_assert_gt (pid, 0);
   /* kill while the write is under way: once 100 MB of it have reached the file */
-  cr_assert_eq (
-      fx_sh ("mkdir '%s/big' && (dd if=/dev/zero of='%s/big/zero' bs=1M count=1500 "
-             ">/dev/null 2>&1 &) ; "
-             "while [ $(stat -c %%s '%s/big/zero' 2>/dev/null || echo 0) -lt 100000000 ]; "
-             "do sleep 0.01; done; kill -9 %ld",
-             mnt, mnt, mnt, pid),
-      0);
-  for (int i = 0; i < 1000 && !process_gone (pid); i++)
-    usleep (10000);
-  cr_assert (process_gone (pid));
-  /* the dead server leaves an error, and no mount, loop device or FUSE mount */
-  fx_sh ("pkill -9 -f 'of=%s/big/zero'; sleep 0.2", mnt);
-  cr_expect_eq (pgd_engine_umount (&eng, img, run, mnt, &err), -1);
-  cr_expect_not_null (strstr (err.msg, "died"), "%s", err.msg);
-  expect_nothing_left (run, mnt, pid);
-  /* the top is still marked in use; mount repairs it */
-  bool in_use = false;
-  char dd[PATH_MAX];
-  snprintf (dd, sizeof dd, "%s/" FX_DD, img);
-  cr_assert_eq (pgd_chain_top_in_use (dd, &in_use, &err), 0, "%s", err.msg);
-  cr_expect (in_use);
+  snprintf (script, sizeof script,
+            "mkdir '%s/big' && dd if=/dev/zero of='%s/big/zero' bs=1M count=1500\n", mnt, mnt);
+  writer = start_group ("dd", script);
+  while (fx_sh ("[ $(stat -c %%s '%s/big/zero' 2>/dev/null || echo 0) -ge 100000000 ]", mnt) != 0)
+    {
+      cr_assert (!group_gone (writer), "the writer ended before the kill");
+      usleep (10000);
+    }
+  crash_server (pid, writer);
   do_mount (img, run, mnt, 0);
   cr_expect_eq (fx_sh ("rm -rf '%s/big'", mnt), 0);
   tree_sums (mnt, after, sizeof after);
   cr_expect_str_eq (after, before, "fsync'ed files changed after the crash");
   do_umount (img, run, mnt);
+  fx_check_deltas (img);
+  cr_expect_eq (fx_sh ("cd '%s' && " FX_PLOOP_ENV "ploop check " FX_DD " >/dev/null 2>&1", img), 0);
+}
+
+#define KILL_ROUNDS 10
+
+/* Lines in file PATH (0 when it does not exist). */
+static unsigned
+lines_in (const char *path)
+{
+  FILE *f = fopen (path, "r");
+  unsigned n = 0;
+  int ch;
+
+  if (f == NULL)
+    return 0;
+  while ((ch = fgetc (f)) != EOF)
+    n += ch == '\n';
+  fclose (f);
+  return n;
+}
+
+/* kill -9 of the server at random points of writes and fsyncs through ext4, round after
+   round: each time the next mount repairs the image, libploop's check accepts every
+   delta, and every file whose fsync returned reads back with its checksum. A round's
+   writer appends "sha256  name" to a manifest outside the image only once the file's
+   fsync has succeeded, while an unsynced dd keeps other writes in flight; the kill
+   comes after a random number of such files or MB of the dd, plus up to 0.2 s. The
+   repairing mount is read-only (noload: no journal replay), so that the deltas are
+   checked before anything writes to them; the checksums are read on the read-write
+   mount that follows (journal replayed), which also carries the next round. Every
+   other round adds a snapshot, so later rounds copy on write through more levels.
+   PGD_TEST_SEED replays a seed. */
+Test (engine, kill_server_in_a_loop_then_repair)
+{
+  const char *env = getenv ("PGD_TEST_SEED");
+  unsigned seed = env ? (unsigned)atol (env) : (unsigned)getpid (), verified = 0;
+  char script[4 * PATH_MAX], man[PATH_MAX], dd[PATH_MAX];
+  struct pgd_err err = { 0 };
+  bool in_use;
+
+  srand (seed);
+  snprintf (dd, sizeof dd, "%s/" FX_DD, img);
+  fx_create_image (img, 2ULL << 30, 256);
+  do_mount (img, run, mnt, PGD_MOUNT_MKFS);
+  for (int r = 0; r < KILL_ROUNDS; r++)
+    {
+      long pid = server_pid (run);
+      unsigned want_files = 1 + rand () % 6, want_mb = 8 + rand () % 120;
+      bool by_size = rand () % 3 == 0;
+      pid_t writers;
+
+      cr_assert_gt (pid, 0);
+      cr_assert_eq (fx_sh ("rm -f '%s'/big-*", mnt), 0); /* unsynced: whatever is left */
+      snprintf (man, sizeof man, "%s/man-%d", root, r);
+      snprintf (script, sizeof script,
+                "cd '%s' || exit 1\n"
+                "dd if=/dev/urandom of='%s/big-%d' bs=1M count=400 2>/dev/null &\n"
+                "i=0\n"
+                "while :; do\n"
+                "  i=$((i + 1)); f=w%d-$i\n"
+                "  head -c $(($(shuf -i 1-2048 -n 1) * 1024 + $(shuf -i 0-4095 -n 1))) "
+                "/dev/urandom > $f || exit 1\n"
+                "  sync $f || exit 1\n"
+                "  sha256sum $f >> '%s' || exit 1\n"
+                "done\n",
+                mnt, mnt, r, r, man);
+      writers = start_group ("writers", script);
+      /* the random point: after some fsync'ed files, or some MB of the unsynced dd */
+      for (;;)
+        {
+          char big[PATH_MAX + 16];
+          struct stat st;
+          snprintf (big, sizeof big, "%s/big-%d", mnt, r);
+          if (by_size ? stat (big, &st) == 0 && st.st_size >= (off_t)want_mb << 20
+                      : lines_in (man) >= want_files)
+            break;
+          if (group_gone (writers))
+            {
+              fx_sh ("cat '%s'/writers.sh.log >&2", root);
+              cr_assert_fail ("seed %u round %d: the writers ended early", seed, r);
+            }
+          usleep (5000);
+        }
+      usleep ((useconds_t)(rand () % 200000));
+      crash_server (pid, writers);
+
+      /* the next mount repairs; nothing has written to the image since */
+      do_mount (img, run, mnt, PGD_MOUNT_RO);
+      cr_assert_eq (pgd_chain_top_in_use (dd, &in_use, &err), 0, "%s", err.msg);
+      cr_expect (!in_use, "seed %u round %d: the mount did not repair the top", seed, r);
+      fx_check_deltas (img);
+      do_umount (img, run, mnt);
+      if (r % 2 == 1)
+        fx_snapshot (img);
+      do_mount (img, run, mnt, 0);
+      verified = 0;
+      for (int k = 0; k <= r; k++)
+        {
+          snprintf (man, sizeof man, "%s/man-%d", root, k);
+          verified += lines_in (man);
+        }
+      cr_expect_eq (
+          fx_sh ("cd '%s' && cat '%s'/man-* | sha256sum --quiet --strict -c -", mnt, root), 0,
+          "seed %u round %d: an fsync'ed file changed", seed, r);
+    }
+  cr_log_info ("seed %u: %d kills, %u fsync'ed files verified", seed, KILL_ROUNDS, verified);
+  do_umount (img, run, mnt);
+  expect_nothing_left (run, mnt, 0);
   fx_check_deltas (img);
   cr_expect_eq (fx_sh ("cd '%s' && " FX_PLOOP_ENV "ploop check " FX_DD " >/dev/null 2>&1", img), 0);
 }

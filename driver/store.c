@@ -156,6 +156,22 @@ collect_orphan_init_layers (struct pgd_layers *l)
     }
 }
 
+/* Home and mnt/ (where containers' roots are mounted) let no other user in: a user
+   who can reach a container's root can run its setuid programs (CVE-2021-41091 in
+   Docker's own drivers). With user-namespace maps the remapped root's group may
+   traverse them, as Docker does: runc, as that root, must reach the container's root. */
+static int
+restrict_dir (const struct pgd_layers *l, const char *path, struct pgd_err *err)
+{
+  int64_t gid = l->maps.ngid > 0 ? pgd_idmap_to_host (l->maps.gid, l->maps.ngid, 0) : -1;
+
+  if (gid > 0 && chown (path, (uid_t) -1, (gid_t) gid) < 0)
+    return pgd_error (err, errno, "chown %s", path);
+  if (chmod (path, gid > 0 ? 0710 : 0700) < 0)
+    return pgd_error (err, errno, "chmod %s", path);
+  return 0;
+}
+
 int
 pgd_store_init (struct pgd_layers *l, const struct pgd_init_req *req, bool save,
                 struct pgd_err *err)
@@ -187,10 +203,9 @@ pgd_store_init (struct pgd_layers *l, const struct pgd_init_req *req, bool save,
         if (pgd_mkdir_p (path, 0700, err) < 0)
           return pgd_error_wrap (err, "Init");
       }
-    /* containers' roots live under mnt/: others may traverse it, not list layers */
     pgd_store_path (l, path, "mnt", NULL);
-    chmod (path, 0711);
-    chmod (l->home, 0711);
+    if (restrict_dir (l, l->home, err) < 0 || restrict_dir (l, path, err) < 0)
+      return pgd_error_wrap (err, "Init");
     l->ready = true;
     if (save && persist (l, req, err) < 0)
       return pgd_error_wrap (err, "Init: save state");

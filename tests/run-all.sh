@@ -33,7 +33,9 @@ fi
 if [ "${PGD_SKIP_ASAN:-0}" != 1 ]; then
   echo "== unit and protocol suites under ASan/UBSan"
   if make -C "$top" -s -j2 asan >/dev/null; then
+    # test_stress loops for PGD_STRESS_SECONDS: a shorter run here, the full one above
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+      PGD_STRESS_SECONDS="${PGD_ASAN_STRESS_SECONDS:-15}" \
       "$here/run-unit.sh" "$top/build-asan" || rc=1
   else
     echo "ASan build failed"; echo "0 1" >>"$PGD_COUNTS"; rc=1

@@ -50,7 +50,18 @@ pgd_chain_lock (const char *dd_path, int *fd, struct pgd_err *err)
   *fd = open (path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (*fd < 0)
     return pgd_error (err, errno, "open %s", path);
-  if (flock (*fd, LOCK_EX | LOCK_NB) < 0)
+  /* A thread of the plugin that forks (a server spawn, mkfs) while another holds a
+     short lock on this file hands the lock to the child until it execs or exits:
+     retry for about 2 s before calling the image busy. */
+  unsigned waited_ms = 0, step = 1;
+  int rc;
+  while ((rc = flock (*fd, LOCK_EX | LOCK_NB)) < 0 && errno == EWOULDBLOCK && waited_ms < 2000)
+    {
+      usleep (step * 1000);
+      waited_ms += step;
+      step = step < 64 ? step * 2 : 64;
+    }
+  if (rc < 0)
     {
       int e = errno;
       close (*fd);

@@ -294,6 +294,15 @@ parse_storage_opt (const struct pgd_create_req *req, uint64_t *size, struct pgd_
   return 0;
 }
 
+/* Remove a private runtime directory; a failure is only logged. */
+static void
+drop_dir (const char *path)
+{
+  struct pgd_err err;
+  if (pgd_rm_rf (path, &err) < 0)
+    pgd_log (PGD_LOG_WARN, "%s", err.msg);
+}
+
 /* Make sure the formatted empty base for the current size/cluster exists; its
    directory goes to PATH. Serialised by the template lock. */
 static int
@@ -338,7 +347,7 @@ ensure_template (struct pgd_layers *l, char *path, struct pgd_err *err)
   if (ret < 0)
     return pgd_error_wrap (err, "format base template");
   rmdir (mnt);
-  rmdir (run);
+  drop_dir (run); /* holds the server's log */
   if (pgd_fsync_dir (staging, err) < 0)
     return -1;
   if (rename (staging, path) < 0)
@@ -363,7 +372,7 @@ resize_fs (struct pgd_layers *l, const char *image, const char *tag, struct pgd_
   if (ret == 0)
     ret = pgd_engine_umount (&l->engine, image, run, mnt, err);
   rmdir (mnt);
-  rmdir (run);
+  drop_dir (run);
   return ret < 0 ? pgd_error_wrap (err, "resize %s", tag) : 0;
 }
 
@@ -564,6 +573,13 @@ layers_remove (void *ctx, const char *id, struct pgd_err *err)
         pgd_log (PGD_LOG_WARN, "remove %s: still held by %u reference(s); unmounting", id,
                  lay->refs);
       ret = pgd_engine_umount (&l->engine, image, run, dir, err);
+      if (ret < 0 && !pgd_is_mountpoint (dir))
+        {
+          /* torn down all the same (its image server had died, e.g. with a managed
+             plugin): the image is being deleted, an unclean close does not matter */
+          pgd_log (PGD_LOG_WARN, "remove %s: %s", id, err->msg);
+          ret = 0;
+        }
     }
   if (ret == 0)
     ret = delete_layer_files (l, id, err);

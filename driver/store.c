@@ -333,7 +333,12 @@ pgd_store_recover (struct pgd_layers *l)
       pgd_store_path (l, run, "run", de->d_name);
       pgd_store_path (l, mnt, "mnt", de->d_name);
       bool mounted = pgd_is_mountpoint (mnt);
-      if (mounted && pgd_layer_usable (l, de->d_name, &err) == 0)
+      bool alive = mounted && pgd_engine_is_mounted (&l->engine, image, run, mnt);
+      if (mounted && !alive)
+        pgd_log (PGD_LOG_WARN,
+                 "layer %s lost its image server while the plugin was down: taking its "
+                 "mount down; the next Get checks and mounts it again", de->d_name);
+      if (alive && pgd_layer_usable (l, de->d_name, &err) == 0)
         {
           struct statvfs sv;
           PGD_SCOPED_LOCK (&l->lock);

@@ -26,11 +26,16 @@
 #
 # Environment:
 #   BENCH_ENGINE_RUNS    throughput runs per setup (default 5)
+#   BENCH_ENGINE_DEEP_RUNS  reads per setup through the deep chain (default 10: they
+#                        are cheap, and 5 left medians ±15% apart on this VM)
 #   BENCH_ENGINE_CYCLES  mount + umount cycles per setup (default 20)
 #   BENCH_ENGINE_DEPTH   deltas of the deep chain (default 125; the limit is 127)
 #   BENCH_ENGINE_CLUSTER cluster size of every image (default: create's, the plugin's)
 #   BENCH_ENGINE_TMP     parent of the work directory (default /var/tmp)
 #   BENCH_OUT            results directory (default bench/results)
+#   BENCH_COMMIT         the commit BUILD was made from, for the report (default: this
+#                        repository's HEAD at start, marked when BUILD is its build/ and
+#                        driver/ or plugin/ have uncommitted changes)
 set -euo pipefail
 export LC_ALL=C # EPOCHREALTIME with a dot
 
@@ -39,6 +44,7 @@ BUILD=${1:-${BUILD:-$BENCH_DIR/../build}}
 BUILD=$(cd "$BUILD" && pwd)
 B=$BUILD/ploop-graphdriver
 RUNS=${BENCH_ENGINE_RUNS:-5}
+DEEP_RUNS=${BENCH_ENGINE_DEEP_RUNS:-10}
 CYCLES=${BENCH_ENGINE_CYCLES:-20}
 DEPTH=${BENCH_ENGINE_DEPTH:-125}
 CLUSTER=${BENCH_ENGINE_CLUSTER:-}
@@ -167,6 +173,13 @@ eumount() {
 	unset "ENG[$1]"
 }
 
+# server_stats WHAT IMAGE: log the I/O counters the image's last server left in its log
+server_stats() {
+	local line
+	line=$(grep -h ' I/Os' "$W/run/${2##*/}/server.log" 2>/dev/null | tail -1)
+	log "$1: ${line#*DiskDescriptor.xml: }"
+}
+
 # ---------------------------------------------------------------------------
 # qemu-storage-daemon: the same chain through QEMU's parallels driver and FUSE export
 
@@ -242,6 +255,7 @@ run_engine() {
 	emount "$W/e-top"
 	write_file engine "$r"
 	eumount "$W/e-top"
+	[ "$r" != 1 ] || server_stats "engine write, server" "$W/e-top"
 	drop_caches
 	emount "$W/e-top"
 	read_file read engine "$r" "$IO_MIB"
@@ -358,6 +372,7 @@ deep_read() {
 	emount --ro "$3"
 	read_file deepread "$1" "$2" "$DEEP_MIB"
 	eumount "$3"
+	[ "$2" != 1 ] || server_stats "$1 read, server" "$3"
 }
 
 # ---------------------------------------------------------------------------
@@ -407,19 +422,14 @@ EOF
 }
 
 summarize() {
-	local st=$W/stats.csv secs=$1 when host commit
+	local st=$W/stats.csv secs=$1 when host
 	stats >"$st"
 	when=$(date -u '+%Y-%m-%d %H:%M UTC')
 	host="$(nproc) vCPU, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), kernel $(uname -r)"
-	commit=$(git -C "$BENCH_DIR/.." rev-parse --short HEAD 2>/dev/null || echo unknown)
-	if [ "$BUILD" = "$(cd "$BENCH_DIR/.." && pwd)/build" ] &&
-		! git -C "$BENCH_DIR/.." diff --quiet HEAD -- driver plugin 2>/dev/null; then
-		commit="$commit + uncommitted driver/plugin changes"
-	fi
 	mkdir -p "$OUT"
 	{ figures; echo "--"; checks; } | awk -F'|' -v st="$st" -v csv="$OUT/engine.csv.tmp" \
-		-v txt="$OUT/engine.txt.tmp" -v when="$when" -v host="$host" -v commit="$commit" \
-		-v secs="$secs" -v load="$LOAD0 before, $(cut -d' ' -f1 /proc/loadavg) after" -v runs="$RUNS" -v cycles="$CYCLES" -v depth="$DEPTH" \
+		-v txt="$OUT/engine.txt.tmp" -v when="$when" -v host="$host" -v commit="$COMMIT" \
+		-v secs="$secs" -v load="$LOAD0 before, $(cut -d' ' -f1 /proc/loadavg) after; CPUs $(cpu_busy) % busy during the run" -v runs="$RUNS" -v deepruns="$DEEP_RUNS" -v cycles="$CYCLES" -v depth="$DEPTH" \
 		-v qsd="${QSD:-}" -v fs="$(findmnt -n -o FSTYPE,SOURCE -T "$TMP_PARENT" | tr -s ' ')" '
 	function out(s) { print s > txt }
 	function fmt(x) { return x == "" ? "-" : sprintf("%.1f", x) }
@@ -436,7 +446,7 @@ summarize() {
 		FS = "|"; part = 1
 		print "figure,setup,unit,median,min,max,n,target,result" > csv
 		out(sprintf("make bench-engine: %s, %s, commit %s, work dir on %s; %d s; load average %s", when, host, commit, fs, secs, load))
-		out(sprintf("medians of %d runs per throughput figure and %d cycles per latency figure; setups alternate run by run", runs, cycles))
+		out(sprintf("medians of %d runs per write/read figure, %d per deep-chain read, %d cycles per latency figure; setups alternate run by run", runs, deepruns, cycles))
 		out("")
 		out(sprintf("%-46s %-10s %-6s %8s %8s %8s %3s", "figure", "setup", "unit", "median", "min", "max", "n"))
 	}
@@ -496,6 +506,28 @@ setups_note() {
 	echo "fresh base, shallow and spread$DEPTH with --ro, plain = losetup + mount / umount + losetup -d"
 }
 
+# busy and total jiffies of all CPUs so far
+cpu_jiffies() { awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
+# cpu_busy: percent of CPU time busy since CPU0 (the engine's own work included)
+cpu_busy() {
+	local b t
+	read -r b t < <(cpu_jiffies)
+	awk -v b=$((b - ${CPU0% *})) -v t=$((t - ${CPU0#* })) 'BEGIN {printf "%.0f", t ? 100 * b / t : 0}'
+}
+
+head_commit() {
+	local repo c
+	repo=$(cd "$BENCH_DIR/.." && pwd)
+	c=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null) || {
+		echo unknown
+		return
+	}
+	if [ "$BUILD" = "$repo/build" ] && ! git -C "$repo" diff --quiet HEAD -- driver plugin; then
+		c="$c + uncommitted driver/plugin changes"
+	fi
+	echo "$c"
+}
+
 # ---------------------------------------------------------------------------
 # main
 
@@ -522,7 +554,9 @@ SAMPLES=$W/samples.csv
 mkdir -p "$MNT" "$W/run"
 : >"$SAMPLES"
 T0=${EPOCHREALTIME/./}
-log "build $BUILD; work dir $W; $RUNS runs, $CYCLES cycles, chain of $DEPTH deltas"
+CPU0=$(cpu_jiffies)
+COMMIT=${BENCH_COMMIT:-$(head_commit)}
+log "build $BUILD; work dir $W; $RUNS runs, $DEEP_RUNS deep reads, $CYCLES cycles, chain of $DEPTH deltas"
 
 LOAD0=$(cut -d' ' -f1 /proc/loadavg)
 if awk -v l="$LOAD0" 'BEGIN {exit !(l > 1.5)}'; then
@@ -575,7 +609,7 @@ sed -i '/,warmup,/d' "$SAMPLES"
 log "3. chains of 1 and $DEPTH deltas: building"
 build_deep
 DEEP=(shallow "$W/sh" "spread$DEPTH" "$DEEP_SPREAD" "base$DEPTH" "$DEEP_BASE")
-for ((r = 1; r <= RUNS; r++)); do
+for ((r = 1; r <= DEEP_RUNS; r++)); do
 	for ((k = 0; k < 3; k++)); do
 		i=$((((k + r - 1) % 3) * 2))
 		deep_read "${DEEP[i]}" "$r" "${DEEP[i + 1]}"

@@ -177,25 +177,36 @@ cmd_info (char **args, const struct cli_opts *opt, struct pgd_err *err)
   return 0;
 }
 
+/* TARGET as an absolute path into BUF (mountinfo, which the engine reads, has only those). */
+static int
+target_path (const char *target, char *buf, struct pgd_err *err)
+{
+  if (!realpath (target, buf))
+    return pgd_error (err, errno, "target %s", target);
+  return 0;
+}
+
 static int
 cmd_mount (char **args, const struct cli_opts *opt, struct pgd_err *err)
 {
   struct pgd_engine e;
-  char abs[PATH_MAX], run[PATH_MAX];
-  if (pgd_engine_setup (&e, opt->engine, NULL, err) < 0 || image_paths (args[0], opt, abs, run, err) < 0)
+  char abs[PATH_MAX], run[PATH_MAX], target[PATH_MAX];
+  if (pgd_engine_setup (&e, opt->engine, NULL, err) < 0 || target_path (args[1], target, err) < 0
+      || image_paths (args[0], opt, abs, run, err) < 0)
     return -1;
   unsigned flags = (opt->ro ? PGD_MOUNT_RO : 0) | (opt->resize ? PGD_MOUNT_RESIZE : 0);
-  return pgd_engine_mount (&e, abs, run, args[1], flags, opt->mount_opts, err);
+  return pgd_engine_mount (&e, abs, run, target, flags, opt->mount_opts, err);
 }
 
 static int
 cmd_umount (char **args, const struct cli_opts *opt, struct pgd_err *err)
 {
   struct pgd_engine e;
-  char abs[PATH_MAX], run[PATH_MAX];
-  if (pgd_engine_setup (&e, opt->engine, NULL, err) < 0 || image_paths (args[0], opt, abs, run, err) < 0)
+  char abs[PATH_MAX], run[PATH_MAX], target[PATH_MAX];
+  if (pgd_engine_setup (&e, opt->engine, NULL, err) < 0 || target_path (args[1], target, err) < 0
+      || image_paths (args[0], opt, abs, run, err) < 0)
     return -1;
-  if (pgd_engine_umount (&e, abs, run, args[1], err) < 0)
+  if (pgd_engine_umount (&e, abs, run, target, err) < 0)
     return -1;
   drop_run_dir (run, opt);
   return 0;

@@ -179,6 +179,18 @@ Test (cli, default_run_dir_is_removed)
   cr_assert_eq (cli ("mount", img, mnt, NULL), 0, "%s", out);
   cr_assert_eq (cli ("umount", img, mnt, NULL), 0, "%s", out);
   assert_released (img, mnt);
+  /* relative paths work as well (the engine compares absolute ones with mountinfo) */
+  char cwd[PATH_MAX];
+  cr_assert_not_null (getcwd (cwd, sizeof cwd));
+  cr_assert_eq (chdir (tmp.dir), 0);
+  int rm_ = cli ("mount", "img", "mnt", NULL);
+  int rm2 = rm_ == 0 ? cli ("mount", "img", "mnt", NULL) : -2;
+  int ru = cli ("umount", "img", "mnt", NULL);
+  cr_assert_eq (chdir (cwd), 0);
+  cr_assert_eq (rm_, 0, "relative mount");
+  cr_assert_eq (rm2, 1, "a second relative mount was not refused");
+  cr_assert_eq (ru, 0, "relative umount: %s", out);
+  assert_released (img, mnt);
   cr_assert_eq (cli ("umount", img, mnt, NULL), 0, "umount of an unmounted image: %s", out);
   /* the directory the engine used for this image is gone again */
   char cmd[PATH_MAX + 128];

@@ -22,14 +22,18 @@ PLUGIN_OBJ := $(PLUGIN_SRC:%.c=$(BUILD)/%.o)
 TLIB_OBJ   := $(TLIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%) $(PROTO_SRC:tests/protocol/%.c=$(BUILD)/tests/%)
 BIN        := $(BUILD)/ploop-graphdriver
+# the image server alone: only what serving a chain needs, linked without libploop
+SERVE_BIN  := $(BUILD)/ploop-graphdriver-serve-image
+SERVE_OBJ  := $(BUILD)/plugin/serve/main.o \
+              $(addprefix $(BUILD)/driver/,imgsrv.o chain.o chain_io.o delta.o util.o err.o log.o)
 
 DEB_PKGS := build-essential pkg-config libmicrohttpd-dev libjansson-dev libploop-dev ploop \
             libarchive-dev libfuse3-dev fuse3 libcriterion-dev e2fsprogs util-linux \
-            qemu-utils curl docker.io containerd runc busybox-static psmisc gnuplot-nox strace \
+            qemu-utils qemu-system-common curl docker.io containerd runc busybox-static psmisc gnuplot-nox strace \
             clang libclang-rt-14-dev
 
 .PHONY: all deps run test unit protocol e2e asan bench plugin clean install fuzz
-all: $(BIN) $(UNIT_BIN)
+all: $(BIN) $(SERVE_BIN) $(UNIT_BIN)
 
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
@@ -49,6 +53,9 @@ $(BUILD)/libpgd.a: $(DRIVER_OBJ)
 
 $(BIN): $(PLUGIN_OBJ) $(BUILD)/libpgd.a
 	$(CC) $(CFLAGS) -o $@ $(PLUGIN_OBJ) $(BUILD)/libpgd.a $(PKG_LIBS) -lpthread
+
+$(SERVE_BIN): $(SERVE_OBJ)
+	$(CC) $(CFLAGS) -o $@ $(SERVE_OBJ) $(shell pkg-config --libs fuse3) -lpthread
 
 TEST_LINK = $(CC) $(CFLAGS) $(PKG_CFLAGS) -Itests/lib $< $(TLIB_OBJ) $(BUILD)/libpgd.a -o $@ $(PKG_LIBS) -lcriterion -lpthread
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libpgd.a $(TLIB_OBJ)
@@ -92,8 +99,9 @@ plugin: all
 # /run/docker/plugins/ploop.sock), /etc/default/ploop-graphdriver (kept if present)
 # and the managed plugin's config.json. Then: systemctl daemon-reload &&
 # systemctl enable --now ploop-graphdriver.socket
-install: $(BIN)
+install: $(BIN) $(SERVE_BIN)
 	install -D -m 0755 $(BIN) $(DESTDIR)$(or $(PREFIX),/usr/local)/bin/ploop-graphdriver
+	install -m 0755 $(SERVE_BIN) $(DESTDIR)$(or $(PREFIX),/usr/local)/bin/ploop-graphdriver-serve-image
 	install -d $(DESTDIR)$(or $(SYSTEMDUNITDIR),/etc/systemd/system)
 	sed 's|@BINDIR@|$(or $(PREFIX),/usr/local)/bin|g' systemd/ploop-graphdriver.service \
 	  >$(DESTDIR)$(or $(SYSTEMDUNITDIR),/etc/systemd/system)/ploop-graphdriver.service

@@ -35,6 +35,10 @@ struct pgd_chain_stats
   uint64_t syncs;      /* fdatasync calls on the top */
 };
 
+/* Deltas one chain may have: PLOOP.md's limit; libploop 1.15 itself snapshots up to
+   127 (test_chain.c's deepest_chain_127_deltas). */
+#define PGD_CHAIN_MAX_LEVELS 128
+
 /* Faults pgd_chain_inject_fault can make happen. */
 enum pgd_chain_fault
 {
@@ -67,6 +71,14 @@ int pgd_chain_top_in_use (const char *dd_path, bool *in_use, struct pgd_err *err
    Refuses a delta left in use, and a shared (hard-linked) top read-write. */
 int pgd_chain_open (struct pgd_chain **out, const char *dd_path, unsigned flags,
                     struct pgd_err *err) __attribute__ ((warn_unused_result, nonnull (1, 2)));
+
+/* The same with the delta FILES already known (pgd_chain_list's NULL-terminated list,
+   base first; RAW_BASE as it reports), so that no DiskDescriptor.xml is parsed here:
+   the image server gets them from the plugin, which lists them while it owns the
+   image. DD_PATH still names the lock taken. */
+int pgd_chain_open_files (struct pgd_chain **out, const char *dd_path, char *const *files,
+                          bool raw_base, unsigned flags, struct pgd_err *err)
+    __attribute__ ((warn_unused_result, nonnull (1, 2, 3)));
 
 /* Virtual size in bytes (from the top delta's header). */
 uint64_t pgd_chain_size (const struct pgd_chain *c) __attribute__ ((nonnull));

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -37,6 +38,9 @@
 #define DISK_INO 2
 #define ATTR_TIMEOUT 86400.0 /* the size changes only through grow */
 #define DEFAULT_THREADS 4
+/* Locked-memory limit the server wants at least: its maps (4 bytes per cluster of the
+   disk: 640 KiB for 10 GiB at 64 KiB clusters), worker buffers, thread stacks. */
+#define MLOCK_NEEDED (64ull << 20)
 #define MAX_THREADS 16
 #define DEFAULT_MAX_IO (256u * 1024) /* bytes per FUSE READ/WRITE request */
 #define MAX_MAX_IO (1u << 20)        /* the kernel's default max_pages_limit */
@@ -56,6 +60,9 @@ struct srv
   const char *dd;
   const char *mountpoint;
   const char *status_path;
+  char *deltas[PGD_CHAIN_MAX_LEVELS + 1]; /* --delta, base first, NULL-terminated */
+  unsigned ndeltas;
+  bool raw_base;
   uint64_t size;
   bool ro;
   bool fuse_dio;
@@ -489,6 +496,26 @@ harden_process (struct srv *s)
         pgd_log (PGD_LOG_WARN, "oom_score_adj: %s", strerror (errno));
       close (fd);
     }
+  /* Locking is all or nothing: under a small RLIMIT_MEMLOCK (a container's default)
+     mlockall itself may fit and every later buffer or map allocation then fails with
+     EAGAIN. Lock only with room for all of it, raising the limit if we may. */
+  struct rlimit rl;
+  if (s->mlock && getrlimit (RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
+      && rl.rlim_cur < MLOCK_NEEDED)
+    {
+      /* up to the hard limit anyone may; past it needs CAP_SYS_RESOURCE */
+      struct rlimit soft = { .rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max };
+      struct rlimit all = { .rlim_cur = RLIM_INFINITY, .rlim_max = RLIM_INFINITY };
+      bool room = (rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= MLOCK_NEEDED)
+                      ? setrlimit (RLIMIT_MEMLOCK, &soft) == 0
+                      : setrlimit (RLIMIT_MEMLOCK, &all) == 0;
+      if (!room)
+        {
+          pgd_log (PGD_LOG_WARN, "RLIMIT_MEMLOCK is %llu bytes: the server is not locked in memory",
+                   (unsigned long long)rl.rlim_cur);
+          s->mlock = false;
+        }
+    }
   /* MCL_ONFAULT: pages stay resident once used, untouched library pages and buffer
      tails are not pulled in */
   if (s->mlock && mlockall (MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) < 0)
@@ -554,7 +581,8 @@ tell_ready (int fd, const char *line)
 static void
 usage (void)
 {
-  fprintf (stderr, "usage: serve-image --dd DiskDescriptor.xml --mountpoint DIR [--ro] "
+  fprintf (stderr, "usage: serve-image --dd DiskDescriptor.xml --delta FILE... [--raw-base] "
+                   "--mountpoint DIR [--ro] "
                    "[--ready-fd N] [--status FILE] [--threads N] [--max-io BYTES] "
                    "[--fuse-direct-io] [--buffered-io] [--no-mlock]\n");
 }
@@ -573,6 +601,8 @@ parse_args (struct srv *s, int *ready_fd, int argc, char **argv)
     { "fuse-direct-io", no_argument, NULL, 'D' },
     { "no-mlock", no_argument, NULL, 'L' },
     { "buffered-io", no_argument, NULL, 'B' },
+    { "delta", required_argument, NULL, 'l' },
+    { "raw-base", no_argument, NULL, 'R' },
     { NULL, 0, NULL, 0 },
   };
   int o;
@@ -611,11 +641,20 @@ parse_args (struct srv *s, int *ready_fd, int argc, char **argv)
       case 'B':
         s->buffered = true;
         break;
+      case 'l':
+        if (s->ndeltas == PGD_CHAIN_MAX_LEVELS)
+          return -1;
+        s->deltas[s->ndeltas++] = optarg;
+        break;
+      case 'R':
+        s->raw_base = true;
+        break;
       default:
         return -1;
       }
-  if (s->dd == NULL || s->mountpoint == NULL || optind != argc)
+  if (s->dd == NULL || s->mountpoint == NULL || s->ndeltas == 0 || optind != argc)
     return -1;
+  s->deltas[s->ndeltas] = NULL;
   if (s->nthreads < 1 || s->nthreads > MAX_THREADS)
     s->nthreads = DEFAULT_THREADS;
   if (s->max_io < MIN_MAX_IO || s->max_io > MAX_MAX_IO)
@@ -645,12 +684,12 @@ pgd_imgsrv_main (int argc, char **argv)
   mallopt (M_ARENA_MAX, 1);
   ignore_signals ();
   harden_process (&s);
-  if (pgd_chain_open (&s.chain, s.dd,
-                      (s.ro ? PGD_CHAIN_RO : 0) | (s.buffered ? PGD_CHAIN_BUFFERED : 0), &err)
+  if (pgd_chain_open_files (&s.chain, s.dd, s.deltas, s.raw_base,
+                            (s.ro ? PGD_CHAIN_RO : 0) | (s.buffered ? PGD_CHAIN_BUFFERED : 0),
+                            &err)
       < 0)
     goto fail;
   s.size = pgd_chain_size (s.chain);
-  malloc_trim (0); /* what parsing the DD with libploop/libxml2 left behind */
   if (mount_fuse (&s, &err) < 0)
     goto fail;
   if (start_workers (&s, workers, &err) < 0)

@@ -71,6 +71,12 @@ ln -s ../proc/self/mounts "$R/etc/mtab"
 install -m 0755 "$bin" "$R/usr/bin/ploop-graphdriver"
 if command -v strip >/dev/null; then strip --strip-unneeded "$R/usr/bin/ploop-graphdriver"; fi
 copy_libs "$bin"
+# the lean image server (libfuse3 and libc only) beside it, when built
+if [ -x "$build/ploop-graphdriver-serve-image" ]; then
+	install -m 0755 "$build/ploop-graphdriver-serve-image" "$R/usr/bin/"
+	if command -v strip >/dev/null; then strip --strip-unneeded "$R/usr/bin/ploop-graphdriver-serve-image"; fi
+	copy_libs "$build/ploop-graphdriver-serve-image"
+fi
 
 for h in $(helpers | sort -u); do
 	p=$(PATH=/usr/sbin:/usr/bin:/sbin:/bin command -v "$h" 2>/dev/null || true)

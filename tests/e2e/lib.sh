@@ -591,6 +591,10 @@ e2e_start_plugin() {
 	if [ ! -x "$D/bin/ploop-graphdriver" ]; then
 		mkdir -p "$D/bin"
 		cp "$BUILD/ploop-graphdriver" "$D/bin/ploop-graphdriver"
+		# the lean image server, started instead of "ploop-graphdriver serve-image"
+		if [ -x "$BUILD/ploop-graphdriver-serve-image" ]; then
+			cp "$BUILD/ploop-graphdriver-serve-image" "$D/bin/"
+		fi
 	fi
 	mkdir -p "$E2E_PLUGINS_DIR"
 	if [ -e "$E2E_LEGACY_SOCK" ] && e2e_own_plugin_alive; then

@@ -24,6 +24,7 @@ for f in usr/local/bin/ploop-graphdriver etc/systemd/system/ploop-graphdriver.se
 done
 log "ok: make install installs the binary, both units, /etc/default/ploop-graphdriver and config.json"
 [ -x "$dest/usr/local/bin/ploop-graphdriver" ] || fail "the installed binary is not executable"
+[ -x "$dest/usr/local/bin/ploop-graphdriver-serve-image" ] || fail "the image server binary is not installed"
 run_ok "make install PREFIX=/usr (dry run names /usr/bin)" \
 	make -s -n -C "$E2E_REPO" -o "$BUILD/ploop-graphdriver" BUILD="$BUILD" PREFIX=/usr install |
 	grep -q '/usr/bin/ploop-graphdriver' || fail "PREFIX=/usr does not install into /usr/bin"

@@ -340,9 +340,8 @@ pgd_now_ns (void)
   return (uint64_t) ts.tv_sec * 1000000000ULL + ts.tv_nsec;
 }
 
-/* mountinfo escapes space, tab, newline and backslash as \ooo */
-static void
-unescape_mountinfo (char *s)
+void
+pgd_unescape_mountinfo (char *s)
 {
   char *w = s;
   for (char *r = s; *r; r++)
@@ -376,7 +375,7 @@ find_mount (const char *path, char *src, size_t len)
         tok = strtok_r (NULL, " ", &save);
       if (tok == NULL)
         continue;
-      unescape_mountinfo (tok);
+      pgd_unescape_mountinfo (tok);
       if (strcmp (tok, path) != 0)
         continue;
       found = true; /* keep going: the last (topmost) mount wins */
@@ -387,7 +386,7 @@ find_mount (const char *path, char *src, size_t len)
         ;
       if (tok && strtok_r (NULL, " ", &save) && (tok = strtok_r (NULL, " ", &save)))
         {
-          unescape_mountinfo (tok);
+          pgd_unescape_mountinfo (tok);
           snprintf (src, len, "%s", tok);
         }
     }

@@ -75,6 +75,9 @@ int pgd_parse_size (const char *s, uint64_t *out, struct pgd_err *err) PGD_WUR;
 /* Monotonic clock in nanoseconds. */
 uint64_t pgd_now_ns (void);
 
+/* Decode a mountinfo field in place (space, tab, newline and backslash are \ooo). */
+void pgd_unescape_mountinfo (char *s);
+
 /* True when PATH is a mount point according to /proc/self/mountinfo. */
 bool pgd_is_mountpoint (const char *path);
 

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Leak probes: open fds, loop devices, mounts, processes, directory entries. */
 #include "leaks.h"
+#include "util.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -132,23 +133,6 @@ lk_loops_under (const char *dir, char *out, size_t cap)
   return n;
 }
 
-/* mountinfo escapes blanks and backslashes as \ooo */
-static void
-unescape (char *s)
-{
-  char *w = s;
-
-  for (char *r = s; *r; r++)
-    if (r[0] == '\\' && r[1] && r[2] && r[3])
-      {
-        *w++ = (char)((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
-        r += 3;
-      }
-    else
-      *w++ = *r;
-  *w = '\0';
-}
-
 int
 lk_mounts_under (const char *dir, char *out, size_t cap)
 {
@@ -168,7 +152,7 @@ lk_mounts_under (const char *dir, char *out, size_t cap)
         tok = strtok_r (NULL, " ", &save);
       if (tok == NULL)
         continue;
-      unescape (tok);
+      pgd_unescape_mountinfo (tok);
       if (strncmp (tok, dir, dlen) == 0 && tok[dlen] == '/')
         {
           n++;

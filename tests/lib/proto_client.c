@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Protocol-test helpers: the server process, raw HTTP over its Unix socket, cleanup. */
 #include "proto_client.h"
+#include "util.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -230,23 +231,6 @@ pc_signal_and_wait (struct pc_server *s, int sig, int timeout_ms, int *status)
   return -1;
 }
 
-/* mountinfo escapes blanks and backslashes as \ooo */
-static void
-unescape (char *s)
-{
-  char *w = s;
-
-  for (char *r = s; *r; r++)
-    if (r[0] == '\\' && r[1] && r[2] && r[3])
-      {
-        *w++ = (char)((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
-        r += 3;
-      }
-    else
-      *w++ = *r;
-  *w = '\0';
-}
-
 /* Lazily unmount every mount below DIR, deepest first; returns how many were found. */
 static int
 unmount_under (const char *dir)
@@ -267,7 +251,7 @@ unmount_under (const char *dir)
         tok = strtok_r (NULL, " ", &save);
       if (tok == NULL)
         continue;
-      unescape (tok);
+      pgd_unescape_mountinfo (tok);
       if (strncmp (tok, dir, dlen) == 0 && tok[dlen] == '/')
         points[n++] = strdup (tok);
     }

@@ -359,7 +359,8 @@ tar_end (int fd)
 /* The plugin process dies (kill -9) while an ApplyDiff of a large tar is under way. */
 Test (crash, apply_diff_killed_midway)
 {
-  enum { FILES = 64, FILE_SIZE = 1 << 20, KILL_AFTER = 12 };
+  /* a 200 MiB tar (FILES x 1 MiB), cut in its middle */
+  enum { FILES = 200, FILE_SIZE = 1 << 20, KILL_AFTER = FILES / 2 };
   int pfd[2];
 
   /* the parent lets go of the store: the child is "the plugin" now */

@@ -38,9 +38,9 @@
 #define DISK_INO 2
 #define ATTR_TIMEOUT 86400.0 /* the size changes only through grow */
 #define DEFAULT_THREADS 4
-/* Locked-memory limit the server wants at least: its maps (4 bytes per cluster of the
-   disk: 640 KiB for 10 GiB at 64 KiB clusters), worker buffers, thread stacks. */
-#define MLOCK_NEEDED (64ull << 20)
+/* Room left under RLIMIT_MEMLOCK for what the server allocates once locked (libfuse's
+   request objects, mostly recycled by malloc) */
+#define MLOCK_HEADROOM (4ull << 20)
 #define MAX_THREADS 16
 #define DEFAULT_MAX_IO (256u * 1024) /* bytes per FUSE READ/WRITE request */
 #define MAX_MAX_IO (1u << 20)        /* the kernel's default max_pages_limit */
@@ -454,6 +454,9 @@ start_workers (struct srv *s, struct worker *w, struct pgd_err *err)
           pthread_attr_destroy (&attr);
           return pgd_error (err, errno, "worker buffer");
         }
+      /* touch what a request can fill now: a page fault in the server under memory
+         pressure may wait on writeback that only the server can finish */
+      memset (w[i].mem, 0, w[i].len < 2 * PAGE + s->max_io ? w[i].len : 2 * PAGE + s->max_io);
       rc = pthread_create (&w[i].tid, &attr, worker_main, &w[i]);
       if (rc != 0)
         {
@@ -481,7 +484,7 @@ join_workers (struct srv *s, struct worker *w)
 /* ---- process setup ------------------------------------------------------------------ */
 
 static void
-harden_process (struct srv *s)
+harden_process (void)
 {
   int fd;
 
@@ -496,30 +499,58 @@ harden_process (struct srv *s)
         pgd_log (PGD_LOG_WARN, "oom_score_adj: %s", strerror (errno));
       close (fd);
     }
-  /* Locking is all or nothing: under a small RLIMIT_MEMLOCK (a container's default)
-     mlockall itself may fit and every later buffer or map allocation then fails with
-     EAGAIN. Lock only with room for all of it, raising the limit if we may. */
+}
+
+/* Bytes of address space the process maps now (VmSize), 0 if unknown. */
+static unsigned long long
+mapped_bytes (void)
+{
+  char line[128];
+  unsigned long long kb = 0;
+  FILE *f = fopen ("/proc/self/status", "re");
+  while (f && fgets (line, sizeof line, f))
+    if (sscanf (line, "VmSize: %llu kB", &kb) == 1)
+      break;
+  if (f)
+    fclose (f);
+  return kb * 1024;
+}
+
+/* Keep the server resident once it is set up (maps, worker buffers and stacks exist
+   by then): its pages must not be reclaimed while the kernel waits on its device.
+   Locking is all or nothing: when RLIMIT_MEMLOCK leaves no room for what is mapped
+   plus MLOCK_HEADROOM of later allocations (a container's small default), every
+   allocation after mlockall would fail with EAGAIN, so the server stays unlocked. */
+static void
+lock_memory (struct srv *s)
+{
   struct rlimit rl;
-  if (s->mlock && getrlimit (RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
-      && rl.rlim_cur < MLOCK_NEEDED)
+  unsigned long long need = mapped_bytes () + MLOCK_HEADROOM;
+
+  if (!s->mlock)
+    return;
+  if (getrlimit (RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need)
     {
       /* up to the hard limit anyone may; past it needs CAP_SYS_RESOURCE */
-      struct rlimit soft = { .rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max };
-      struct rlimit all = { .rlim_cur = RLIM_INFINITY, .rlim_max = RLIM_INFINITY };
-      bool room = (rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= MLOCK_NEEDED)
-                      ? setrlimit (RLIMIT_MEMLOCK, &soft) == 0
-                      : setrlimit (RLIMIT_MEMLOCK, &all) == 0;
-      if (!room)
+      struct rlimit raise = { .rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max };
+      if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need)
+        raise.rlim_cur = raise.rlim_max = RLIM_INFINITY;
+      if (setrlimit (RLIMIT_MEMLOCK, &raise) < 0)
         {
-          pgd_log (PGD_LOG_WARN, "RLIMIT_MEMLOCK is %llu bytes: the server is not locked in memory",
-                   (unsigned long long)rl.rlim_cur);
-          s->mlock = false;
+          pgd_log (PGD_LOG_WARN,
+                   "RLIMIT_MEMLOCK is %llu bytes, %llu needed: the server is not locked in "
+                   "memory",
+                   (unsigned long long)rl.rlim_cur, need);
+          return;
         }
     }
   /* MCL_ONFAULT: pages stay resident once used, untouched library pages and buffer
      tails are not pulled in */
-  if (s->mlock && mlockall (MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) < 0)
-    pgd_log (PGD_LOG_WARN, "mlockall: %s", strerror (errno));
+  if (mlockall (MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) < 0)
+    {
+      pgd_log (PGD_LOG_WARN, "mlockall: %s", strerror (errno));
+      munlockall ();
+    }
 }
 
 static void
@@ -683,7 +714,7 @@ pgd_imgsrv_main (int argc, char **argv)
   /* one malloc arena: the workers allocate only libfuse's small request objects */
   mallopt (M_ARENA_MAX, 1);
   ignore_signals ();
-  harden_process (&s);
+  harden_process ();
   if (pgd_chain_open_files (&s.chain, s.dd, s.deltas, s.raw_base,
                             (s.ro ? PGD_CHAIN_RO : 0) | (s.buffered ? PGD_CHAIN_BUFFERED : 0),
                             &err)
@@ -699,6 +730,7 @@ pgd_imgsrv_main (int argc, char **argv)
       join_workers (&s, workers);
       goto fail;
     }
+  lock_memory (&s);
   pgd_log (PGD_LOG_INFO, "serving %s at %s/%s (%llu bytes, %u levels, %u KiB clusters%s)", s.dd,
            s.mountpoint, DISK_NAME, (unsigned long long)s.size, pgd_chain_levels (s.chain),
            pgd_chain_cluster_size (s.chain) / 1024, s.ro ? ", read-only" : "");

@@ -340,8 +340,9 @@ pgd_now_ns (void)
   return (uint64_t) ts.tv_sec * 1000000000ULL + ts.tv_nsec;
 }
 
-void
-pgd_unescape_mountinfo (char *s)
+/* mountinfo escapes space, tab, newline and backslash as \ooo */
+static void
+unescape_mountinfo (char *s)
 {
   char *w = s;
   for (char *r = s; *r; r++)
@@ -357,6 +358,17 @@ pgd_unescape_mountinfo (char *s)
   *w = '\0';
 }
 
+char *
+pgd_mountinfo_point (char *line, char **save)
+{
+  char *tok = strtok_r (line, " ", save);
+  for (int i = 0; tok && i < 4; i++)
+    tok = strtok_r (NULL, " ", save);
+  if (tok)
+    unescape_mountinfo (tok);
+  return tok;
+}
+
 /* Find the mountinfo line whose mount point is PATH; copy its source into SRC. */
 static bool
 find_mount (const char *path, char *src, size_t len)
@@ -370,13 +382,8 @@ find_mount (const char *path, char *src, size_t len)
     return false;
   while (getline (&line, &cap, f) > 0)
     {
-      char *save = NULL, *tok = strtok_r (line, " ", &save);
-      for (int i = 0; tok && i < 4; i++)
-        tok = strtok_r (NULL, " ", &save);
-      if (tok == NULL)
-        continue;
-      pgd_unescape_mountinfo (tok);
-      if (strcmp (tok, path) != 0)
+      char *save = NULL, *tok = pgd_mountinfo_point (line, &save);
+      if (tok == NULL || strcmp (tok, path) != 0)
         continue;
       found = true; /* keep going: the last (topmost) mount wins */
       if (src == NULL)
@@ -386,7 +393,7 @@ find_mount (const char *path, char *src, size_t len)
         ;
       if (tok && strtok_r (NULL, " ", &save) && (tok = strtok_r (NULL, " ", &save)))
         {
-          pgd_unescape_mountinfo (tok);
+          unescape_mountinfo (tok);
           snprintf (src, len, "%s", tok);
         }
     }

@@ -75,8 +75,9 @@ int pgd_parse_size (const char *s, uint64_t *out, struct pgd_err *err) PGD_WUR;
 /* Monotonic clock in nanoseconds. */
 uint64_t pgd_now_ns (void);
 
-/* Decode a mountinfo field in place (space, tab, newline and backslash are \ooo). */
-void pgd_unescape_mountinfo (char *s);
+/* The mount point (5th field) of a /proc/self/mountinfo LINE, decoded in place, or
+   NULL; LINE is cut up by strtok_r, *SAVE left for reading the fields after it. */
+char *pgd_mountinfo_point (char *line, char **save);
 
 /* True when PATH is a mount point according to /proc/self/mountinfo. */
 bool pgd_is_mountpoint (const char *path);

@@ -147,13 +147,8 @@ lk_mounts_under (const char *dir, char *out, size_t cap)
     return -1;
   while (getline (&line, &lcap, f) > 0)
     {
-      char *save = NULL, *tok = strtok_r (line, " ", &save);
-      for (int i = 0; tok && i < 4; i++)
-        tok = strtok_r (NULL, " ", &save);
-      if (tok == NULL)
-        continue;
-      pgd_unescape_mountinfo (tok);
-      if (strncmp (tok, dir, dlen) == 0 && tok[dlen] == '/')
+      char *save = NULL, *tok = pgd_mountinfo_point (line, &save);
+      if (tok != NULL && strncmp (tok, dir, dlen) == 0 && tok[dlen] == '/')
         {
           n++;
           add (out, cap, "%s ", tok);

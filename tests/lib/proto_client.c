@@ -246,13 +246,8 @@ unmount_under (const char *dir)
     return 0;
   while (n < 512 && getline (&line, &cap, f) > 0)
     {
-      char *save = NULL, *tok = strtok_r (line, " ", &save);
-      for (int i = 0; tok && i < 4; i++)
-        tok = strtok_r (NULL, " ", &save);
-      if (tok == NULL)
-        continue;
-      pgd_unescape_mountinfo (tok);
-      if (strncmp (tok, dir, dlen) == 0 && tok[dlen] == '/')
+      char *save = NULL, *tok = pgd_mountinfo_point (line, &save);
+      if (tok != NULL && strncmp (tok, dir, dlen) == 0 && tok[dlen] == '/')
         points[n++] = strdup (tok);
     }
   free (line);

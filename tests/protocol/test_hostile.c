@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "proto_client.h"
+#include "ustar.h"
 
 static struct pc_server srv;
 
@@ -314,28 +315,6 @@ HOSTILE_TEST (connection_flood)
   free (before);
 }
 
-/* One 512-byte ustar header for a regular file NAME of SIZE bytes. */
-static void
-ustar_header (char *h, const char *name, size_t size)
-{
-  unsigned sum = 0;
-
-  memset (h, 0, 512);
-  snprintf (h, 100, "%s", name);
-  snprintf (h + 100, 8, "%07o", 0644);
-  snprintf (h + 108, 8, "%07o", 0);
-  snprintf (h + 116, 8, "%07o", 0);
-  snprintf (h + 124, 12, "%011zo", size);
-  snprintf (h + 136, 12, "%011o", 0);
-  h[156] = '0';
-  memcpy (h + 257, "ustar", 6);
-  memcpy (h + 263, "00", 2);
-  memset (h + 148, ' ', 8);
-  for (int i = 0; i < 512; i++)
-    sum += (unsigned char) h[i];
-  snprintf (h + 148, 8, "%06o", sum);
-}
-
 static void
 call_status (const char *path, const char *body, int want)
 {
@@ -371,7 +350,7 @@ apply_bad_chunking (const char *id, const char *chunking)
             "Go-http-client/1.1\r\nTransfer-Encoding: chunked\r\nAccept: "
             "application/vnd.docker.plugins.v1.2+json\r\n\r\n",
             id);
-  ustar_header (tar, "file", 100);
+  tl_ustar_header (tar, "file", 100);
   snprintf (sz, sizeof sz, "%x\r\n", 512);
   (void) pc_send_all (fd, head, strlen (head));
   (void) pc_send_all (fd, sz, strlen (sz));

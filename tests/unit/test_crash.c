@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "layers.h"
+#include "ustar.h"
 #include "util.h"
 
 static char tmp[PATH_MAX];
@@ -285,27 +286,7 @@ assert_file (const char *dir, const char *name, const char *text)
 
 /* ---- a tar made on the fly ------------------------------------------------------------ */
 
-static void
-ustar_header (char *h, const char *name, size_t size)
-{
-  unsigned sum = 0;
-
-  memset (h, 0, 512);
-  snprintf (h, 100, "%s", name);
-  snprintf (h + 100, 8, "%07o", 0644);
-  snprintf (h + 108, 8, "%07o", 0);
-  snprintf (h + 116, 8, "%07o", 0);
-  snprintf (h + 124, 12, "%011zo", size);
-  snprintf (h + 136, 12, "%011o", 0);
-  h[156] = '0';
-  memcpy (h + 257, "ustar", 6);
-  memcpy (h + 263, "00", 2);
-  memset (h + 148, ' ', 8);
-  for (int i = 0; i < 512; i++)
-    sum += (unsigned char) h[i];
-  snprintf (h + 148, 8, "%06o", sum);
-}
-
+/* write(2) all LEN bytes to FD (a pipe: pc_send_all's send() wants a socket) */
 static int
 write_all (int fd, const void *buf, size_t len)
 {
@@ -330,7 +311,7 @@ tar_file (int fd, const char *name, size_t size, unsigned seed)
   static char block[65536];
   char h[512];
 
-  ustar_header (h, name, size);
+  tl_ustar_header (h, name, size);
   if (write_all (fd, h, sizeof h) < 0)
     return -1;
   for (size_t off = 0; off < size; off += sizeof block)

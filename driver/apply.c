@@ -308,18 +308,11 @@ pgd_apply_data (struct pgd_apply *ap, int fd, int64_t size, struct pgd_err *err)
 static int
 opaque_clear (struct pgd_apply *ap, int dfd, const char *rel, struct pgd_err *err)
 {
-  int dup_fd = fcntl (dfd, F_DUPFD_CLOEXEC, 0);
-  cleanup_dir DIR *d = NULL;
+  cleanup_dir DIR *d = pgd_opendir_dup (dfd, rel, err);
   struct dirent *de;
 
-  if (dup_fd < 0)
-    return pgd_error (err, errno, "dup");
-  d = fdopendir (dup_fd);
   if (d == NULL)
-    {
-      close (dup_fd);
-      return pgd_error (err, errno, "opendir %s", rel);
-    }
+    return -1;
   while ((errno = 0, de = readdir (d)) != NULL)
     {
       const char *n = de->d_name;

@@ -144,18 +144,11 @@ pgd_open_dir_beneath (int rootfd, const char *rel, bool create, int *fd, struct 
 static int
 remove_children (int fd, const char *shown, dev_t dev, struct pgd_err *err)
 {
-  int dfd = fcntl (fd, F_DUPFD_CLOEXEC, 0);
-  cleanup_dir DIR *d = NULL;
+  cleanup_dir DIR *d = pgd_opendir_dup (fd, shown, err);
   struct dirent *de;
 
-  if (dfd < 0)
-    return pgd_error (err, errno, "dup");
-  d = fdopendir (dfd);
   if (d == NULL)
-    {
-      close (dfd);
-      return pgd_error (err, errno, "opendir %s", shown);
-    }
+    return -1;
   for (;;)
     {
       struct stat st;

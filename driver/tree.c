@@ -97,18 +97,11 @@ names_push (struct names *ns, const char *name, struct pgd_err *err)
 static int
 read_names (int fd, const char *shown, bool root, struct names *ns, struct pgd_err *err)
 {
-  int dfd = fcntl (fd, F_DUPFD_CLOEXEC, 0);
-  cleanup_dir DIR *d = NULL;
+  cleanup_dir DIR *d = pgd_opendir_dup (fd, shown, err);
   char *p;
 
-  if (dfd < 0)
-    return pgd_error (err, errno, "dup");
-  d = fdopendir (dfd);
   if (d == NULL)
-    {
-      close (dfd);
-      return pgd_error (err, errno, "opendir %s", shown);
-    }
+    return -1;
   for (;;)
     {
       struct dirent *de;

@@ -67,6 +67,21 @@ pgd_id_valid (const char *id, struct pgd_err *err)
   return true;
 }
 
+DIR *
+pgd_opendir_dup (int fd, const char *shown, struct pgd_err *err)
+{
+  int dfd = fcntl (fd, F_DUPFD_CLOEXEC, 0);
+  if (dfd < 0)
+    return pgd_error (err, errno, "dup %s", shown), NULL;
+  DIR *d = fdopendir (dfd);
+  if (d == NULL)
+    {
+      pgd_error (err, errno, "opendir %s", shown);
+      close (dfd);
+    }
+  return d;
+}
+
 int
 pgd_readdir (DIR *d, struct dirent **de, const char *shown, struct pgd_err *err)
 {

@@ -45,6 +45,10 @@ void pgd_unlockp (pthread_mutex_t **m);
    no '/', no control characters. On false, ERR (if given) names the problem. */
 bool pgd_id_valid (const char *id, struct pgd_err *err);
 
+/* A directory stream on a duplicate of the directory FD (FD stays open and keeps its
+   offset); NULL with ERR naming SHOWN. Close with closedir (cleanup_dir). */
+DIR *pgd_opendir_dup (int fd, const char *shown, struct pgd_err *err);
+
 /* Next entry of D other than "." and "..": 1 with *DE set, 0 at the end, -1 on a read
    error (ERR names SHOWN). */
 int pgd_readdir (DIR *d, struct dirent **de, const char *shown, struct pgd_err *err) PGD_WUR;

@@ -8,6 +8,7 @@
 #define PGD_DIFF_H
 
 #include <stdint.h>
+#include <time.h>
 
 #include "driver.h"
 #include "err.h"
@@ -39,6 +40,22 @@ int pgd_diff_write (const char *new_root, const char *old_root, int fd,
 /* lstat sizes of the non-directories reported Add or Modify (hardlinked inodes once,
    symlinks by their length, deletions 0): dockerd's DiffSize. */
 int pgd_diff_size (const char *new_root, const char *old_root, int64_t *size, struct pgd_err *err)
+    __attribute__ ((warn_unused_result));
+
+struct pgd_keymap;
+
+/* The three above walking only what the change tracker's VISIT set names (see
+   pgd_tree_walk_hint; NULL = everything): same entries, same order, same bytes.
+   NOW (0 = the clock) is the mtime of the whiteouts, fixed so two runs compare. */
+int pgd_diff_changes_hint (const char *new_root, const char *old_root,
+                           const struct pgd_keymap *visit, struct pgd_changes *out,
+                           struct pgd_err *err) __attribute__ ((warn_unused_result));
+int pgd_diff_write_hint (const char *new_root, const char *old_root,
+                         const struct pgd_keymap *visit, time_t now, int fd,
+                         const struct pgd_idmaps *maps, struct pgd_err *err)
+    __attribute__ ((warn_unused_result));
+int pgd_diff_size_hint (const char *new_root, const char *old_root,
+                        const struct pgd_keymap *visit, int64_t *size, struct pgd_err *err)
     __attribute__ ((warn_unused_result));
 
 #endif

@@ -17,6 +17,7 @@
 #include "image.h"
 #include "log.h"
 #include "store.h"
+#include "track.h"
 #include "util.h"
 
 #define PARENT_FILE "parent"
@@ -200,12 +201,20 @@ pgd_layer_acquire (struct pgd_layers *l, const char *id, const char *mount_label
     ret = pgd_mkdir_p (dir, 0755, err);
   if (ret == 0)
     ret = pgd_mkdir_p (run, 0700, err);
+  if (ret == 0 && (flags & PGD_ACQ_APPLYING))
+    pgd_track_drop (l->tracker, id, image); /* an ApplyDiff is no clone's change */
+  else if (ret == 0)
+    pgd_track_open (l->tracker, id, image, info.top_file, !info.top_shared);
   opts[0] = '\0';
   if (mount_label && *mount_label)
     snprintf (opts, sizeof opts, "context=\"%s\"", mount_label);
   if (ret == 0)
     ret = pgd_engine_mount (&l->engine, image, run, dir, info.top_shared ? PGD_MOUNT_RO : 0,
                             opts[0] ? opts : NULL, err);
+  if (ret == 0 && !info.top_shared && !(flags & PGD_ACQ_APPLYING))
+    pgd_track_watch (l->tracker, id, dir);
+  else if (ret < 0)
+    pgd_track_close (l->tracker, id, image, false);
   pthread_mutex_lock (&l->lock);
   if (ret == 0)
     {
@@ -231,6 +240,8 @@ pgd_layer_unmount (struct pgd_layers *l, struct layer *lay, struct pgd_err *err)
   pgd_store_path (l, dir, "mnt", lay->id);
   int ret = pgd_engine_umount (&l->engine, image, run, dir, err);
   bool gone = ret == 0 || !pgd_is_mountpoint (dir);
+  if (gone)
+    pgd_track_close (l->tracker, lay->id, image, ret == 0);
   pthread_mutex_lock (&l->lock);
   lay->idle_since = 0;
   if (gone)
@@ -490,6 +501,8 @@ layers_create (void *ctx, const struct pgd_create_req *req, struct pgd_err *err)
           char pf[PATH_MAX + 16];
           snprintf (pf, sizeof pf, "%s/" PARENT_FILE, staging);
           ret = pgd_write_file_atomic (pf, req->parent, strlen (req->parent), err);
+          if (ret == 0)
+            ret = pgd_track_create (staging, req->parent, err);
         }
       if (ret == 0)
         ret = pgd_fsync_dir (staging, err);
@@ -581,6 +594,8 @@ layers_remove (void *ctx, const char *id, struct pgd_err *err)
           ret = 0;
         }
     }
+  if (ret == 0)
+    pgd_track_drop (l->tracker, id, image);
   if (ret == 0)
     ret = delete_layer_files (l, id, err);
 
@@ -690,6 +705,8 @@ pgd_layers_open (struct pgd_layers **out, const struct pgd_layers_config *cfg,
             cfg->state_file ? cfg->state_file : "/var/lib/ploop-graphdriver/state.json");
   snprintf (l->engine_name, sizeof l->engine_name, "%s", cfg->engine ? cfg->engine : "auto");
   snprintf (l->exe, sizeof l->exe, "%s", cfg->exe ? cfg->exe : "/proc/self/exe");
+  if (pgd_tracker_new (&l->tracker, err) < 0)
+    goto fail;
   if (pgd_engine_setup (&l->engine, l->engine_name, l->exe, err) < 0)
     goto fail;
   if (cfg->home)
@@ -717,6 +734,7 @@ pgd_layers_close (struct pgd_layers *l)
   if (l == NULL)
     return;
   pgd_reaper_stop (l);
+  pgd_tracker_free (l->tracker);
   for (size_t b = 0; b < PGD_BUCKETS; b++)
     while (l->table[b])
       pgd_layer_forget (l, l->table[b]->id);

@@ -53,6 +53,7 @@ struct pgd_layers
   struct pgd_idmaps maps;
   struct layer *table[PGD_BUCKETS];
   unsigned linger_ms;   /* keep a layer mounted this long after its last Put (0: unmount at once) */
+  struct pgd_tracker *tracker; /* records what changed in read-write mounts (track.c) */
   pthread_t reaper;     /* unmounts idle layers once they have lingered (idle.c) */
   bool reaper_running;
   bool reaper_stop;

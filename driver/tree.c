@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "beneath.h"
+#include "keymap.h"
 #include "util.h"
 
 #define CAP_XATTR "security.capability"
@@ -28,6 +29,7 @@ struct walk
 {
   bool fast; /* (inode, ctime) equality proves "unchanged" */
   bool proc; /* /proc/self/fd paths work */
+  const struct pgd_keymap *visit; /* directories that may hold changes (NULL: all) */
   pgd_tree_fn fn;
   void *opaque;
   struct pgd_tree_stats *stats;
@@ -274,6 +276,16 @@ untouched (const struct walk *w, const struct stat *ns, const struct stat *os)
   return ns->st_dev == os->st_dev || ns->st_ctim.tv_nsec != 0;
 }
 
+/* A directory on both sides, the same inode of one lineage, outside the tracker's
+   hint: nothing beneath it changed. */
+static bool
+skip_dir (const struct walk *w, const struct stat *ns, const struct stat *os)
+{
+  if (w->visit == NULL || !S_ISDIR (os->st_mode) || ns->st_ino != os->st_ino)
+    return false;
+  return !pgd_keymap_get (w->visit, w->path, w->len, NULL);
+}
+
 static int walk_dir (struct walk *w, struct frame *fr, int newfd, int oldfd, struct pgd_err *err);
 
 /* Descend into directory NAME of NEWFD (and of OLDFD when it is a directory there too). */
@@ -330,6 +342,12 @@ compared (struct walk *w, struct frame *fr, int newfd, int oldfd, const char *na
     return -1;
   if (!S_ISDIR (ns->st_mode))
     return 0;
+  if (skip_dir (w, ns, os))
+    {
+      if (w->stats)
+        w->stats->pruned++;
+      return 0;
+    }
   return descend (w, fr, newfd, S_ISDIR (os->st_mode) ? oldfd : -1, name, ns, d, err);
 }
 
@@ -418,6 +436,14 @@ int
 pgd_tree_walk (const char *new_root, const char *old_root, unsigned flags, pgd_tree_fn fn,
                void *opaque, struct pgd_tree_stats *stats, struct pgd_err *err)
 {
+  return pgd_tree_walk_hint (new_root, old_root, NULL, flags, fn, opaque, stats, err);
+}
+
+int
+pgd_tree_walk_hint (const char *new_root, const char *old_root, const struct pgd_keymap *visit,
+                    unsigned flags, pgd_tree_fn fn, void *opaque, struct pgd_tree_stats *stats,
+                    struct pgd_err *err)
+{
   struct walk w = { .fn = fn, .opaque = opaque, .stats = stats };
   struct frame root = { .pdirfd = -1, .name = "", .emitted = true };
   cleanup_close int nfd = open (new_root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -430,6 +456,8 @@ pgd_tree_walk (const char *new_root, const char *old_root, unsigned flags, pgd_t
     return pgd_error (err, errno, "open %s", old_root);
   w.fast = ofd >= 0 && !(flags & PGD_TREE_NO_FASTPATH) && same_lineage (nfd, ofd);
   w.proc = access ("/proc/self/fd", X_OK) == 0;
+  /* the hint speaks of inodes of one lineage: without the clone relation, walk all */
+  w.visit = w.fast ? visit : NULL;
   if (stats)
     *stats = (struct pgd_tree_stats){ .fastpath = w.fast };
   w.cap = 256;

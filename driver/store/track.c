@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "image.h"
+#include "engine/image.h"
 #include "log.h"
 #include "track_priv.h"
 

@@ -12,6 +12,7 @@
 
 #include "driver.h"
 #include "err.h"
+#include "keymap.h" /* the tracker's hint is a set of paths */
 
 /* Extract the tar read from FD (until EOF, trailing bytes included) into ROOT, honouring
    whiteouts and opaque directories, mapping owners through MAPS, refusing any entry
@@ -41,8 +42,6 @@ int pgd_diff_write (const char *new_root, const char *old_root, int fd,
    symlinks by their length, deletions 0): dockerd's DiffSize. */
 int pgd_diff_size (const char *new_root, const char *old_root, int64_t *size, struct pgd_err *err)
     __attribute__ ((warn_unused_result));
-
-struct pgd_keymap;
 
 /* The three above walking only what the change tracker's VISIT set names (see
    pgd_tree_walk_hint; NULL = everything): same entries, same order, same bytes.

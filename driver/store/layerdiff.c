@@ -12,8 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "diff.h"
-#include "keymap.h"
+#include "diff/diff.h"
 #include "log.h"
 #include "store.h"
 #include "track.h"

@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "keymap.h"
+#include "diff/diff.h"
 #include "track.h"
 #include "util.h"
 

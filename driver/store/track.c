@@ -147,9 +147,8 @@ rec_event (struct pgd_tracker *t, struct track_rec *r, const struct fanotify_eve
 
   if (m->mask & FAN_Q_OVERFLOW)
     return pgd_track_distrust (t, r, "the fanotify queue overflowed");
-  /* opening a directory changes nothing; our own reads (Diff) neither */
-  if ((m->mask & ~(uint64_t)(FAN_OPEN | FAN_ONDIR)) == 0
-      && ((m->mask & FAN_ONDIR) || m->pid == getpid ()))
+  /* opening a directory changes nothing */
+  if ((m->mask & ~(uint64_t)(FAN_OPEN | FAN_ONDIR)) == 0 && (m->mask & FAN_ONDIR))
     return;
   while (p + sizeof (struct fanotify_event_info_header) <= end)
     {

@@ -96,8 +96,12 @@ asan:
 e2e: all
 	tests/e2e/run.sh $(BUILD)
 
+# make bench BENCH_ONLY=bigimage: only the big-image section (bench/bigimage.sh)
 bench: deps all
+ifneq ($(BENCH_ONLY),bigimage)
 	bench/run.sh $(BUILD)
+endif
+	bench/bigimage.sh $(BUILD)
 
 # The user engine alone (no dockerd): ext4 on it vs a plain loop file and
 # qemu-storage-daemon, mount latency, a 125-delta chain.

@@ -43,18 +43,28 @@ int pgd_diff_write (const char *new_root, const char *old_root, int fd,
 int pgd_diff_size (const char *new_root, const char *old_root, int64_t *size, struct pgd_err *err)
     __attribute__ ((warn_unused_result));
 
-/* The three above walking only what the change tracker's VISIT set names (see
-   pgd_tree_walk_hint; NULL = everything): same entries, same order, same bytes.
-   NOW (0 = the clock) is the mtime of the whiteouts, fixed so two runs compare. */
+/* The change tracker's hint: absolute paths ("/a/b"; "" is the root). */
+struct pgd_diff_hint
+{
+  struct pgd_keymap visit; /* directories that may hold changes, and their ancestors */
+  struct pgd_keymap full;  /* of those, the ones whose own entries may have changed */
+};
+
+/* Free both sets of H and leave it empty. */
+void pgd_diff_hint_free (struct pgd_diff_hint *h);
+
+/* The three above walking only what HINT names (see pgd_tree_walk_hint; NULL =
+   everything): same entries, same order, same bytes. NOW (0 = the clock) is the
+   mtime of the whiteouts, fixed so two runs compare. */
 int pgd_diff_changes_hint (const char *new_root, const char *old_root,
-                           const struct pgd_keymap *visit, struct pgd_changes *out,
+                           const struct pgd_diff_hint *hint, struct pgd_changes *out,
                            struct pgd_err *err) __attribute__ ((warn_unused_result));
 int pgd_diff_write_hint (const char *new_root, const char *old_root,
-                         const struct pgd_keymap *visit, time_t now, int fd,
+                         const struct pgd_diff_hint *hint, time_t now, int fd,
                          const struct pgd_idmaps *maps, struct pgd_err *err)
     __attribute__ ((warn_unused_result));
 int pgd_diff_size_hint (const char *new_root, const char *old_root,
-                        const struct pgd_keymap *visit, int64_t *size, struct pgd_err *err)
+                        const struct pgd_diff_hint *hint, int64_t *size, struct pgd_err *err)
     __attribute__ ((warn_unused_result));
 
 #endif

@@ -307,11 +307,11 @@ stream_open (struct tarout *t, struct pgd_err *err)
    here, not kill the process. */
 static int
 stream_all (struct tarout *t, const char *new_root, const char *old_root,
-            const struct pgd_keymap *visit, struct pgd_err *err)
+            const struct pgd_diff_hint *hint, struct pgd_err *err)
 {
   if (stream_open (t, err) < 0)
     return -1;
-  if (pgd_tree_walk_hint (new_root, old_root, visit, 0, write_entry, t, NULL, err) < 0)
+  if (pgd_tree_walk_hint (new_root, old_root, hint, 0, write_entry, t, NULL, err) < 0)
     return -1;
   if (archive_write_close (t->a) != ARCHIVE_OK)
     return archive_fail (t, "finish", "tar stream", err);
@@ -326,7 +326,7 @@ pgd_diff_write (const char *new_root, const char *old_root, int fd, const struct
 }
 
 int
-pgd_diff_write_hint (const char *new_root, const char *old_root, const struct pgd_keymap *visit,
+pgd_diff_write_hint (const char *new_root, const char *old_root, const struct pgd_diff_hint *hint,
                      time_t now, int fd, const struct pgd_idmaps *maps, struct pgd_err *err)
 {
   struct tarout t = { .maps = maps, .fd = fd, .now = now ? now : time (NULL) };
@@ -340,7 +340,7 @@ pgd_diff_write_hint (const char *new_root, const char *old_root, const struct pg
   sigpending (&pending);
   was_pending = sigismember (&pending, SIGPIPE);
 
-  r = stream_all (&t, new_root, old_root, visit, err);
+  r = stream_all (&t, new_root, old_root, hint, err);
   if (t.a != NULL)
     {
       if (r < 0)

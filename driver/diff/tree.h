@@ -45,14 +45,15 @@ int pgd_tree_walk (const char *new_root, const char *old_root, unsigned flags, p
                    void *opaque, struct pgd_tree_stats *stats, struct pgd_err *err)
     __attribute__ ((warn_unused_result));
 
-struct pgd_keymap;
+struct pgd_diff_hint;
 
-/* pgd_tree_walk descending only into the directories whose paths ("/a/b") are keys of
-   VISIT, those new or replaced (another inode) in NEW, and those unlike in OLD; VISIT
-   NULL, or trees that are not clones of one filesystem: everything. The caller vouches
-   that nothing changed beneath the directories left out (the change tracker's hint). */
+/* pgd_tree_walk guided by HINT (diff.h): in a directory of HINT->full, or one new or
+   replaced (another inode) in NEW, every entry is compared; in any other directory
+   only the entries named in HINT->visit, and only those directories are entered.
+   HINT NULL, or trees that are not clones of one filesystem: everything. The caller
+   vouches that nothing changed outside (the change tracker's hint). */
 int pgd_tree_walk_hint (const char *new_root, const char *old_root,
-                        const struct pgd_keymap *visit, unsigned flags, pgd_tree_fn fn,
+                        const struct pgd_diff_hint *hint, unsigned flags, pgd_tree_fn fn,
                         void *opaque, struct pgd_tree_stats *stats, struct pgd_err *err)
     __attribute__ ((warn_unused_result));
 

@@ -71,23 +71,22 @@ old_root (const struct mounted_pair *p)
   return p->old_dir[0] ? p->old_dir : NULL;
 }
 
-/* The tracker's hint for P in VISIT; NULL when the full comparison must run. */
-static const struct pgd_keymap *
-pair_hint (struct mounted_pair *p, struct pgd_keymap *visit)
+/* The tracker's hint for P in H; NULL when the full comparison must run. */
+static const struct pgd_diff_hint *
+pair_hint (struct mounted_pair *p, struct pgd_diff_hint *h)
 {
   struct pgd_err err;
   bool use = false;
 
   if (!p->old_dir[0])
     return NULL;
-  if (pgd_track_hint (p->l->tracker, p->id, p->parent, p->new_dir, p->old_dir, visit, &use, &err)
-      < 0)
+  if (pgd_track_hint (p->l->tracker, p->id, p->parent, p->new_dir, p->old_dir, h, &use, &err) < 0)
     {
       pgd_log (PGD_LOG_DEBUG, "changes of %s: full comparison (%s)", p->id, err.msg);
-      pgd_keymap_free (visit);
+      pgd_diff_hint_free (h);
       return NULL;
     }
-  return use ? visit : NULL;
+  return use ? h : NULL;
 }
 
 static bool
@@ -125,7 +124,8 @@ pgd_layers_diff_open (void *ctx, const char *id, const char *parent, void **stre
 
 /* Diff both ways into memory files, compare them byte for byte, send one to FD. */
 static int
-verify_diff (struct mounted_pair *p, const struct pgd_keymap *visit, int fd, struct pgd_err *err)
+verify_diff (struct mounted_pair *p, const struct pgd_diff_hint *hint, int fd,
+             struct pgd_err *err)
 {
   cleanup_close int a = memfd_create ("tracked", MFD_CLOEXEC);
   cleanup_close int b = memfd_create ("full", MFD_CLOEXEC);
@@ -134,7 +134,7 @@ verify_diff (struct mounted_pair *p, const struct pgd_keymap *visit, int fd, str
 
   if (a < 0 || b < 0)
     return pgd_error (err, errno, "memfd");
-  if (pgd_diff_write_hint (p->new_dir, old_root (p), visit, now, a, &p->l->maps, err) < 0
+  if (pgd_diff_write_hint (p->new_dir, old_root (p), hint, now, a, &p->l->maps, err) < 0
       || pgd_diff_write_hint (p->new_dir, old_root (p), NULL, now, b, &p->l->maps, err) < 0)
     return -1;
   if (fstat (a, &sa) < 0 || fstat (b, &sb) < 0)
@@ -161,15 +161,15 @@ int
 pgd_layers_diff_write (void *stream, int fd, struct pgd_err *err)
 {
   struct mounted_pair *p = stream;
-  struct pgd_keymap visit = { 0 };
-  const struct pgd_keymap *hint = pair_hint (p, &visit);
+  struct pgd_diff_hint hint_sets = { 0 };
+  const struct pgd_diff_hint *hint = pair_hint (p, &hint_sets);
   int ret;
 
   if (hint && verifying ())
     ret = verify_diff (p, hint, fd, err);
   else
     ret = pgd_diff_write_hint (p->new_dir, old_root (p), hint, 0, fd, &p->l->maps, err);
-  pgd_keymap_free (&visit);
+  pgd_diff_hint_free (&hint_sets);
   if (ret < 0)
     return pgd_error_wrap (err, "diff %s", p->id);
   return 0;
@@ -195,8 +195,8 @@ pgd_layers_changes (void *ctx, const char *id, const char *parent, struct pgd_ch
 
   if (pair_acquire (&p, ctx, id, parent, err) < 0)
     return pgd_error_wrap (err, "changes of %s", id);
-  struct pgd_keymap visit = { 0 };
-  const struct pgd_keymap *hint = pair_hint (&p, &visit);
+  struct pgd_diff_hint hint_sets = { 0 };
+  const struct pgd_diff_hint *hint = pair_hint (&p, &hint_sets);
   size_t first = out->n;
   ret = pgd_diff_changes_hint (p.new_dir, old_root (&p), hint, out, err);
   if (ret == 0 && hint && verifying ())
@@ -211,7 +211,7 @@ pgd_layers_changes (void *ctx, const char *id, const char *parent, struct pgd_ch
         ret = mismatch (&p, "the changes", err);
       pgd_changes_free (&full);
     }
-  pgd_keymap_free (&visit);
+  pgd_diff_hint_free (&hint_sets);
   pair_release (&p);
   return ret < 0 ? pgd_error_wrap (err, "changes of %s", id) : 0;
 }
@@ -225,8 +225,8 @@ pgd_layers_diff_size (void *ctx, const char *id, const char *parent, int64_t *si
 
   if (pair_acquire (&p, ctx, id, parent, err) < 0)
     return pgd_error_wrap (err, "size of %s", id);
-  struct pgd_keymap visit = { 0 };
-  const struct pgd_keymap *hint = pair_hint (&p, &visit);
+  struct pgd_diff_hint hint_sets = { 0 };
+  const struct pgd_diff_hint *hint = pair_hint (&p, &hint_sets);
   ret = pgd_diff_size_hint (p.new_dir, old_root (&p), hint, size, err);
   if (ret == 0 && hint && verifying ())
     {
@@ -235,7 +235,7 @@ pgd_layers_diff_size (void *ctx, const char *id, const char *parent, int64_t *si
       if (ret == 0 && full != *size)
         ret = mismatch (&p, "the sizes", err);
     }
-  pgd_keymap_free (&visit);
+  pgd_diff_hint_free (&hint_sets);
   pair_release (&p);
   return ret < 0 ? pgd_error_wrap (err, "size of %s", id) : 0;
 }

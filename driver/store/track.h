@@ -15,7 +15,7 @@
 #include "err.h"
 
 struct pgd_tracker;
-struct pgd_keymap;
+struct pgd_diff_hint;
 
 /* File name of the record inside a layer's image directory. */
 #define PGD_TRACK_FILE "changes"
@@ -48,11 +48,11 @@ void pgd_track_close (struct pgd_tracker *t, const char *id, const char *image, 
 /* Forget ID's record for good (ApplyDiff writes it, a mount adopted at start). */
 void pgd_track_drop (struct pgd_tracker *t, const char *id, const char *image);
 
-/* The set of directories Changes/Diff/DiffSize of ID against PARENT must visit, NEW_ROOT
-   and OLD_ROOT being their mounts, into VISIT (empty on entry); *USE false (and the
-   reason logged at debug) when the full comparison must run instead. */
+/* The directories Changes/Diff/DiffSize of ID against PARENT must visit, NEW_ROOT and
+   OLD_ROOT being their mounts, into HINT (empty on entry); *USE false (and the reason
+   logged at debug) when the full comparison must run instead. */
 int pgd_track_hint (struct pgd_tracker *t, const char *id, const char *parent,
-                    const char *new_root, const char *old_root, struct pgd_keymap *visit,
+                    const char *new_root, const char *old_root, struct pgd_diff_hint *hint,
                     bool *use, struct pgd_err *err) __attribute__ ((warn_unused_result));
 
 /* Most (directory, name) entries one layer's record holds; beyond, it is not trusted. */

@@ -127,7 +127,7 @@ dir_links_changed (int dirfd, const char *shown, int oldroot, struct pgd_err *er
    the hint cannot be used (*WHY says), -1 on error. */
 static int
 resolve (const struct track_ent *e, int root, const char *prefix, int oldroot,
-         struct pgd_keymap *visit, const char **why, struct pgd_err *err)
+         struct pgd_diff_hint *hint, const char **why, struct pgd_err *err)
 {
   struct
   {
@@ -171,12 +171,14 @@ resolve (const struct track_ent *e, int root, const char *prefix, int oldroot,
     }
   char key[PATH_MAX + 256];
   snprintf (key, sizeof key, "%s%s%s", rel, name[0] ? "/" : "", name);
-  return visit_add (visit, key, err);
+  if (pgd_keymap_put (&hint->full, key, strlen (key), NULL, NULL, err) < 0)
+    return -1;
+  return visit_add (&hint->visit, key, err);
 }
 
 int
 pgd_track_hint (struct pgd_tracker *t, const char *id, const char *parent, const char *new_root,
-                const char *old_root, struct pgd_keymap *visit, bool *use, struct pgd_err *err)
+                const char *old_root, struct pgd_diff_hint *hint, bool *use, struct pgd_err *err)
 {
   struct track_rec *r;
   const char *why = NULL;
@@ -213,7 +215,7 @@ pgd_track_hint (struct pgd_tracker *t, const char *id, const char *parent, const
           if (strcmp (prefix, "/") == 0)
             prefix[0] = '\0';
           for (size_t i = 0; ret == 0 && why == NULL && i < r->n; i++)
-            ret = resolve (r->ents[i], root, prefix, oldroot, visit, &why, err);
+            ret = resolve (r->ents[i], root, prefix, oldroot, hint, &why, err);
           if (ret > 0)
             ret = 0;
         }
@@ -224,12 +226,13 @@ pgd_track_hint (struct pgd_tracker *t, const char *id, const char *parent, const
     return -1;
   if (why)
     {
-      pgd_keymap_free (visit);
+      pgd_diff_hint_free (hint);
       pgd_log (PGD_LOG_DEBUG, "changes of %s: full comparison (%s)", id, why);
       return 0;
     }
-  pgd_log (PGD_LOG_DEBUG, "changes of %s: tracked, %zu entries, %zu directories to visit", id, n,
-           visit->n);
+  pgd_log (PGD_LOG_DEBUG,
+           "changes of %s: tracked, %zu entries, %zu directories to visit, %zu in full", id, n,
+           hint->visit.n, hint->full.n);
   *use = true;
   return 0;
 }

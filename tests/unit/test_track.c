@@ -115,7 +115,7 @@ static bool
 tracked (const char *id, const char *parent, size_t *nvisit)
 {
   char nd[PATH_MAX], od[PATH_MAX];
-  struct pgd_keymap visit = { 0 };
+  struct pgd_diff_hint visit = { 0 };
   struct pgd_err err = { 0 };
   bool use = false;
 
@@ -124,8 +124,8 @@ tracked (const char *id, const char *parent, size_t *nvisit)
   cr_assert_eq (pgd_track_hint (L->tracker, id, parent, nd, od, &visit, &use, &err), 0, "hint: %s",
                 err.msg);
   if (nvisit)
-    *nvisit = visit.n;
-  pgd_keymap_free (&visit);
+    *nvisit = visit.visit.n;
+  pgd_diff_hint_free (&visit);
   put (parent);
   put (id);
   return use;

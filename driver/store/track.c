@@ -69,9 +69,10 @@ pgd_track_distrust (struct pgd_tracker *t, struct track_rec *r, const char *why)
   rec_clear (r);
 }
 
-/* Remove R from the list and free it; the list lock is held. */
+/* Take R off the list; the list lock is held. Whoever locks a record does so while
+   holding the list lock, so after this only a current holder of R's lock knows R. */
 static void
-rec_free (struct pgd_tracker *t, struct track_rec *r)
+rec_unlink (struct pgd_tracker *t, struct track_rec *r)
 {
   for (struct track_rec **pp = &t->recs; *pp; pp = &(*pp)->next)
     if (*pp == r)
@@ -79,10 +80,27 @@ rec_free (struct pgd_tracker *t, struct track_rec *r)
         *pp = r->next;
         break;
       }
+}
+
+/* Free R, off the list and unlocked. */
+static void
+rec_destroy (struct pgd_tracker *t, struct track_rec *r)
+{
   rec_unwatch (t, r);
   rec_clear (r);
   pthread_mutex_destroy (&r->lock);
   free (r);
+}
+
+/* Remove R from the list and free it once its current holder is done; the list lock
+   is held. */
+static void
+rec_free (struct pgd_tracker *t, struct track_rec *r)
+{
+  rec_unlink (t, r);
+  pthread_mutex_lock (&r->lock);
+  pthread_mutex_unlock (&r->lock);
+  rec_destroy (t, r);
 }
 
 /* Record (handle, NAME) in R (locked). */
@@ -172,9 +190,11 @@ rec_event (struct pgd_tracker *t, struct track_rec *r, const struct fanotify_eve
 void
 pgd_track_drain (struct pgd_tracker *t, struct track_rec *r)
 {
-  static __thread char *buf;
+  cleanup_free char *buf = NULL;
 
-  if (buf == NULL && (buf = malloc (EVENT_BUF)) == NULL)
+  if (r->fan < 0)
+    return;
+  if ((buf = malloc (EVENT_BUF)) == NULL)
     return pgd_track_distrust (t, r, "out of memory");
   while (r->fan >= 0)
     {
@@ -212,16 +232,20 @@ reader_main (void *opaque)
         }
       for (int i = 0; i < n; i++)
         {
+          struct track_rec *r;
           if (evs[i].data.ptr == NULL)
             return NULL;
-          PGD_SCOPED_LOCK (&t->lock);
-          for (struct track_rec *r = t->recs; r; r = r->next)
-            if (r == evs[i].data.ptr)
-              {
-                PGD_SCOPED_LOCK (&r->lock);
-                pgd_track_drain (t, r);
-                break;
-              }
+          /* the record is locked before the list is let go: a close waits for it */
+          pthread_mutex_lock (&t->lock);
+          for (r = t->recs; r && r != evs[i].data.ptr; r = r->next)
+            ;
+          if (r)
+            pthread_mutex_lock (&r->lock);
+          pthread_mutex_unlock (&t->lock);
+          if (r == NULL)
+            continue;
+          pgd_track_drain (t, r);
+          pthread_mutex_unlock (&r->lock);
         }
     }
 }
@@ -416,33 +440,33 @@ pgd_track_create (const char *image, const char *parent, struct pgd_err *err)
 void
 pgd_track_open (struct pgd_tracker *t, const char *id, const char *image, const char *top, bool rw)
 {
-  struct track_rec *r;
+  struct track_rec *r = calloc (1, sizeof *r);
   char path[PATH_MAX];
   struct pgd_err err;
 
-  PGD_SCOPED_LOCK (&t->lock);
-  if ((r = pgd_track_find (t, id)) != NULL)
-    rec_free (t, r);
-  r = calloc (1, sizeof *r);
   if (r == NULL)
     return;
   pthread_mutex_init (&r->lock, NULL);
   r->fan = -1;
   snprintf (r->id, sizeof r->id, "%s", id);
+  /* the layer is claimed by the caller: the disk work needs no lock */
+  if (!record_load (t, r, image, top))
+    pgd_log (PGD_LOG_DEBUG, "layer %s: changes not tracked: %s", id, r->why);
+  else if (rw)
+    {
+      /* from here on the layer may change: a crash must find no record */
+      record_path (path, image);
+      if (unlink (path) < 0 || pgd_fsync_dir (image, &err) < 0)
+        pgd_track_distrust (t, r, "could not take the record off disk");
+      else
+        r->taken = true;
+    }
+  PGD_SCOPED_LOCK (&t->lock);
+  struct track_rec *old = pgd_track_find (t, id);
+  if (old != NULL)
+    rec_free (t, old);
   r->next = t->recs;
   t->recs = r;
-  if (!record_load (t, r, image, top))
-    {
-      pgd_log (PGD_LOG_DEBUG, "layer %s: changes not tracked: %s", id, r->why);
-      return;
-    }
-  if (!rw)
-    return;
-  /* from here on the layer may change: a crash must find no record */
-  record_path (path, image);
-  if (unlink (path) < 0 || pgd_fsync_dir (image, &err) < 0)
-    return pgd_track_distrust (t, r, "could not take the record off disk");
-  r->taken = true;
 }
 
 void
@@ -471,11 +495,17 @@ pgd_track_close (struct pgd_tracker *t, const char *id, const char *image, bool 
   struct pgd_image_info info;
   struct pgd_err err;
 
-  PGD_SCOPED_LOCK (&t->lock);
+  /* off the list first, so that the disk writes below hold up no other layer */
+  pthread_mutex_lock (&t->lock);
   struct track_rec *r = pgd_track_find (t, id);
+  if (r != NULL)
+    {
+      rec_unlink (t, r);
+      pthread_mutex_lock (&r->lock);
+    }
+  pthread_mutex_unlock (&t->lock);
   if (r == NULL)
     return;
-  pthread_mutex_lock (&r->lock);
   pgd_track_drain (t, r);
   if (r->trusted && r->taken && !clean)
     pgd_track_distrust (t, r, "not unmounted cleanly");
@@ -488,7 +518,7 @@ pgd_track_close (struct pgd_tracker *t, const char *id, const char *image, bool 
         pgd_log (PGD_LOG_DEBUG, "layer %s: change record saved, %zu entries", id, r->n);
     }
   pthread_mutex_unlock (&r->lock);
-  rec_free (t, r);
+  rec_destroy (t, r);
 }
 
 void

@@ -351,9 +351,10 @@ unhex (const char *s, unsigned char *out, size_t max, size_t *n)
   return 0;
 }
 
-/* Write R's record for the layer in IMAGE, stamped with TOP. */
+/* Write R's record for the layer in IMAGE, stamped with TOP, durable as FLAGS say. */
 static int
-record_write (const struct track_rec *r, const char *image, const char *top, struct pgd_err *err)
+record_write (const struct track_rec *r, const char *image, const char *top, unsigned flags,
+              struct pgd_err *err)
 {
   char path[PATH_MAX], stamp[128];
   cleanup_free char *data = NULL;
@@ -379,7 +380,7 @@ record_write (const struct track_rec *r, const char *image, const char *top, str
   if (fclose (f) != 0)
     return pgd_error (err, ENOMEM, "change record of %s", image);
   record_path (path, image);
-  return pgd_write_file_atomic (path, data, len, err);
+  return pgd_write_file_as (path, data, len, flags, err);
 }
 
 /* Fill R from the record in IMAGE; false when absent or not valid for TOP. */
@@ -434,7 +435,8 @@ pgd_track_create (const char *image, const char *parent, struct pgd_err *err)
   snprintf (r.parent, sizeof r.parent, "%s", parent);
   if (pgd_image_info (image, &info, err) < 0)
     return -1;
-  return record_write (&r, image, info.top_file, err);
+  /* a lost or torn empty record only costs full comparisons: no fsync */
+  return record_write (&r, image, info.top_file, PGD_WRITE_NO_FSYNC, err);
 }
 
 void
@@ -511,7 +513,9 @@ pgd_track_close (struct pgd_tracker *t, const char *id, const char *image, bool 
     pgd_track_distrust (t, r, "not unmounted cleanly");
   if (r->trusted && r->taken)
     {
-      if (pgd_image_info (image, &info, &err) < 0 || record_write (r, image, info.top_file, &err) < 0)
+      /* the data durable before the rename; a rename lost in a crash leaves no record */
+      if (pgd_image_info (image, &info, &err) < 0
+          || record_write (r, image, info.top_file, PGD_WRITE_NO_DIRSYNC, &err) < 0)
         pgd_log (PGD_LOG_WARN, "layer %s: change record not saved (full comparisons follow): %s",
                  id, err.msg);
       else

@@ -15,7 +15,9 @@
 # Writes bench/results/bigimage.{csv,md,raw.csv} (BENCH_OUT) and prints the table, the
 # ratios and PASS/MISS per target. Fails only when a driver cannot run a command.
 # Environment: BENCH_DRIVERS (default "ploop overlay2 vfs"), BENCH_ROUNDS (default 3),
-# BENCH_SIZES (default "6000 60000 120000"), BENCH_OUT, E2E_KEEP=1.
+# BENCH_SIZES (default "6000 60000 120000"), BENCH_BUILD_DRIVERS (the drivers that run
+# the build, default "ploop overlay2": vfs copies the 60,000 files at every step and
+# its build outlived a 300 s timeout here), BENCH_OUT, E2E_KEEP=1.
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -24,6 +26,7 @@ E2E_TIMEOUT=${E2E_TIMEOUT:-300}
 BENCH_DRIVERS=${BENCH_DRIVERS:-ploop overlay2 vfs}
 BENCH_ROUNDS=${BENCH_ROUNDS:-3}
 BENCH_SIZES=${BENCH_SIZES:-6000 60000 120000}
+BENCH_BUILD_DRIVERS=${BENCH_BUILD_DRIVERS:-ploop overlay2}
 BENCH_OUT=${BENCH_OUT:-$BENCH_DIR/results}
 
 # shellcheck source=tests/e2e/lib.sh
@@ -114,6 +117,7 @@ batch() {
 	for n in $BENCH_SIZES; do
 		one_size "$drv" "$r" "$n" || return 1
 	done
+	[[ " $BENCH_BUILD_DRIVERS " == *" $drv "* ]] || return 0
 	DOCKER_BUILDKIT=0 timed "$drv" build60k "$r" build --no-cache --network none -q \
 		-t "b:$r" "$W/ctx" || return 1
 	dk rmi "b:$r" >/dev/null

@@ -10,7 +10,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-#include "apply.h"
+#include "apply_priv.h"
 #include "beneath.h"
 #include "util.h"
 

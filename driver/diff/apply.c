@@ -20,7 +20,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-#include "apply_priv.h"
+#include "unpack.h"
 #include "beneath.h"
 #include "keymap.h"
 #include "log.h"

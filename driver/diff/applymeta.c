@@ -2,7 +2,7 @@
 /* ApplyDiff, one entry's metadata and data: owner (mapped to the host), xattrs, mode and
    times in dockerd's order, and the data blocks with their holes. Used by apply.c (the
    stream and the per-entry rules) and applyfs.c (creating each kind of node). */
-#include "apply_priv.h"
+#include "unpack.h"
 
 #include <errno.h>
 #include <fcntl.h>

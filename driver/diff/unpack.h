@@ -2,8 +2,8 @@
 /* Private to ApplyDiff: what apply.c (the stream and the per-entry rules), applyfs.c
    (creating each kind of node, AUFS hardlink sources) and applymeta.c (an entry's
    metadata and data) share. apply.c uses the other two; applyfs.c uses applymeta.c. */
-#ifndef PGD_APPLY_PRIV_H
-#define PGD_APPLY_PRIV_H
+#ifndef PGD_UNPACK_H
+#define PGD_UNPACK_H
 
 #include <archive.h>
 #include <archive_entry.h>

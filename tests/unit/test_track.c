@@ -22,65 +22,28 @@
 #include <unistd.h>
 
 #include "store/layers.h"
+#include "store_fixture.h"
 #include "store/store.h"
 #include "store/track.h"
 #include "diff/diff.h"
 #include "util.h"
 
-static char tmp[PATH_MAX];
-static char home[PATH_MAX + 16];
-static char state[PATH_MAX + 16];
-static char exe[PATH_MAX];
-static struct pgd_layers *L;
+static struct tl_store S;
+#define L (S.l)
 static const struct pgd_ops *ops = &pgd_layers_ops;
-
-static void
-open_store (void)
-{
-  struct pgd_layers_config cfg = { .state_file = state, .engine = "user", .exe = exe };
-  struct pgd_err err = { 0 };
-  cr_assert_eq (pgd_layers_open (&L, &cfg, &err), 0, "open: %s", err.msg);
-}
 
 static void
 setup (void)
 {
-  const char *b = getenv ("PGD_BUILD");
-  char *r = realpath (b ? b : "build", NULL);
-  cr_assert_not_null (r, "build dir");
-  snprintf (exe, sizeof exe, "%s/ploop-graphdriver", r);
-  free (r);
   setenv ("PGD_TRACK_VERIFY", "1", 1);
   unsetenv ("PGD_TRACK_MAX");
-  snprintf (tmp, sizeof tmp, "/var/tmp/pgd-track.XXXXXX");
-  cr_assert_not_null (mkdtemp (tmp));
-  snprintf (home, sizeof home, "%s/home", tmp);
-  snprintf (state, sizeof state, "%s/state.json", tmp);
-  open_store ();
-  struct pgd_init_req req = { .home = home };
-  struct pgd_err err = { 0 };
-  cr_assert_eq (ops->init (L, &req, &err), 0, "init: %s", err.msg);
+  tl_store_setup (&S, "track");
 }
 
 static void
 teardown (void)
 {
-  struct pgd_err err;
-  if (L)
-    {
-      pgd_layers_shutdown (L);
-      pgd_layers_close (L);
-      L = NULL;
-    }
-  char cmd[PATH_MAX * 2];
-  snprintf (cmd, sizeof cmd,
-            "awk '{print $5}' /proc/self/mountinfo | grep '^%s/' | sort -r | "
-            "xargs -r -n1 umount -l 2>/dev/null; true",
-            tmp);
-  if (system (cmd) != 0)
-    fprintf (stderr, "cleanup of mounts failed\n");
-  if (pgd_rm_rf (tmp, &err) < 0)
-    fprintf (stderr, "cleanup: %s\n", err.msg);
+  tl_store_teardown (&S);
 }
 
 TestSuite (track, .init = setup, .fini = teardown, .timeout = 900);
@@ -88,17 +51,13 @@ TestSuite (track, .init = setup, .fini = teardown, .timeout = 900);
 static void
 create (const char *id, const char *parent)
 {
-  struct pgd_create_req req = { .id = id, .parent = parent };
-  struct pgd_err err = { 0 };
-  cr_assert_eq (ops->create (L, &req, &err), 0, "create %s: %s", id, err.msg);
+  tl_create (&S, id, parent, parent != NULL);
 }
 
 static void
 get (const char *id, char *dir)
 {
-  char *d = NULL;
-  struct pgd_err err = { 0 };
-  cr_assert_eq (ops->get (L, id, NULL, &d, &err), 0, "get %s: %s", id, err.msg);
+  char *d = tl_get (&S, id);
   snprintf (dir, PATH_MAX, "%s", d);
   free (d);
 }
@@ -106,8 +65,7 @@ get (const char *id, char *dir)
 static void
 put (const char *id)
 {
-  struct pgd_err err = { 0 };
-  cr_assert_eq (ops->put (L, id, &err), 0, "put %s: %s", id, err.msg);
+  tl_put (&S, id);
 }
 
 /* Does the tracker hand out a hint for ID against PARENT right now? *NVISIT = its size. */
@@ -464,14 +422,13 @@ Test (track, restart_with_mounted_layer_falls_back)
   get ("c", dir);
   put_file (dir, "d1/a", "a\n");
   cr_assert (tracked ("c", "base", NULL));
-  pgd_layers_close (L); /* the mount stays, as with a plugin restart */
-  L = NULL;
+  tl_store_close (&S); /* the mount stays, as with a plugin restart */
   put_file (dir, "d2/b", "written while no plugin ran\n");
-  open_store ();
+  tl_store_open (&S);
   cr_assert_not (tracked ("c", "base", NULL), "an adopted mount must not be trusted");
   check_all ("c", "base", "adopted");
   put ("c");
-  snprintf (rec, sizeof rec, "%s/layers/c/" PGD_TRACK_FILE, home);
+  snprintf (rec, sizeof rec, "%s/layers/c/" PGD_TRACK_FILE, S.home);
   cr_assert_neq (access (rec, F_OK), 0, "no record may be written for an adopted mount");
   cr_assert_not (tracked ("c", "base", NULL), "nor trusted after a remount");
   struct pgd_changes ch = { 0 };
@@ -493,13 +450,12 @@ Test (track, kill_9_leaves_no_trusted_record)
   make_base (dir);
   put ("base");
   create ("c", "base");
-  pgd_layers_close (L);
-  L = NULL;
+  tl_store_close (&S);
   pid_t pid = fork ();
   cr_assert_geq (pid, 0);
   if (pid == 0)
     {
-      open_store ();
+      tl_store_open (&S);
       get ("c", dir);
       put_file (dir, "d3/k", "killed\n");
       raise (SIGKILL);
@@ -507,9 +463,9 @@ Test (track, kill_9_leaves_no_trusted_record)
     }
   cr_assert_eq (waitpid (pid, &st, 0), pid);
   cr_assert (WIFSIGNALED (st) && WTERMSIG (st) == SIGKILL);
-  snprintf (rec, sizeof rec, "%s/layers/c/" PGD_TRACK_FILE, home);
+  snprintf (rec, sizeof rec, "%s/layers/c/" PGD_TRACK_FILE, S.home);
   cr_assert_neq (access (rec, F_OK), 0, "the record is off disk while mounted read-write");
-  open_store ();
+  tl_store_open (&S);
   cr_assert_not (tracked ("c", "base", NULL));
   check_all ("c", "base", "after kill -9");
   put ("c"); /* the adopted reference */
@@ -520,10 +476,9 @@ Test (track, overflow_falls_back)
 {
   char dir[PATH_MAX], rel[64];
 
-  pgd_layers_close (L);
-  L = NULL;
+  tl_store_close (&S);
   setenv ("PGD_TRACK_MAX", "4", 1);
-  open_store ();
+  tl_store_open (&S);
   create ("base", NULL);
   get ("base", dir);
   make_base (dir);

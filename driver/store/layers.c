@@ -501,8 +501,10 @@ pgd_store_create (void *ctx, const struct pgd_create_req *req, struct pgd_err *e
           char pf[PATH_MAX + 16];
           snprintf (pf, sizeof pf, "%s/" PARENT_FILE, staging);
           ret = pgd_write_file_atomic (pf, req->parent, strlen (req->parent), err);
-          if (ret == 0)
-            ret = pgd_track_create (staging, req->parent, err);
+          struct pgd_err terr;
+          /* without its record the layer is only ever compared in full */
+          if (ret == 0 && pgd_track_create (staging, req->parent, &terr) < 0)
+            pgd_log (PGD_LOG_WARN, "layer %s: no change record: %s", req->id, terr.msg);
         }
       if (ret == 0)
         ret = pgd_fsync_dir (staging, err);

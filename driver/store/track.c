@@ -157,32 +157,39 @@ rec_add (struct pgd_tracker *t, struct track_rec *r, int32_t type, const unsigne
   r->ents[r->n++] = e;
 }
 
-/* One fanotify event into R. */
+/* One fanotify event (EV, LEN bytes, no alignment promised) into R. */
 static void
-rec_event (struct pgd_tracker *t, struct track_rec *r, const struct fanotify_event_metadata *m)
+rec_event (struct pgd_tracker *t, struct track_rec *r, const char *ev, size_t len)
 {
-  const char *p = (const char *)(m + 1), *end = (const char *)m + m->event_len;
+  struct fanotify_event_metadata m;
+  const char *p = ev + sizeof m, *end = ev + len;
 
-  if (m->mask & FAN_Q_OVERFLOW)
+  memcpy (&m, ev, sizeof m);
+  if (m.mask & FAN_Q_OVERFLOW)
     return pgd_track_distrust (t, r, "the fanotify queue overflowed");
   /* opening a directory changes nothing */
-  if ((m->mask & ~(uint64_t)(FAN_OPEN | FAN_ONDIR)) == 0 && (m->mask & FAN_ONDIR))
+  if ((m.mask & ~(uint64_t)(FAN_OPEN | FAN_ONDIR)) == 0 && (m.mask & FAN_ONDIR))
     return;
-  while (p + sizeof (struct fanotify_event_info_header) <= end)
+  while (p + sizeof (struct fanotify_event_info_fid) + sizeof (struct file_handle) <= end)
     {
-      const struct fanotify_event_info_fid *f = (const void *)p;
-      if (f->hdr.len == 0 || p + f->hdr.len > end)
+      struct fanotify_event_info_fid f;
+      struct file_handle fh;
+      memcpy (&f, p, sizeof f);
+      if (f.hdr.len == 0 || p + f.hdr.len > end)
         break;
-      if (f->hdr.info_type == FAN_EVENT_INFO_TYPE_DFID_NAME)
+      if (f.hdr.info_type == FAN_EVENT_INFO_TYPE_DFID_NAME)
         {
-          const struct file_handle *fh = (const void *)f->handle;
-          const char *name = (const char *)fh->f_handle + fh->handle_bytes;
+          const char *h = p + sizeof f + sizeof fh;
+          memcpy (&fh, p + sizeof f, sizeof fh);
+          const char *name = h + fh.handle_bytes;
+          if (name >= end || memchr (name, '\0', end - name) == NULL)
+            break;
           /* a directory's own event comes as (itself, "."); a file's marks its directory */
-          if (!(m->mask & FAN_ONDIR) || strcmp (name, ".") == 0)
+          if (!(m.mask & FAN_ONDIR) || strcmp (name, ".") == 0)
             name = "";
-          return rec_add (t, r, fh->handle_type, fh->f_handle, fh->handle_bytes, name);
+          return rec_add (t, r, fh.handle_type, (const unsigned char *)h, fh.handle_bytes, name);
         }
-      p += f->hdr.len;
+      p += f.hdr.len;
     }
   pgd_track_distrust (t, r, "an event without its directory");
 }
@@ -205,12 +212,17 @@ pgd_track_drain (struct pgd_tracker *t, struct track_rec *r)
         return;
       if (n <= 0)
         return pgd_track_distrust (t, r, "reading fanotify events failed");
-      const struct fanotify_event_metadata *m = (const void *)buf;
-      for (; FAN_EVENT_OK (m, n); m = FAN_EVENT_NEXT (m, n))
-        if (m->vers == FANOTIFY_METADATA_VERSION)
-          rec_event (t, r, m);
-        else
-          pgd_track_distrust (t, r, "unknown fanotify metadata version");
+      for (ssize_t off = 0; r->fan >= 0 && off + (ssize_t)FAN_EVENT_METADATA_LEN <= n;)
+        {
+          struct fanotify_event_metadata m;
+          memcpy (&m, buf + off, sizeof m);
+          if (m.event_len < FAN_EVENT_METADATA_LEN || off + (ssize_t)m.event_len > n)
+            return pgd_track_distrust (t, r, "a malformed fanotify event");
+          if (m.vers != FANOTIFY_METADATA_VERSION)
+            return pgd_track_distrust (t, r, "unknown fanotify metadata version");
+          rec_event (t, r, buf + off, m.event_len);
+          off += m.event_len;
+        }
     }
 }
 

@@ -28,7 +28,7 @@ run_ok "import" dk import "$D/big.tar" big:local >/dev/null
 
 work='echo more >>/data/d00/f00 && echo new >/data/d01/new && rm /data/d02/f02 &&
 chmod 600 /data/d03/f03 && mv /data/d04/sub /data/d05/moved && sleep 3600'
-run_ok "run" dk run -d --name c --network none big:local sh -c "$work" >/dev/null
+run_ok "run" dk run -d --name tk --network none big:local sh -c "$work" >/dev/null
 expect='A /data/d01/new
 A /data/d05/moved
 C /data
@@ -43,14 +43,14 @@ C /data/d05
 D /data/d02/f02
 D /data/d04/sub'
 for _ in $(seq 50); do
-	[ "$(dk diff c | sort)" = "$expect" ] && break
+	[ "$(dk diff tk | sort)" = "$expect" ] && break
 	sleep 0.2
 done
 mark=$(log_mark "$D/plugin.log")
-out=$(run_ok "docker diff" dk diff c | sort)
+out=$(run_ok "docker diff" dk diff tk | sort)
 assert_eq "$expect" "$out" "docker diff on the hint"
 log_since "$D/plugin.log" "$mark" | grep -q 'tracked, ' || fail "docker diff did not use the tracker"
-run_ok "docker commit" dk commit c snap:1 >/dev/null
+run_ok "docker commit" dk commit tk snap:1 >/dev/null
 out=$(run_ok "run the commit" dk run --rm --network none snap:1 sh -c \
 	'cat /data/d00/f00 /data/d01/new; test ! -e /data/d02/f02 && test -d /data/d05/moved && echo ok')
 assert_eq $'0000\nmore\nnew\nok' "$out" "the committed image"
@@ -58,10 +58,10 @@ assert_eq $'0000\nmore\nnew\nok' "$out" "the committed image"
 e2e_kill_plugin KILL
 e2e_start_plugin
 mark=$(log_mark "$D/plugin.log")
-out=$(run_ok "docker diff after kill -9" dk diff c | sort)
+out=$(run_ok "docker diff after kill -9" dk diff tk | sort)
 assert_eq "$expect" "$out" "docker diff after the plugin was killed"
 log_since "$D/plugin.log" "$mark" | grep -q 'full comparison (layer not tracked' ||
 	fail "an adopted mount must be compared in full"
-run_ok "rm" dk rm -f c >/dev/null
+run_ok "rm" dk rm -f tk >/dev/null
 run_ok "rmi" dk rmi snap:1 big:local >/dev/null
 log "ok: tracked diff and commit, full comparison after kill -9"

@@ -99,9 +99,11 @@ link_changed (int dirfd, const char *name, const struct stat *ns, int oldroot)
   return la != lb || (la > 0 && memcmp (a, b, la) != 0);
 }
 
-/* Does directory DIRFD hold a file with other links that changed? */
+/* Does directory DIRFD hold a file with other links that changed? SEEN holds the
+   inodes already found unchanged (busybox's 400 names of one file are checked once). */
 static int
-dir_links_changed (int dirfd, const char *shown, int oldroot, struct pgd_err *err)
+dir_links_changed (int dirfd, const char *shown, int oldroot, struct pgd_keymap *seen,
+                   struct pgd_err *err)
 {
   cleanup_dir DIR *d = pgd_opendir_dup (dirfd, shown, err);
   struct dirent *de;
@@ -117,8 +119,13 @@ dir_links_changed (int dirfd, const char *shown, int oldroot, struct pgd_err *er
       if (fstatat (dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || S_ISDIR (st.st_mode)
           || st.st_nlink < 2)
         continue;
+      uint64_t key[2] = { st.st_dev, st.st_ino };
+      if (pgd_keymap_get (seen, key, sizeof key, NULL))
+        continue;
       if (link_changed (dirfd, de->d_name, &st, oldroot))
         return 1;
+      if (pgd_keymap_put (seen, key, sizeof key, NULL, NULL, err) < 0)
+        return -1;
     }
   return r < 0 ? -1 : 0;
 }
@@ -127,7 +134,8 @@ dir_links_changed (int dirfd, const char *shown, int oldroot, struct pgd_err *er
    the hint cannot be used (*WHY says), -1 on error. */
 static int
 resolve (const struct track_ent *e, int root, const char *prefix, int oldroot,
-         struct pgd_diff_hint *hint, const char **why, struct pgd_err *err)
+         struct pgd_diff_hint *hint, struct pgd_keymap *seen, const char **why,
+         struct pgd_err *err)
 {
   struct
   {
@@ -163,7 +171,7 @@ resolve (const struct track_ent *e, int root, const char *prefix, int oldroot,
     return *why = "a recorded directory does not resolve to its path", 1;
   if (name[0] == '\0')
     {
-      int c = dir_links_changed (fd, path, oldroot, err);
+      int c = dir_links_changed (fd, path, oldroot, seen, err);
       if (c < 0)
         return -1;
       if (c > 0)
@@ -214,8 +222,10 @@ pgd_track_hint (struct pgd_tracker *t, const char *id, const char *parent, const
         {
           if (strcmp (prefix, "/") == 0)
             prefix[0] = '\0';
+          struct pgd_keymap seen = { 0 };
           for (size_t i = 0; ret == 0 && why == NULL && i < r->n; i++)
-            ret = resolve (r->ents[i], root, prefix, oldroot, hint, &why, err);
+            ret = resolve (r->ents[i], root, prefix, oldroot, hint, &seen, &why, err);
+          pgd_keymap_free (&seen);
           if (ret > 0)
             ret = 0;
         }

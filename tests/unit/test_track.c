@@ -25,6 +25,7 @@
 #include "store_fixture.h"
 #include "store/store.h"
 #include "store/track.h"
+#include "engine/image.h"
 #include "diff/diff.h"
 #include "util.h"
 
@@ -494,4 +495,29 @@ Test (track, overflow_falls_back)
   check_all ("c", "base", "overflowed");
   put ("c");
   cr_assert_not (tracked ("c", "base", NULL), "an overflowed record is not saved");
+}
+
+/* The image written while the plugin did not have it mounted (a mount by hand, the
+   CLI): the top delta no longer matches the record's stamp, so the record is not used. */
+Test (track, image_written_elsewhere_falls_back)
+{
+  char dir[PATH_MAX], image[PATH_MAX * 2];
+  struct pgd_image_info info;
+  struct pgd_err err = { 0 };
+
+  create ("base", NULL);
+  get ("base", dir);
+  make_base (dir);
+  put ("base");
+  create ("c", "base");
+  get ("c", dir);
+  put_file (dir, "d1/a", "a\n");
+  put ("c"); /* unmounted: record saved, stamped */
+  cr_assert (tracked ("c", "base", NULL), "a cleanly closed record is trusted");
+  snprintf (image, sizeof image, "%s/layers/c", S.home);
+  cr_assert_eq (pgd_image_info (image, &info, &err), 0, "%s", err.msg);
+  struct timeval tv[2] = { { 1, 0 }, { 1, 0 } };
+  cr_assert_eq (utimes (info.top_file, tv), 0, "%s", strerror (errno));
+  cr_assert_not (tracked ("c", "base", NULL), "a record whose stamp is stale is not trusted");
+  check_all ("c", "base", "stale stamp");
 }

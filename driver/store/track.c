@@ -503,6 +503,21 @@ pgd_track_watch (struct pgd_tracker *t, const char *id, const char *dir)
     return pgd_track_distrust (t, r, "fanotify_mark on the layer's filesystem failed");
 }
 
+/* Does the filesystem R watches still live (mounted in another namespace too)? Its
+   mark is listed in the group's fdinfo until the superblock goes away. */
+static bool
+fs_still_alive (const struct track_rec *r)
+{
+  char path[64];
+  cleanup_free char *info = NULL;
+  struct pgd_err err;
+
+  snprintf (path, sizeof path, "/proc/self/fdinfo/%d", r->fan);
+  if (pgd_read_file (path, &info, NULL, &err) < 0)
+    return true; /* cannot tell: assume the worst */
+  return strstr (info, "fanotify sdev:") != NULL;
+}
+
 void
 pgd_track_close (struct pgd_tracker *t, const char *id, const char *image, bool clean)
 {
@@ -523,6 +538,9 @@ pgd_track_close (struct pgd_tracker *t, const char *id, const char *image, bool 
   pgd_track_drain (t, r);
   if (r->trusted && r->taken && !clean)
     pgd_track_distrust (t, r, "not unmounted cleanly");
+  /* a mount left elsewhere could still write, unseen once the group is closed */
+  if (r->trusted && r->taken && r->fan >= 0 && fs_still_alive (r))
+    pgd_track_distrust (t, r, "its filesystem is still mounted elsewhere");
   if (r->trusted && r->taken)
     {
       /* the data durable before the rename; a rename lost in a crash leaves no record */

@@ -464,6 +464,14 @@ pgd_track_open (struct pgd_tracker *t, const char *id, const char *image, const 
   r->fan = -1;
   snprintf (r->id, sizeof r->id, "%s", id);
   /* the layer is claimed by the caller: the disk work needs no lock */
+  const char *off = getenv ("PGD_TRACK");
+  if (off != NULL && strcmp (off, "0") == 0)
+    {
+      snprintf (r->why, sizeof r->why, "tracking disabled (PGD_TRACK=0)");
+      if (rw)
+        pgd_track_drop (t, id, image); /* nothing may vouch for this mount's changes */
+      return rec_destroy (t, r);
+    }
   if (!record_load (t, r, image, top))
     pgd_log (PGD_LOG_DEBUG, "layer %s: changes not tracked: %s", id, r->why);
   else if (rw)

@@ -38,6 +38,7 @@ setup (void)
 {
   setenv ("PGD_TRACK_VERIFY", "1", 1);
   unsetenv ("PGD_TRACK_MAX");
+  unsetenv ("PGD_TRACK");
   tl_store_setup (&S, "track");
 }
 

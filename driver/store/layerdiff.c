@@ -294,3 +294,22 @@ pgd_layers_apply_diff (void *ctx, const char *id, const char *parent, int fd, in
     pgd_log (PGD_LOG_DEBUG, "applied %lld bytes to %s", (long long) *size, id);
   return ret;
 }
+
+int
+pgd_layers_track_hint (struct pgd_layers *l, const char *id, const char *parent, bool *use,
+                       size_t *nvisit, struct pgd_err *err)
+{
+  struct mounted_pair p;
+  struct pgd_diff_hint hint_sets = { 0 };
+
+  if (!pgd_id_valid (id, err) || (parent && !pgd_id_valid (parent, err)))
+    return -1;
+  if (pair_acquire (&p, l, id, parent, err) < 0)
+    return pgd_error_wrap (err, "track hint of %s", id);
+  *use = pair_hint (&p, &hint_sets) != NULL;
+  if (nvisit)
+    *nvisit = hint_sets.visit.n;
+  pgd_diff_hint_free (&hint_sets);
+  pair_release (&p);
+  return 0;
+}

@@ -31,6 +31,12 @@ void pgd_layers_close (struct pgd_layers *l);
 /* Unmount every layer nobody holds, idle ones included (shutdown, Cleanup). */
 void pgd_layers_shutdown (struct pgd_layers *l);
 
+/* Would Changes of ID against PARENT be answered now on the change tracker's hint
+   (store/track.c)? *USE says; *NVISIT (if given) counts the directories it would
+   visit. Mounts both layers for the question, as Changes does. */
+int pgd_layers_track_hint (struct pgd_layers *l, const char *id, const char *parent, bool *use,
+                           size_t *nvisit, struct pgd_err *err) __attribute__ ((warn_unused_result));
+
 /* The operation table; pass the struct pgd_layers * as its ctx. */
 extern const struct pgd_ops pgd_layers_ops;
 

@@ -23,10 +23,7 @@
 
 #include "store/layers.h"
 #include "store_fixture.h"
-#include "store/store.h"
-#include "store/track.h"
 #include "engine/image.h"
-#include "diff/diff.h"
 #include "util.h"
 
 static struct tl_store S;
@@ -74,20 +71,10 @@ put (const char *id)
 static bool
 tracked (const char *id, const char *parent, size_t *nvisit)
 {
-  char nd[PATH_MAX], od[PATH_MAX];
-  struct pgd_diff_hint visit = { 0 };
   struct pgd_err err = { 0 };
   bool use = false;
 
-  get (id, nd);
-  get (parent, od);
-  cr_assert_eq (pgd_track_hint (L->tracker, id, parent, nd, od, &visit, &use, &err), 0, "hint: %s",
-                err.msg);
-  if (nvisit)
-    *nvisit = visit.visit.n;
-  pgd_diff_hint_free (&visit);
-  put (parent);
-  put (id);
+  cr_assert_eq (pgd_layers_track_hint (L, id, parent, &use, nvisit, &err), 0, "hint: %s", err.msg);
   return use;
 }
 
@@ -430,7 +417,7 @@ Test (track, restart_with_mounted_layer_falls_back)
   cr_assert_not (tracked ("c", "base", NULL), "an adopted mount must not be trusted");
   check_all ("c", "base", "adopted");
   put ("c");
-  snprintf (rec, sizeof rec, "%s/layers/c/" PGD_TRACK_FILE, S.home);
+  snprintf (rec, sizeof rec, "%s/layers/c/changes", S.home);
   cr_assert_neq (access (rec, F_OK), 0, "no record may be written for an adopted mount");
   cr_assert_not (tracked ("c", "base", NULL), "nor trusted after a remount");
   struct pgd_changes ch = { 0 };
@@ -465,7 +452,7 @@ Test (track, kill_9_leaves_no_trusted_record)
     }
   cr_assert_eq (waitpid (pid, &st, 0), pid);
   cr_assert (WIFSIGNALED (st) && WTERMSIG (st) == SIGKILL);
-  snprintf (rec, sizeof rec, "%s/layers/c/" PGD_TRACK_FILE, S.home);
+  snprintf (rec, sizeof rec, "%s/layers/c/changes", S.home);
   cr_assert_neq (access (rec, F_OK), 0, "the record is off disk while mounted read-write");
   tl_store_open (&S);
   cr_assert_not (tracked ("c", "base", NULL));

@@ -12,7 +12,7 @@
 #   commitN    docker commit of it
 #   build60k   a 5-step legacy `docker build` FROM the 60,000-file image, each step
 #              changing three files
-# Writes bench/results/bigimage.{csv,md,raw.csv} (BENCH_OUT) and prints the table, the
+# Writes bench/results/bigimage.{csv,md,raw.csv,png} (BENCH_OUT) and prints the table, the
 # ratios and PASS/MISS per target. Fails only when a driver cannot run a command.
 # Environment: BENCH_DRIVERS (default "ploop overlay2 vfs"), BENCH_ROUNDS (default 3),
 # BENCH_SIZES (default "6000 60000 120000"), BENCH_BUILD_DRIVERS (the drivers that run
@@ -203,6 +203,15 @@ awk -F, -v md="$BENCH_OUT/bigimage.md" -v csv="$BENCH_OUT/bigimage.csv" -v secs=
 			printf "- ploop %s 120k/6k %s <= 1.2: %s\n", gr[i], x, (x + 0 <= 1.2) ? "PASS" : "MISS by " sprintf("%.0f%%", (x / 1.2 - 1) * 100) > md
 		}
 	}' "$W/stats.csv"
+# the chart: bench/ratios.gp on the ratio columns (a missing ratio is NaN)
+awk -F, 'NR > 1 {
+	t = $1 == "commit60k" ? 1.2 : $1 == "diff60k" ? 1.0 : $1 == "build60k" ? 1.2 : "NaN"
+	printf "\"%s\" %s %s %s\n", $1, ($5 == "-" ? "NaN" : $5), ($6 == "-" ? "NaN" : $6), t
+}' "$BENCH_OUT/bigimage.csv" >"$W/bigratios.dat"
+if command -v gnuplot >/dev/null &&
+	gnuplot -e "dat='$W/bigratios.dat'; out='$BENCH_OUT/bigimage.png.tmp'" "$BENCH_DIR/ratios.gp"; then
+	mv "$BENCH_OUT/bigimage.png.tmp" "$BENCH_OUT/bigimage.png"
+fi
 cat "$BENCH_OUT/bigimage.md"
 log "results in $BENCH_OUT/bigimage.{csv,md,raw.csv}"
 [ -z "$FAILED" ] || fail "failed:$FAILED"

@@ -12,8 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "engine.h"
-#include "layers.h"
+#include "engine/imgsrv.h"
+#include "store/layers.h"
 #include "log.h"
 #include "service.h"
 #include "util.h"

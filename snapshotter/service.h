@@ -7,7 +7,7 @@
 
 #include <stddef.h>
 
-#include "layers.h"
+#include "store/layers.h"
 #include "meta.h"
 #include "rpc.h"
 

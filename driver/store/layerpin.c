@@ -8,7 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "image.h"
+#include "engine/image.h"
 #include "log.h"
 #include "store.h"
 #include "util.h"
@@ -16,6 +16,8 @@
 int
 pgd_layers_pin (struct pgd_layers *l, const char *id, char *dir, struct pgd_err *err)
 {
+  if (!pgd_id_valid (id, err))
+    return -1;
   {
     PGD_SCOPED_LOCK (&l->lock);
     if (pgd_store_ready (l, err) < 0)
@@ -42,6 +44,8 @@ pgd_layers_pin (struct pgd_layers *l, const char *id, char *dir, struct pgd_err 
 int
 pgd_layers_unpin (struct pgd_layers *l, const char *id, struct pgd_err *err)
 {
+  if (!pgd_id_valid (id, err))
+    return -1;
   PGD_SCOPED_LOCK (&l->lock);
   if (pgd_store_ready (l, err) < 0)
     return -1;
@@ -69,6 +73,8 @@ pgd_layers_usage (struct pgd_layers *l, const char *id, uint64_t *bytes, struct 
   struct pgd_image_info info;
   struct stat st;
 
+  if (!pgd_id_valid (id, err))
+    return -1;
   {
     PGD_SCOPED_LOCK (&l->lock);
     if (pgd_store_ready (l, err) < 0)

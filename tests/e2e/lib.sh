@@ -373,6 +373,9 @@ e2e_cleanup_instance() {
 		umount_under "$e"
 		rm -rf "$e"
 	done <"$dir/created-entries"
+	# 6b. runc's state directory of the ctr namespace named after this instance
+	#     (lib_snapshotter.sh), empty once its containers are gone
+	rmdir "/run/containerd/runc/$(basename "$dir" | tr . -)" 2>/dev/null || true
 	# 7. the directory itself, unless something is still mounted there
 	if mounts_under "$dir" | grep -q .; then
 		log "warning: mounts remain under $dir; not removing it"

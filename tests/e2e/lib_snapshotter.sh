@@ -5,10 +5,10 @@
 # proxy snapshotter "ploop", and builds multi-layer docker-archive images for
 # `ctr images import`. lib.sh's teardown stops and cleans up all of it.
 
-E2E_CTR_NS=pgd-e2e
-
-# ctr ARGS...: ctr against the current instance's containerd, in our namespace.
-ctr_() { timeout "$E2E_TIMEOUT" ctr --address "$D/ctrd/containerd.sock" -n "$E2E_CTR_NS" "$@"; }
+# ctr ARGS...: ctr against the current instance's containerd, in a namespace of this
+# instance (runc keeps its state per namespace and ID under /run/containerd/runc/).
+ctr_() { timeout "$E2E_TIMEOUT" ctr --address "$D/ctrd/containerd.sock" -n "$(e2e_ctr_ns)" "$@"; }
+e2e_ctr_ns() { basename "$D" | tr . -; }
 
 # e2e_start_snapshotter [OPTIONS...]: start our copy of ploop-snapshotter on
 # $D/snap.sock with root $D/snap (both kept across restarts of the instance).
@@ -98,4 +98,18 @@ e2e_layers_image() {
 	echo c >"$w/2/data/c"
 	e2e_docker_archive "$1" "$2" "$w/0" "$w/1" "$w/2"
 	rm -rf "$w"
+}
+
+# e2e_wait_ctrd_reconnect: after a restart of the snapshotter, containerd's gRPC client
+# redials with backoff (grpc-go: from 1 s, growing): poll until a call reaches us.
+e2e_wait_ctrd_reconnect() {
+	local n
+	for ((n = 0; n < 600; n++)); do
+		ctr_ snapshots --snapshotter ploop ls >/dev/null 2>&1 && {
+			log "containerd reached the snapshotter again after $((n / 10)).$((n % 10)) s"
+			return 0
+		}
+		sleep 0.1
+	done
+	fail "containerd did not reconnect to the snapshotter"
 }

@@ -109,6 +109,12 @@ $(BUILD)/snapshotter/%.o: snapshotter/%.c $(PB_STAMP) | pkgcheck
 $(SNAP_BIN): $(SNAP_OBJ) $(PB_OBJ) $(BUILD)/libpgd.a
 	$(CC) $(CFLAGS) -o $@ $(SNAP_OBJ) $(PB_OBJ) $(BUILD)/libpgd.a $(PKG_LIBS) $(SNAP_LIBS) -lpthread
 
+# the gRPC protocol test links the generated messages and grpc, not the snapshotter
+$(BUILD)/tests/test_snapshotter: tests/protocol/test_snapshotter.c $(PB_OBJ) $(TLIB_OBJ) $(BUILD)/libpgd.a | pkgcheck
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) $(SNAP_CFLAGS) -Itests/lib $< $(PB_OBJ) $(TLIB_OBJ) $(BUILD)/libpgd.a \
+	  -o $@ $(PKG_LIBS) $(SNAP_LIBS) -lcriterion -lpthread
+
 $(SERVE_BIN): $(SERVE_OBJ)
 	$(CC) $(CFLAGS) -o $@ $(SERVE_OBJ) $(shell pkg-config --libs fuse3) -lpthread
 

@@ -3,10 +3,12 @@
    (the containerd snapshotter: a snapshot stays served while it exists), the disk
    usage of one layer, and the list of layers on disk. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "engine/image.h"
 #include "log.h"
@@ -69,12 +71,13 @@ pgd_layers_unpin (struct pgd_layers *l, const char *id, struct pgd_err *err)
 int
 pgd_layers_usage (struct pgd_layers *l, const char *id, uint64_t *bytes, struct pgd_err *err)
 {
-  char image[PATH_MAX];
+  char image[PATH_MAX], mnt[PATH_MAX];
   struct pgd_image_info info;
   struct stat st;
 
   if (!pgd_id_valid (id, err))
     return -1;
+  pgd_store_path (l, mnt, "mnt", id);
   {
     PGD_SCOPED_LOCK (&l->lock);
     if (pgd_store_ready (l, err) < 0)
@@ -82,6 +85,13 @@ pgd_layers_usage (struct pgd_layers *l, const char *id, uint64_t *bytes, struct 
     if (!pgd_layer_on_disk (l, id))
       return pgd_error (err, ENOENT, "usage of layer %s", id);
   }
+  /* what a mounted layer's files hold reaches its delta only once written back */
+  if (pgd_is_mountpoint (mnt))
+    {
+      cleanup_close int fd = open (mnt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      if (fd < 0 || syncfs (fd) < 0)
+        return pgd_error (err, errno, "usage of layer %s: sync %s", id, mnt);
+    }
   pgd_store_path (l, image, "layers", id);
   if (pgd_image_info (image, &info, err) < 0)
     return pgd_error_wrap (err, "usage of layer %s", id);

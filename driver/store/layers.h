@@ -43,7 +43,8 @@ int pgd_layers_pin (struct pgd_layers *l, const char *id, char *dir, struct pgd_
 int pgd_layers_unpin (struct pgd_layers *l, const char *id, struct pgd_err *err)
     __attribute__ ((warn_unused_result));
 
-/* Disk bytes of what layer ID itself adds: its private top delta (not its parents'). */
+/* Disk bytes of what layer ID itself adds: its private top delta (not its parents');
+   a mounted layer's filesystem is synced first so that what was written counts. */
 int pgd_layers_usage (struct pgd_layers *l, const char *id, uint64_t *bytes,
                       struct pgd_err *err) __attribute__ ((warn_unused_result));
 

@@ -160,14 +160,18 @@ plugin: all
 # /run/docker/plugins/ploop.sock), /etc/default/ploop-graphdriver (kept if present)
 # and the managed plugin's config.json. Then: systemctl daemon-reload &&
 # systemctl enable --now ploop-graphdriver.socket
-install: $(BIN) $(SERVE_BIN)
+install: $(BIN) $(SERVE_BIN) $(SNAP_BIN)
 	install -D -m 0755 $(BIN) $(DESTDIR)$(or $(PREFIX),/usr/local)/bin/ploop-graphdriver
+	install -m 0755 $(SNAP_BIN) $(DESTDIR)$(or $(PREFIX),/usr/local)/bin/ploop-snapshotter
 	install -m 0755 $(SERVE_BIN) $(DESTDIR)$(or $(PREFIX),/usr/local)/bin/ploop-graphdriver-serve-image
 	install -d $(DESTDIR)$(or $(SYSTEMDUNITDIR),/etc/systemd/system)
 	sed 's|@BINDIR@|$(or $(PREFIX),/usr/local)/bin|g' systemd/ploop-graphdriver.service \
 	  >$(DESTDIR)$(or $(SYSTEMDUNITDIR),/etc/systemd/system)/ploop-graphdriver.service
 	chmod 0644 $(DESTDIR)$(or $(SYSTEMDUNITDIR),/etc/systemd/system)/ploop-graphdriver.service
 	install -m 0644 systemd/ploop-graphdriver.socket $(DESTDIR)$(or $(SYSTEMDUNITDIR),/etc/systemd/system)/
+	sed 's|@BINDIR@|$(or $(PREFIX),/usr/local)/bin|g' systemd/ploop-snapshotter.service \
+	  >$(DESTDIR)$(or $(SYSTEMDUNITDIR),/etc/systemd/system)/ploop-snapshotter.service
+	chmod 0644 $(DESTDIR)$(or $(SYSTEMDUNITDIR),/etc/systemd/system)/ploop-snapshotter.service
 	test -e $(DESTDIR)/etc/default/ploop-graphdriver || \
 	  install -D -m 0644 systemd/ploop-graphdriver.default $(DESTDIR)/etc/default/ploop-graphdriver
 	install -D -m 0644 config.json $(DESTDIR)$(or $(PREFIX),/usr/local)/share/ploop-graphdriver/config.json

@@ -13,9 +13,10 @@
 #include <unistd.h>
 
 #include "engine/imgsrv.h"
-#include "store/layers.h"
 #include "log.h"
 #include "service.h"
+#include "signals.h"
+#include "store/layers.h"
 #include "util.h"
 
 #define DEFAULT_SOCKET "/run/ploop-snapshotter/snapshotter.sock"
@@ -33,21 +34,6 @@ struct options
   const char *blocksize;
   int log_level;
 };
-
-static int signal_pipe_w = -1;
-
-static void
-on_stop_signal (int signo)
-{
-  int saved = errno;
-  unsigned char b = (unsigned char) signo;
-
-  if (write (signal_pipe_w, &b, 1) < 0)
-    {
-      /* the pipe is full: a stop is already pending */
-    }
-  errno = saved;
-}
 
 static void
 usage (FILE *f, const char *prog)
@@ -146,45 +132,6 @@ parse_options (int argc, char **argv, struct options *opt)
   return 0;
 }
 
-static int
-install_signals (int *read_fd, struct pgd_err *err)
-{
-  struct sigaction sa = { 0 };
-  int fds[2];
-
-  if (pipe2 (fds, O_CLOEXEC) < 0)
-    return pgd_error (err, errno, "signal pipe");
-  if (fcntl (fds[1], F_SETFL, O_NONBLOCK) < 0)
-    return pgd_error (err, errno, "signal pipe");
-  signal_pipe_w = fds[1];
-  *read_fd = fds[0];
-  sigemptyset (&sa.sa_mask);
-  sa.sa_flags = SA_RESTART;
-  sa.sa_handler = on_stop_signal;
-  if (sigaction (SIGTERM, &sa, NULL) < 0 || sigaction (SIGINT, &sa, NULL) < 0)
-    return pgd_error (err, errno, "sigaction");
-  sa.sa_handler = SIG_IGN;
-  if (sigaction (SIGPIPE, &sa, NULL) < 0)
-    return pgd_error (err, errno, "sigaction SIGPIPE");
-  return 0;
-}
-
-static int
-wait_for_stop (int read_fd)
-{
-  unsigned char b = 0;
-
-  for (;;)
-    {
-      ssize_t n = read (read_fd, &b, 1);
-      if (n == 1)
-        return b;
-      if (n < 0 && errno == EINTR)
-        continue;
-      return SIGTERM;
-    }
-}
-
 /* Open the layer store under ROOT/store with the size, cluster and engine options
    (persisted in ROOT/state.json, so that a restart finds the same store). */
 static int
@@ -228,7 +175,7 @@ serve (const struct options *opt)
   char meta[PATH_MAX];
 
   snprintf (meta, sizeof meta, "%s/snapshots.json", opt->root);
-  if (install_signals (&sig_fd, &err) < 0)
+  if (pgd_stop_signals_install (&sig_fd, &err) < 0)
     goto fail;
   if (open_store (opt, &sn.layers, &err) < 0)
     {
@@ -241,8 +188,7 @@ serve (const struct options *opt)
       goto fail;
     }
   pgd_snapshots_restore (&sn);
-  if (pgd_rpc_start (&server, opt->socket, pgd_snapshots_methods, pgd_snapshots_nmethods, &sn,
-                     &err)
+  if (pgd_rpc_start (&server, opt->socket, pgd_snapshots_methods, pgd_snapshots_nmethods, &sn, &err)
       < 0)
     {
       pgd_snaps_close (sn.snaps);
@@ -251,7 +197,7 @@ serve (const struct options *opt)
     }
   pgd_log (PGD_LOG_INFO, "serving containerd snapshots on %s, root %s", opt->socket, opt->root);
 
-  int signo = wait_for_stop (sig_fd);
+  int signo = pgd_stop_signals_wait (sig_fd);
   pgd_log (PGD_LOG_INFO, "%s: shutting down", strsignal (signo));
   if (!pgd_rpc_stop (server, SHUTDOWN_GRACE_MS))
     _exit (EXIT_SUCCESS); /* calls still use the store: do not free it under them */
@@ -281,6 +227,6 @@ main (int argc, char **argv)
     return pgd_imgsrv_main (argc - 1, argv + 1);
   if (parse_options (argc, argv, &opt) < 0)
     return 2;
-  pgd_log_set_level ((enum pgd_log_level) opt.log_level);
+  pgd_log_set_level ((enum pgd_log_level)opt.log_level);
   return serve (&opt);
 }

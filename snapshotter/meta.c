@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The snapshot registry (meta.h): a flat array searched linearly (containerd keeps a
    few thousand snapshots at most), saved whole as
-   {"version":1,"snapshots":[{"key","id","kind","parent","labels","created","updated","inodes"}]}. */
+   {"version":1,"snapshots":[{"key","id","kind","parent","labels","created","updated","inodes"}]}.
+ */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,7 +29,7 @@ pgd_snap_now_ns (void)
 {
   struct timespec ts;
   clock_gettime (CLOCK_REALTIME, &ts);
-  return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 const char *
@@ -50,7 +51,7 @@ static int
 kind_of_name (const char *name)
 {
   for (int k = PGD_SNAP_VIEW; k <= PGD_SNAP_COMMITTED; k++)
-    if (strcmp (name, pgd_snap_kind_name ((enum pgd_snap_kind) k)) == 0)
+    if (strcmp (name, pgd_snap_kind_name ((enum pgd_snap_kind)k)) == 0)
       return k;
   return -1;
 }
@@ -125,7 +126,7 @@ rec_from_json (json_t *o, size_t i, struct pgd_err *err)
       return NULL;
     }
   memcpy (r->id, id, PGD_SNAP_ID_LEN + 1);
-  r->kind = (enum pgd_snap_kind) k;
+  r->kind = (enum pgd_snap_kind)k;
   r->labels = json_incref (labels);
   r->created_ns = created;
   r->updated_ns = updated;
@@ -148,7 +149,8 @@ load (struct pgd_snaps *s, struct pgd_err *err)
     return pgd_error (err, EINVAL, "%s: line %d: %s", s->path, jerr.line, jerr.text);
   json_t *list = json_object_get (root, "snapshots");
   int ret = 0;
-  if (json_integer_value (json_object_get (root, "version")) != META_VERSION || !json_is_array (list))
+  if (json_integer_value (json_object_get (root, "version")) != META_VERSION
+      || !json_is_array (list))
     ret = pgd_error (err, EINVAL, "%s: not version %d snapshot metadata", s->path, META_VERSION);
   json_array_foreach (list, i, v)
   {
@@ -224,7 +226,7 @@ pgd_snaps_add (struct pgd_snaps *s, const char *key, enum pgd_snap_kind kind, co
       pgd_error (err, ENOMEM, "snapshot %s", key);
       return NULL;
     }
-  if (getrandom (rnd, sizeof rnd, 0) != (ssize_t) sizeof rnd)
+  if (getrandom (rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
     {
       free_rec (r);
       pgd_error (err, errno, "snapshot %s: random layer ID", key);
@@ -293,8 +295,8 @@ pgd_snaps_save (struct pgd_snaps *s, struct pgd_err *err)
         continue;
       json_t *o = json_pack ("{s:s,s:s,s:s,s:O,s:I,s:I,s:I}", "key", r->key, "id", r->id, "kind",
                              pgd_snap_kind_name (r->kind), "labels", r->labels, "created",
-                             (json_int_t) r->created_ns, "updated", (json_int_t) r->updated_ns,
-                             "inodes", (json_int_t) r->inodes);
+                             (json_int_t)r->created_ns, "updated", (json_int_t)r->updated_ns,
+                             "inodes", (json_int_t)r->inodes);
       if (o && r->parent)
         json_object_set_new (o, "parent", json_string (r->parent));
       if (o == NULL || json_array_append_new (list, o) < 0)

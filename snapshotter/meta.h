@@ -28,15 +28,15 @@ enum pgd_snap_kind
 struct pgd_snap
 {
   char *key;
-  char *parent;                     /* key of its committed parent; NULL: none */
-  char id[PGD_SNAP_ID_LEN + 1];     /* its layer in the store */
+  char *parent;                 /* key of its committed parent; NULL: none */
+  char id[PGD_SNAP_ID_LEN + 1]; /* its layer in the store */
   enum pgd_snap_kind kind;
-  json_t *labels;                   /* object of strings, never NULL */
+  json_t *labels; /* object of strings, never NULL */
   int64_t created_ns;
   int64_t updated_ns;
-  int64_t inodes;                   /* inodes in use in its filesystem at Commit */
-  bool creating;                    /* reserved by a call in flight: not yet visible, not saved */
-  bool busy;                        /* a Commit or Remove of it is in flight */
+  int64_t inodes; /* inodes in use in its filesystem at Commit */
+  bool creating;  /* reserved by a call in flight: not yet visible, not saved */
+  bool busy;      /* a Commit or Remove of it is in flight */
 };
 
 struct pgd_snaps;

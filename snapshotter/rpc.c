@@ -22,16 +22,16 @@
 struct pgd_rpc_server
 {
   grpc_server *server;
-  grpc_completion_queue *cq;   /* new calls and the shutdown notice */
+  grpc_completion_queue *cq; /* new calls and the shutdown notice */
   pthread_t loop;
   const struct pgd_rpc_method *methods;
   size_t nmethods;
   void *ctx;
   pthread_mutex_t lock;
-  pthread_cond_t cond;         /* broadcast when a call thread ends */
-  unsigned running;            /* call threads alive */
+  pthread_cond_t cond; /* broadcast when a call thread ends */
+  unsigned running;    /* call threads alive */
   bool stopping;
-  int shutdown_tag;            /* its address is the tag of grpc_server_shutdown_and_notify */
+  int shutdown_tag; /* its address is the tag of grpc_server_shutdown_and_notify */
 };
 
 struct pgd_rpc_call
@@ -40,7 +40,7 @@ struct pgd_rpc_call
   grpc_call *call;
   grpc_call_details details;
   grpc_metadata_array md;
-  grpc_completion_queue *cq;   /* bound to this call only */
+  grpc_completion_queue *cq; /* bound to this call only */
   uintptr_t next_tag;
 };
 
@@ -71,11 +71,12 @@ pgd_rpc_code_of (int errnum)
 static bool
 run_batch (struct pgd_rpc_call *c, const grpc_op *ops, size_t n)
 {
-  void *tag = (void *) ++c->next_tag;
+  void *tag = (void *)++c->next_tag;
 
   if (grpc_call_start_batch (c->call, ops, n, tag, NULL) != GRPC_CALL_OK)
     return false;
-  grpc_event ev = grpc_completion_queue_pluck (c->cq, tag, gpr_inf_future (GPR_CLOCK_REALTIME), NULL);
+  grpc_event ev
+      = grpc_completion_queue_pluck (c->cq, tag, gpr_inf_future (GPR_CLOCK_REALTIME), NULL);
   return ev.type == GRPC_OP_COMPLETE && ev.success;
 }
 
@@ -151,8 +152,9 @@ free_call (struct pgd_rpc_call *c)
   if (c->cq)
     {
       grpc_completion_queue_shutdown (c->cq);
-      while (grpc_completion_queue_pluck (c->cq, NULL, gpr_inf_future (GPR_CLOCK_REALTIME), NULL).type
-             != GRPC_QUEUE_SHUTDOWN)
+      while (
+          grpc_completion_queue_pluck (c->cq, NULL, gpr_inf_future (GPR_CLOCK_REALTIME), NULL).type
+          != GRPC_QUEUE_SHUTDOWN)
         ;
       grpc_completion_queue_destroy (c->cq);
     }
@@ -170,16 +172,18 @@ call_thread (void *arg)
 
   grpc_op close_op = { .op = GRPC_OP_RECV_CLOSE_ON_SERVER };
   close_op.data.recv_close_on_server.cancelled = &cancelled;
-  void *close_tag = (void *) ++c->next_tag;
-  bool close_started = grpc_call_start_batch (c->call, &close_op, 1, close_tag, NULL) == GRPC_CALL_OK;
+  void *close_tag = (void *)++c->next_tag;
+  bool close_started
+      = grpc_call_start_batch (c->call, &close_op, 1, close_tag, NULL) == GRPC_CALL_OK;
 
   serve_call (c, &code, &err);
   if (code != PGD_RPC_OK)
-    pgd_log (code == PGD_RPC_NOT_FOUND || code == PGD_RPC_ALREADY_EXISTS ? PGD_LOG_DEBUG : PGD_LOG_WARN,
+    pgd_log (code == PGD_RPC_NOT_FOUND || code == PGD_RPC_ALREADY_EXISTS ? PGD_LOG_DEBUG
+                                                                         : PGD_LOG_WARN,
              "rpc status %d: %s", code, err.msg);
   grpc_slice details = grpc_slice_from_copied_string (code == PGD_RPC_OK ? "" : err.msg);
   grpc_op st = { .op = GRPC_OP_SEND_STATUS_FROM_SERVER };
-  st.data.send_status_from_server.status = (grpc_status_code) code;
+  st.data.send_status_from_server.status = (grpc_status_code)code;
   st.data.send_status_from_server.status_details = &details;
   run_batch (c, &st, 1);
   grpc_slice_unref (details);
@@ -265,8 +269,8 @@ loop_thread (void *arg)
 }
 
 int
-pgd_rpc_start (struct pgd_rpc_server **out, const char *path,
-               const struct pgd_rpc_method *methods, size_t n, void *ctx, struct pgd_err *err)
+pgd_rpc_start (struct pgd_rpc_server **out, const char *path, const struct pgd_rpc_method *methods,
+               size_t n, void *ctx, struct pgd_err *err)
 {
   char dir[PATH_MAX], addr[PATH_MAX + 8];
   struct stat st;
@@ -335,7 +339,7 @@ pgd_rpc_stop (struct pgd_rpc_server *s, unsigned grace_ms)
   pthread_join (s->loop, NULL);
   clock_gettime (CLOCK_REALTIME, &until);
   until.tv_sec += grace_ms / 1000;
-  until.tv_nsec += (long) (grace_ms % 1000) * 1000000L;
+  until.tv_nsec += (long)(grace_ms % 1000) * 1000000L;
   if (until.tv_nsec >= 1000000000L)
     {
       until.tv_sec++;

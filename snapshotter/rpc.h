@@ -42,12 +42,12 @@ struct pgd_rpc_method
 /* Listen on the Unix socket PATH (a stale socket there is replaced; the directory is
    made) and serve METHODS (N entries, kept by reference) with CTX in a thread. */
 int pgd_rpc_start (struct pgd_rpc_server **out, const char *path,
-                   const struct pgd_rpc_method *methods, size_t n, void *ctx,
-                   struct pgd_err *err) __attribute__ ((warn_unused_result));
+                   const struct pgd_rpc_method *methods, size_t n, void *ctx, struct pgd_err *err)
+    __attribute__ ((warn_unused_result));
 
 /* Send one response message of LEN bytes on CALL; fails when the client went away. */
-int pgd_rpc_send (struct pgd_rpc_call *call, const void *msg, size_t len,
-                  struct pgd_err *err) __attribute__ ((warn_unused_result));
+int pgd_rpc_send (struct pgd_rpc_call *call, const void *msg, size_t len, struct pgd_err *err)
+    __attribute__ ((warn_unused_result));
 
 /* Stop accepting, cancel calls in flight, wait up to GRACE_MS for their threads; true
    when all ended (then S is freed), false when some still run (S is left allocated). */

@@ -10,41 +10,13 @@
 #include <string.h>
 #include <sys/statvfs.h>
 
-#include "github.com/containerd/containerd/api/services/snapshots/v1/snapshots.pb-c.h"
 #include "log.h"
-#include "service.h"
+#include "svc.h"
 #include "util.h"
 
-typedef Containerd__Services__Snapshots__V1__Info Info;
-typedef Containerd__Services__Snapshots__V1__Info__LabelsEntry Label;
-typedef Containerd__Types__Mount Mount;
-typedef Google__Protobuf__Timestamp Timestamp;
-
-/* Every request's labels entry has the layout of Info's: one type serves them all. */
-_Static_assert (sizeof (Containerd__Services__Snapshots__V1__PrepareSnapshotRequest__LabelsEntry)
-                    == sizeof (Label)
-                && sizeof (Containerd__Services__Snapshots__V1__ViewSnapshotRequest__LabelsEntry)
-                       == sizeof (Label)
-                && sizeof (Containerd__Services__Snapshots__V1__CommitSnapshotRequest__LabelsEntry)
-                       == sizeof (Label),
-                "labels entries differ");
-#define LABELS(req) ((Label **) (req)->labels)
-
-#define LIST_BATCH 100 /* snapshots per List message */
-
-
-/* Unpack a request; a message that does not parse is INVALID_ARGUMENT. */
-#define UNPACK(type, fn, buf, len, err)                                                  \
-  ({                                                                                     \
-    type *m_ = fn (NULL, len, buf);                                                      \
-    if (m_ == NULL)                                                                      \
-      pgd_error (err, EINVAL, "malformed %s", #type);                                    \
-    m_;                                                                                  \
-  })
-
 /* Pack M and send it as the (next) reply. */
-static int
-reply (struct pgd_rpc_call *call, const ProtobufCMessage *m, struct pgd_err *err)
+int
+pgd_svc_reply (struct pgd_rpc_call *call, const ProtobufCMessage *m, struct pgd_err *err)
 {
   size_t len = protobuf_c_message_get_packed_size (m);
   cleanup_free uint8_t *buf = malloc (len ? len : 1);
@@ -65,8 +37,8 @@ utf8_valid (const char *s)
 }
 
 /* A key or name: 1..PGD_SNAP_KEY_MAX bytes of UTF-8. */
-static int
-check_key (const char *key, const char *what, struct pgd_err *err)
+int
+pgd_svc_check_key (const char *key, const char *what, struct pgd_err *err)
 {
   size_t n = key ? strlen (key) : 0;
 
@@ -102,8 +74,8 @@ check_label (const char *k, const char *v, struct pgd_err *err)
 }
 
 /* Check N labels and turn them into a JSON object in *OUT. */
-static int
-labels_json (Label **labels, size_t n, json_t **out, struct pgd_err *err)
+int
+pgd_svc_labels_json (Label **labels, size_t n, json_t **out, struct pgd_err *err)
 {
   json_t *o = json_object ();
 
@@ -125,83 +97,26 @@ labels_json (Label **labels, size_t n, json_t **out, struct pgd_err *err)
 }
 
 /* The protobuf form of a record; points into REC (valid while the lock is held). */
-struct info_buf
-{
-  Info info;
-  Timestamp created;
-  Timestamp updated;
-  Label *entries;
-  Label **ptrs;
-};
-
-static void
-ts_of (Timestamp *t, int64_t ns)
-{
-  google__protobuf__timestamp__init (t);
-  t->seconds = ns / 1000000000;
-  t->nanos = (int32_t) (ns % 1000000000);
-}
-
-static int
-info_fill (struct info_buf *b, const struct pgd_snap *rec, struct pgd_err *err)
-{
-  const char *k;
-  json_t *v;
-  size_t i = 0, n = json_object_size (rec->labels);
-
-  containerd__services__snapshots__v1__info__init (&b->info);
-  b->entries = calloc (n ? n : 1, sizeof *b->entries);
-  b->ptrs = calloc (n ? n : 1, sizeof *b->ptrs);
-  if (b->entries == NULL || b->ptrs == NULL)
-    return pgd_error (err, ENOMEM, "snapshot %s", rec->key);
-  json_object_foreach (rec->labels, k, v)
-  {
-    containerd__services__snapshots__v1__info__labels_entry__init (&b->entries[i]);
-    b->entries[i].key = (char *) k;
-    b->entries[i].value = (char *) json_string_value (v);
-    b->ptrs[i] = &b->entries[i];
-    i++;
-  }
-  b->info.name = rec->key;
-  b->info.parent = rec->parent ? rec->parent : (char *) "";
-  b->info.kind = (Containerd__Services__Snapshots__V1__Kind) rec->kind;
-  ts_of (&b->created, rec->created_ns);
-  ts_of (&b->updated, rec->updated_ns);
-  b->info.created_at = &b->created;
-  b->info.updated_at = &b->updated;
-  b->info.n_labels = n;
-  b->info.labels = b->ptrs;
-  return 0;
-}
-
-static void
-info_free (struct info_buf *b)
-{
-  free (b->entries);
-  free (b->ptrs);
-}
-
-/* What containerd mounts: a bind of the layer's mount, read-only for a view. */
 static int
 reply_mounts (struct pgd_rpc_call *call, const ProtobufCMessageDescriptor *desc, const char *dir,
               bool ro, struct pgd_err *err)
 {
-  char *opts[] = { (char *) "rbind", (char *) (ro ? "ro" : "rw") };
+  char *opts[] = { (char *)"rbind", (char *)(ro ? "ro" : "rw") };
   Mount mount;
   Mount *mounts[] = { &mount };
   /* Prepare/View/Mounts responses all are { repeated Mount mounts = 1; } */
   Containerd__Services__Snapshots__V1__MountsResponse resp;
 
   containerd__types__mount__init (&mount);
-  mount.type = (char *) "bind";
-  mount.source = (char *) dir;
+  mount.type = (char *)"bind";
+  mount.source = (char *)dir;
   mount.n_options = 2;
   mount.options = opts;
   containerd__services__snapshots__v1__mounts_response__init (&resp);
   resp.base.descriptor = desc;
   resp.n_mounts = 1;
   resp.mounts = mounts;
-  return reply (call, &resp.base, err);
+  return pgd_svc_reply (call, &resp.base, err);
 }
 
 /* Undo a layer made for a snapshot that does not come to be; failures only logged. */
@@ -216,20 +131,20 @@ drop_layer (struct pgd_snapshotter *sn, const char *id)
 /* Prepare and View: a new layer (a clone of the parent's), mounted; its dir in DIR. */
 static int
 create_snapshot (struct pgd_snapshotter *sn, enum pgd_snap_kind kind, const char *key,
-                 const char *parent, Label **labels, size_t nlabels, char *dir,
-                 struct pgd_err *err)
+                 const char *parent, Label **labels, size_t nlabels, char *dir, struct pgd_err *err)
 {
   json_auto_t *lab = NULL;
   char id[PGD_SNAP_ID_LEN + 1], pid[PGD_SNAP_ID_LEN + 1];
-  struct pgd_kv size_opt = { (char *) "size", NULL };
+  struct pgd_kv size_opt = { (char *)"size", NULL };
   struct pgd_snap *rec;
 
   if (parent && parent[0] == '\0')
     parent = NULL;
-  if (check_key (key, "key", err) < 0 || (parent && check_key (parent, "parent", err) < 0)
-      || labels_json (labels, nlabels, &lab, err) < 0)
+  if (pgd_svc_check_key (key, "key", err) < 0
+      || (parent && pgd_svc_check_key (parent, "parent", err) < 0)
+      || pgd_svc_labels_json (labels, nlabels, &lab, err) < 0)
     return -1;
-  size_opt.value = (char *) json_string_value (json_object_get (lab, PGD_SNAP_SIZE_LABEL));
+  size_opt.value = (char *)json_string_value (json_object_get (lab, PGD_SNAP_SIZE_LABEL));
   {
     PGD_SCOPED_LOCK (pgd_snaps_mutex (sn->snaps));
     if (pgd_snaps_find (sn->snaps, key))
@@ -240,8 +155,8 @@ create_snapshot (struct pgd_snapshotter *sn, enum pgd_snap_kind kind, const char
         if (p == NULL || p->creating)
           return pgd_error (err, ENOENT, "parent snapshot %s not found", parent);
         if (p->kind != PGD_SNAP_COMMITTED)
-          return pgd_error (err, EINVAL, "parent %s is not a committed snapshot (it is %s)",
-                            parent, pgd_snap_kind_name (p->kind));
+          return pgd_error (err, EINVAL, "parent %s is not a committed snapshot (it is %s)", parent,
+                            pgd_snap_kind_name (p->kind));
         memcpy (pid, p->id, sizeof pid);
       }
     rec = pgd_snaps_add (sn->snaps, key, kind, parent, err);
@@ -287,15 +202,16 @@ do_prepare (void *ctx, struct pgd_rpc_call *call, const uint8_t *buf, size_t len
             struct pgd_err *err)
 {
   char dir[PATH_MAX];
-  Containerd__Services__Snapshots__V1__PrepareSnapshotRequest *req
-      = UNPACK (Containerd__Services__Snapshots__V1__PrepareSnapshotRequest,
-                containerd__services__snapshots__v1__prepare_snapshot_request__unpack, buf, len, err);
+  Containerd__Services__Snapshots__V1__PrepareSnapshotRequest *req = UNPACK (
+      Containerd__Services__Snapshots__V1__PrepareSnapshotRequest,
+      containerd__services__snapshots__v1__prepare_snapshot_request__unpack, buf, len, err);
   if (req == NULL)
     return -1;
   int ret = create_snapshot (ctx, PGD_SNAP_ACTIVE, req->key, req->parent, LABELS (req),
                              req->n_labels, dir, err);
   if (ret == 0)
-    ret = reply_mounts (call, &containerd__services__snapshots__v1__prepare_snapshot_response__descriptor,
+    ret = reply_mounts (call,
+                        &containerd__services__snapshots__v1__prepare_snapshot_response__descriptor,
                         dir, false, err);
   containerd__services__snapshots__v1__prepare_snapshot_request__free_unpacked (req, NULL);
   return ret;
@@ -310,20 +226,21 @@ do_view (void *ctx, struct pgd_rpc_call *call, const uint8_t *buf, size_t len, s
                 containerd__services__snapshots__v1__view_snapshot_request__unpack, buf, len, err);
   if (req == NULL)
     return -1;
-  int ret = create_snapshot (ctx, PGD_SNAP_VIEW, req->key, req->parent, LABELS (req),
-                             req->n_labels, dir, err);
+  int ret = create_snapshot (ctx, PGD_SNAP_VIEW, req->key, req->parent, LABELS (req), req->n_labels,
+                             dir, err);
   if (ret == 0)
-    ret = reply_mounts (call, &containerd__services__snapshots__v1__view_snapshot_response__descriptor,
+    ret = reply_mounts (call,
+                        &containerd__services__snapshots__v1__view_snapshot_response__descriptor,
                         dir, true, err);
   containerd__services__snapshots__v1__view_snapshot_request__free_unpacked (req, NULL);
   return ret;
 }
 
 /* The visible record of KEY, or NULL with ERR (NOT_FOUND). Locked. */
-static struct pgd_snap *
-lookup (struct pgd_snapshotter *sn, const char *key, struct pgd_err *err)
+struct pgd_snap *
+pgd_svc_lookup (struct pgd_snapshotter *sn, const char *key, struct pgd_err *err)
 {
-  if (check_key (key, "key", err) < 0)
+  if (pgd_svc_check_key (key, "key", err) < 0)
     return NULL;
   struct pgd_snap *rec = pgd_snaps_find (sn->snaps, key);
   if (rec == NULL || rec->creating)
@@ -340,12 +257,14 @@ mounts_of (struct pgd_snapshotter *sn, const char *key, char *dir, bool *ro, str
   char id[PGD_SNAP_ID_LEN + 1];
   {
     PGD_SCOPED_LOCK (pgd_snaps_mutex (sn->snaps));
-    struct pgd_snap *rec = lookup (sn, key, err);
+    struct pgd_snap *rec = pgd_svc_lookup (sn, key, err);
     if (rec == NULL)
       return -1;
     if (rec->kind == PGD_SNAP_COMMITTED)
-      return pgd_error (err, EROFS, "snapshot %s is committed: only active and view "
-                        "snapshots have mounts", key);
+      return pgd_error (err, EROFS,
+                        "snapshot %s is committed: only active and view "
+                        "snapshots have mounts",
+                        key);
     *ro = rec->kind == PGD_SNAP_VIEW;
     memcpy (id, rec->id, sizeof id);
   }
@@ -367,15 +286,15 @@ do_mounts (void *ctx, struct pgd_rpc_call *call, const uint8_t *buf, size_t len,
     return -1;
   int ret = mounts_of (ctx, req->key, dir, &ro, err);
   if (ret == 0)
-    ret = reply_mounts (call, &containerd__services__snapshots__v1__mounts_response__descriptor, dir,
-                        ro, err);
+    ret = reply_mounts (call, &containerd__services__snapshots__v1__mounts_response__descriptor,
+                        dir, ro, err);
   containerd__services__snapshots__v1__mounts_request__free_unpacked (req, NULL);
   return ret;
 }
 
 /* Inodes in use in the filesystem of the mounted layer ID (0 when it cannot be told). */
-static int64_t
-used_inodes (struct pgd_snapshotter *sn, const char *id)
+int64_t
+pgd_svc_used_inodes (struct pgd_snapshotter *sn, const char *id)
 {
   char dir[PATH_MAX];
   struct statvfs sv;
@@ -383,7 +302,7 @@ used_inodes (struct pgd_snapshotter *sn, const char *id)
 
   if (pgd_layers_pin (sn->layers, id, dir, &err) < 0 || statvfs (dir, &sv) < 0)
     return 0;
-  return (int64_t) (sv.f_files - sv.f_ffree);
+  return (int64_t)(sv.f_files - sv.f_ffree);
 }
 
 static int
@@ -394,17 +313,17 @@ commit (struct pgd_snapshotter *sn, const char *name, const char *key, Label **l
   char id[PGD_SNAP_ID_LEN + 1];
   struct pgd_snap *rec, *done;
 
-  if (check_key (name, "name", err) < 0 || check_key (key, "key", err) < 0
-      || labels_json (labels, nlabels, &lab, err) < 0)
+  if (pgd_svc_check_key (name, "name", err) < 0 || pgd_svc_check_key (key, "key", err) < 0
+      || pgd_svc_labels_json (labels, nlabels, &lab, err) < 0)
     return -1;
   {
     PGD_SCOPED_LOCK (pgd_snaps_mutex (sn->snaps));
-    rec = lookup (sn, key, err);
+    rec = pgd_svc_lookup (sn, key, err);
     if (rec == NULL)
       return -1;
     if (rec->kind != PGD_SNAP_ACTIVE)
-      return pgd_error (err, EROFS, "snapshot %s is %s, not active: it cannot be committed",
-                        key, pgd_snap_kind_name (rec->kind));
+      return pgd_error (err, EROFS, "snapshot %s is %s, not active: it cannot be committed", key,
+                        pgd_snap_kind_name (rec->kind));
     if (rec->busy)
       return pgd_error (err, EBUSY, "snapshot %s is busy", key);
     if (pgd_snaps_find (sn->snaps, name))
@@ -421,7 +340,7 @@ commit (struct pgd_snapshotter *sn, const char *name, const char *key, Label **l
   }
 
   /* committed layers are closed: a child clones the data, nothing writes it again */
-  int64_t inodes = used_inodes (sn, id);
+  int64_t inodes = pgd_svc_used_inodes (sn, id);
   int ret = pgd_layers_unpin (sn->layers, id, err);
 
   PGD_SCOPED_LOCK (pgd_snaps_mutex (sn->snaps));
@@ -454,16 +373,16 @@ reply_empty (struct pgd_rpc_call *call, struct pgd_err *err)
 {
   Google__Protobuf__Empty e;
   google__protobuf__empty__init (&e);
-  return reply (call, &e.base, err);
+  return pgd_svc_reply (call, &e.base, err);
 }
 
 static int
 do_commit (void *ctx, struct pgd_rpc_call *call, const uint8_t *buf, size_t len,
            struct pgd_err *err)
 {
-  Containerd__Services__Snapshots__V1__CommitSnapshotRequest *req
-      = UNPACK (Containerd__Services__Snapshots__V1__CommitSnapshotRequest,
-                containerd__services__snapshots__v1__commit_snapshot_request__unpack, buf, len, err);
+  Containerd__Services__Snapshots__V1__CommitSnapshotRequest *req = UNPACK (
+      Containerd__Services__Snapshots__V1__CommitSnapshotRequest,
+      containerd__services__snapshots__v1__commit_snapshot_request__unpack, buf, len, err);
   if (req == NULL)
     return -1;
   int ret = commit (ctx, req->name, req->key, LABELS (req), req->n_labels, err);
@@ -482,7 +401,7 @@ remove_snapshot (struct pgd_snapshotter *sn, const char *key, struct pgd_err *er
 
   {
     PGD_SCOPED_LOCK (pgd_snaps_mutex (sn->snaps));
-    rec = lookup (sn, key, err);
+    rec = pgd_svc_lookup (sn, key, err);
     if (rec == NULL)
       return -1;
     if (rec->busy)
@@ -515,9 +434,9 @@ static int
 do_remove (void *ctx, struct pgd_rpc_call *call, const uint8_t *buf, size_t len,
            struct pgd_err *err)
 {
-  Containerd__Services__Snapshots__V1__RemoveSnapshotRequest *req
-      = UNPACK (Containerd__Services__Snapshots__V1__RemoveSnapshotRequest,
-                containerd__services__snapshots__v1__remove_snapshot_request__unpack, buf, len, err);
+  Containerd__Services__Snapshots__V1__RemoveSnapshotRequest *req = UNPACK (
+      Containerd__Services__Snapshots__V1__RemoveSnapshotRequest,
+      containerd__services__snapshots__v1__remove_snapshot_request__unpack, buf, len, err);
   if (req == NULL)
     return -1;
   int ret = remove_snapshot (ctx, req->key, err);
@@ -528,253 +447,6 @@ do_remove (void *ctx, struct pgd_rpc_call *call, const uint8_t *buf, size_t len,
 }
 
 /* Reply with the Info of REC in a Stat or Update response (DESC). Locked. */
-static int
-reply_info (struct pgd_rpc_call *call, const ProtobufCMessageDescriptor *desc,
-            const struct pgd_snap *rec, struct pgd_err *err)
-{
-  struct info_buf b = { 0 };
-  /* Stat and Update responses both are { Info info = 1; } */
-  Containerd__Services__Snapshots__V1__StatSnapshotResponse resp;
-  int ret = info_fill (&b, rec, err);
-
-  if (ret == 0)
-    {
-      containerd__services__snapshots__v1__stat_snapshot_response__init (&resp);
-      resp.base.descriptor = desc;
-      resp.info = &b.info;
-      ret = reply (call, &resp.base, err);
-    }
-  info_free (&b);
-  return ret;
-}
-
-static int
-do_stat (void *ctx, struct pgd_rpc_call *call, const uint8_t *buf, size_t len, struct pgd_err *err)
-{
-  struct pgd_snapshotter *sn = ctx;
-  Containerd__Services__Snapshots__V1__StatSnapshotRequest *req
-      = UNPACK (Containerd__Services__Snapshots__V1__StatSnapshotRequest,
-                containerd__services__snapshots__v1__stat_snapshot_request__unpack, buf, len, err);
-  if (req == NULL)
-    return -1;
-  int ret;
-  {
-    PGD_SCOPED_LOCK (pgd_snaps_mutex (sn->snaps));
-    struct pgd_snap *rec = lookup (sn, req->key, err);
-    ret = rec ? reply_info (call, &containerd__services__snapshots__v1__stat_snapshot_response__descriptor,
-                            rec, err)
-              : -1;
-  }
-  containerd__services__snapshots__v1__stat_snapshot_request__free_unpacked (req, NULL);
-  return ret;
-}
-
-/* The labels REC gets from Update's INFO and field PATHS (none: all labels). */
-static int
-updated_labels (const struct pgd_snap *rec, const Info *info, char **paths, size_t npaths,
-                json_t **out, struct pgd_err *err)
-{
-  json_auto_t *given = NULL;
-
-  if (labels_json ((Label **) info->labels, info->n_labels, &given, err) < 0)
-    return -1;
-  if (npaths == 0)
-    {
-      *out = json_incref (given);
-      return 0;
-    }
-  json_t *lab = json_deep_copy (rec->labels);
-  if (lab == NULL)
-    return pgd_error (err, ENOMEM, "update %s", rec->key);
-  for (size_t i = 0; i < npaths; i++)
-    {
-      const char *p = paths[i];
-      if (strcmp (p, "labels") == 0)
-        {
-          json_object_clear (lab);
-          json_object_update (lab, given);
-        }
-      else if (strncmp (p, "labels.", 7) == 0 && p[7] != '\0')
-        {
-          json_t *v = json_object_get (given, p + 7);
-          if (v && json_string_length (v) > 0)
-            json_object_set (lab, p + 7, v);
-          else
-            json_object_del (lab, p + 7);
-        }
-      else
-        {
-          json_decref (lab);
-          return pgd_error (err, EINVAL, "cannot update field %.200s of snapshot %s", p, rec->key);
-        }
-    }
-  *out = lab;
-  return 0;
-}
-
-static int
-update (struct pgd_snapshotter *sn, struct pgd_rpc_call *call, const Info *info, char **paths,
-        size_t npaths, struct pgd_err *err)
-{
-  json_t *lab = NULL;
-
-  if (info == NULL)
-    return pgd_error (err, EINVAL, "update without info");
-  PGD_SCOPED_LOCK (pgd_snaps_mutex (sn->snaps));
-  struct pgd_snap *rec = lookup (sn, info->name, err);
-  if (rec == NULL || updated_labels (rec, info, paths, npaths, &lab, err) < 0)
-    return -1;
-  json_t *old = rec->labels;
-  int64_t old_ns = rec->updated_ns;
-  rec->labels = lab;
-  rec->updated_ns = pgd_snap_now_ns ();
-  if (pgd_snaps_save (sn->snaps, err) < 0)
-    {
-      rec->labels = old;
-      rec->updated_ns = old_ns;
-      json_decref (lab);
-      return pgd_error_wrap (err, "update %s", info->name);
-    }
-  json_decref (old);
-  return reply_info (call, &containerd__services__snapshots__v1__update_snapshot_response__descriptor,
-                     rec, err);
-}
-
-static int
-do_update (void *ctx, struct pgd_rpc_call *call, const uint8_t *buf, size_t len,
-           struct pgd_err *err)
-{
-  Containerd__Services__Snapshots__V1__UpdateSnapshotRequest *req
-      = UNPACK (Containerd__Services__Snapshots__V1__UpdateSnapshotRequest,
-                containerd__services__snapshots__v1__update_snapshot_request__unpack, buf, len, err);
-  if (req == NULL)
-    return -1;
-  int ret = update (ctx, call, req->info, req->update_mask ? req->update_mask->paths : NULL,
-                    req->update_mask ? req->update_mask->n_paths : 0, err);
-  containerd__services__snapshots__v1__update_snapshot_request__free_unpacked (req, NULL);
-  return ret;
-}
-
-/* Pack the visible records from *POS on, up to LIST_BATCH, into one List message. */
-static int
-pack_batch (struct pgd_snapshotter *sn, size_t *pos, uint8_t **out, size_t *len,
-            struct pgd_err *err)
-{
-  struct info_buf bufs[LIST_BATCH];
-  Info *infos[LIST_BATCH];
-  size_t n = 0;
-  int ret = 0;
-  Containerd__Services__Snapshots__V1__ListSnapshotsResponse resp;
-
-  memset (bufs, 0, sizeof bufs);
-  for (; *pos < pgd_snaps_count (sn->snaps) && n < LIST_BATCH && ret == 0; (*pos)++)
-    {
-      struct pgd_snap *rec = pgd_snaps_at (sn->snaps, *pos);
-      if (rec->creating)
-        continue;
-      ret = info_fill (&bufs[n], rec, err);
-      infos[n] = &bufs[n].info;
-      n++;
-    }
-  if (ret == 0)
-    {
-      containerd__services__snapshots__v1__list_snapshots_response__init (&resp);
-      resp.n_info = n;
-      resp.info = infos;
-      *len = protobuf_c_message_get_packed_size (&resp.base);
-      *out = malloc (*len ? *len : 1);
-      if (*out == NULL)
-        ret = pgd_error (err, ENOMEM, "list");
-      else
-        protobuf_c_message_pack (&resp.base, *out);
-    }
-  for (size_t i = 0; i < n; i++)
-    info_free (&bufs[i]);
-  return ret;
-}
-
-/* List: every snapshot, in messages of up to LIST_BATCH. Filters are not applied. */
-static int
-do_list (void *ctx, struct pgd_rpc_call *call, const uint8_t *buf, size_t len, struct pgd_err *err)
-{
-  struct pgd_snapshotter *sn = ctx;
-  size_t pos = 0;
-  bool more = true;
-  Containerd__Services__Snapshots__V1__ListSnapshotsRequest *req
-      = UNPACK (Containerd__Services__Snapshots__V1__ListSnapshotsRequest,
-                containerd__services__snapshots__v1__list_snapshots_request__unpack, buf, len, err);
-  if (req == NULL)
-    return -1;
-  if (req->n_filters > 0)
-    pgd_log (PGD_LOG_DEBUG, "list: %zu filter(s) not applied", req->n_filters);
-  containerd__services__snapshots__v1__list_snapshots_request__free_unpacked (req, NULL);
-  while (more)
-    {
-      cleanup_free uint8_t *msg = NULL;
-      size_t mlen = 0;
-      {
-        /* packed under the lock, sent outside it: a slow client holds nobody up */
-        PGD_SCOPED_LOCK (pgd_snaps_mutex (sn->snaps));
-        if (pack_batch (sn, &pos, &msg, &mlen, err) < 0)
-          return -1;
-        more = pos < pgd_snaps_count (sn->snaps);
-      }
-      if (mlen > 0 && pgd_rpc_send (call, msg, mlen, err) < 0)
-        return -1;
-    }
-  return 0;
-}
-
-static int
-usage (struct pgd_snapshotter *sn, const char *key, int64_t *bytes, int64_t *inodes,
-       struct pgd_err *err)
-{
-  char id[PGD_SNAP_ID_LEN + 1];
-  int64_t base = 0, own = 0;
-  bool committed;
-  uint64_t size;
-
-  {
-    PGD_SCOPED_LOCK (pgd_snaps_mutex (sn->snaps));
-    struct pgd_snap *rec = lookup (sn, key, err);
-    if (rec == NULL)
-      return -1;
-    struct pgd_snap *p = rec->parent ? pgd_snaps_find (sn->snaps, rec->parent) : NULL;
-    base = p ? p->inodes : 0;
-    committed = rec->kind == PGD_SNAP_COMMITTED;
-    own = rec->inodes;
-    memcpy (id, rec->id, sizeof id);
-  }
-  if (pgd_layers_usage (sn->layers, id, &size, err) < 0)
-    return pgd_error_wrap (err, "usage of %s", key);
-  if (!committed)
-    own = used_inodes (sn, id);
-  *bytes = (int64_t) size;
-  *inodes = own > base ? own - base : 0;
-  return 0;
-}
-
-static int
-do_usage (void *ctx, struct pgd_rpc_call *call, const uint8_t *buf, size_t len,
-          struct pgd_err *err)
-{
-  Containerd__Services__Snapshots__V1__UsageResponse resp;
-  Containerd__Services__Snapshots__V1__UsageRequest *req
-      = UNPACK (Containerd__Services__Snapshots__V1__UsageRequest,
-                containerd__services__snapshots__v1__usage_request__unpack, buf, len, err);
-  if (req == NULL)
-    return -1;
-  containerd__services__snapshots__v1__usage_response__init (&resp);
-  int ret = usage (ctx, req->key, &resp.size, &resp.inodes, err);
-  if (ret == 0)
-    ret = reply (call, &resp.base, err);
-  containerd__services__snapshots__v1__usage_request__free_unpacked (req, NULL);
-  return ret;
-}
-
-/* Cleanup: remove layers that no snapshot names (left by a crash between the store
-   and the registry). Records are reserved before their layer exists and dropped after
-   it is gone, so a layer in the making is never taken. */
 static int
 do_cleanup (void *ctx, struct pgd_rpc_call *call, const uint8_t *buf, size_t len,
             struct pgd_err *err)
@@ -822,11 +494,14 @@ pgd_snapshots_restore (struct pgd_snapshotter *sn)
     }
 }
 
-#define METHOD(name, fn) { "/containerd.services.snapshots.v1.Snapshots/" name, fn }
+#define METHOD(name, fn)                                                                           \
+  {                                                                                                \
+    "/containerd.services.snapshots.v1.Snapshots/" name, fn                                        \
+  }
 const struct pgd_rpc_method pgd_snapshots_methods[] = {
-  METHOD ("Prepare", do_prepare), METHOD ("View", do_view),     METHOD ("Mounts", do_mounts),
-  METHOD ("Commit", do_commit),   METHOD ("Remove", do_remove), METHOD ("Stat", do_stat),
-  METHOD ("Update", do_update),   METHOD ("List", do_list),     METHOD ("Usage", do_usage),
+  METHOD ("Prepare", do_prepare),    METHOD ("View", do_view),      METHOD ("Mounts", do_mounts),
+  METHOD ("Commit", do_commit),      METHOD ("Remove", do_remove),  METHOD ("Stat", pgd_svc_stat),
+  METHOD ("Update", pgd_svc_update), METHOD ("List", pgd_svc_list), METHOD ("Usage", pgd_svc_usage),
   METHOD ("Cleanup", do_cleanup),
 };
 const size_t pgd_snapshots_nmethods = sizeof pgd_snapshots_methods / sizeof *pgd_snapshots_methods;

@@ -7,9 +7,9 @@
 
 #include <stddef.h>
 
-#include "store/layers.h"
 #include "meta.h"
 #include "rpc.h"
+#include "store/layers.h"
 
 /* The label that gives one snapshot its own filesystem size (e.g. "20G"). */
 #define PGD_SNAP_SIZE_LABEL "containerd.io/snapshot/ploop.size"

@@ -58,7 +58,9 @@ static void
 wait_tag (void *tag)
 {
   grpc_event ev = grpc_completion_queue_pluck (
-      cq, tag, gpr_time_add (gpr_now (GPR_CLOCK_REALTIME), gpr_time_from_millis (PC_SAFETY_MS, GPR_TIMESPAN)),
+      cq, tag,
+      gpr_time_add (gpr_now (GPR_CLOCK_REALTIME),
+                    gpr_time_from_millis (PC_SAFETY_MS, GPR_TIMESPAN)),
       NULL);
   cr_assert_eq (ev.type, GRPC_OP_COMPLETE, "no completion from the server\n%s", pc_log_tail (&srv));
 }
@@ -85,15 +87,15 @@ call_raw (const char *method, const void *req, size_t len, struct reply *r)
   ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
   ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
   ops[3].data.recv_initial_metadata.recv_initial_metadata = &md_in;
-  cr_assert_eq (grpc_call_start_batch (call, ops, 4, (void *) 1, NULL), GRPC_CALL_OK);
-  wait_tag ((void *) 1);
+  cr_assert_eq (grpc_call_start_batch (call, ops, 4, (void *)1, NULL), GRPC_CALL_OK);
+  wait_tag ((void *)1);
   for (;;)
     {
       grpc_byte_buffer *in = NULL;
       grpc_op rm = { .op = GRPC_OP_RECV_MESSAGE };
       rm.data.recv_message.recv_message = &in;
-      cr_assert_eq (grpc_call_start_batch (call, &rm, 1, (void *) 2, NULL), GRPC_CALL_OK);
-      wait_tag ((void *) 2);
+      cr_assert_eq (grpc_call_start_batch (call, &rm, 1, (void *)2, NULL), GRPC_CALL_OK);
+      wait_tag ((void *)2);
       if (in == NULL)
         break;
       grpc_byte_buffer_reader rd;
@@ -107,10 +109,10 @@ call_raw (const char *method, const void *req, size_t len, struct reply *r)
   st.data.recv_status_on_client.trailing_metadata = &md_trail;
   st.data.recv_status_on_client.status = &r->status;
   st.data.recv_status_on_client.status_details = &details;
-  cr_assert_eq (grpc_call_start_batch (call, &st, 1, (void *) 3, NULL), GRPC_CALL_OK);
-  wait_tag ((void *) 3);
-  snprintf (r->details, sizeof r->details, "%.*s", (int) GRPC_SLICE_LENGTH (details),
-            (const char *) GRPC_SLICE_START_PTR (details));
+  cr_assert_eq (grpc_call_start_batch (call, &st, 1, (void *)3, NULL), GRPC_CALL_OK);
+  wait_tag ((void *)3);
+  snprintf (r->details, sizeof r->details, "%.*s", (int)GRPC_SLICE_LENGTH (details),
+            (const char *)GRPC_SLICE_START_PTR (details));
   grpc_slice_unref (details);
   grpc_metadata_array_destroy (&md_in);
   grpc_metadata_array_destroy (&md_trail);
@@ -132,13 +134,13 @@ call (const char *method, const ProtobufCMessage *req, struct reply *r)
 }
 
 /* Call METHOD and expect status CODE. */
-#define EXPECT(code, method, req, r)                                                              \
-  do                                                                                              \
-    {                                                                                             \
-      call (SVC method, &(req)->base, r);                                                         \
-      cr_assert_eq ((r)->status, code, "%s: status %d (%s), expected %d", method, (r)->status,   \
-                    (r)->details, code);                                                          \
-    }                                                                                             \
+#define EXPECT(code, method, req, r)                                                               \
+  do                                                                                               \
+    {                                                                                              \
+      call (SVC method, &(req)->base, r);                                                          \
+      cr_assert_eq ((r)->status, code, "%s: status %d (%s), expected %d", method, (r)->status,     \
+                    (r)->details, code);                                                           \
+    }                                                                                              \
   while (0)
 
 static void
@@ -163,7 +165,7 @@ start_server (void)
         _exit (127);
       dup2 (logfd, 2);
       execl (snapbin, snapbin, "--socket", srv.socket, "--root", root, "--size", "256M",
-             "--log-level", "debug", (char *) NULL);
+             "--log-level", "debug", (char *)NULL);
       _exit (127);
     }
   close (logfd);
@@ -174,9 +176,10 @@ start_server (void)
   for (int i = 0;; i++)
     {
       cr_assert (pc_alive (&srv), "the snapshotter exited at start:\n%s", pc_log_tail (&srv));
-      cr_assert_lt (i, PC_SAFETY_MS / 20, "the snapshotter does not listen:\n%s", pc_log_tail (&srv));
+      cr_assert_lt (i, PC_SAFETY_MS / 20, "the snapshotter does not listen:\n%s",
+                    pc_log_tail (&srv));
       int fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-      bool up = fd >= 0 && connect (fd, (struct sockaddr *) &sa, sizeof sa) == 0;
+      bool up = fd >= 0 && connect (fd, (struct sockaddr *)&sa, sizeof sa) == 0;
       if (fd >= 0)
         close (fd);
       if (up)
@@ -238,14 +241,14 @@ make (const char *method, const char *key, const char *parent, const char *lk, c
 
   /* ViewSnapshotRequest has the same fields and numbers */
   containerd__services__snapshots__v1__prepare_snapshot_request__init (&req);
-  req.key = (char *) key;
-  req.parent = (char *) (parent ? parent : "");
-  req.snapshotter = (char *) "ploop";
+  req.key = (char *)key;
+  req.parent = (char *)(parent ? parent : "");
+  req.snapshotter = (char *)"ploop";
   if (lk)
     {
       containerd__services__snapshots__v1__prepare_snapshot_request__labels_entry__init (&l);
-      l.key = (char *) lk;
-      l.value = (char *) lv;
+      l.key = (char *)lk;
+      l.value = (char *)lv;
       req.n_labels = 1;
       req.labels = lp;
     }
@@ -281,8 +284,8 @@ commit (const char *name, const char *key, grpc_status_code want)
   Containerd__Services__Snapshots__V1__CommitSnapshotRequest req;
   struct reply r;
   containerd__services__snapshots__v1__commit_snapshot_request__init (&req);
-  req.name = (char *) name;
-  req.key = (char *) key;
+  req.name = (char *)name;
+  req.key = (char *)key;
   EXPECT (want, "Commit", &req, &r);
   reply_free (&r);
 }
@@ -293,7 +296,7 @@ rm (const char *key, grpc_status_code want)
   Containerd__Services__Snapshots__V1__RemoveSnapshotRequest req;
   struct reply r;
   containerd__services__snapshots__v1__remove_snapshot_request__init (&req);
-  req.key = (char *) key;
+  req.key = (char *)key;
   EXPECT (want, "Remove", &req, &r);
   reply_free (&r);
 }
@@ -306,7 +309,7 @@ stat_key (const char *key, grpc_status_code want)
   struct reply r;
   Info *info = NULL;
   containerd__services__snapshots__v1__stat_snapshot_request__init (&req);
-  req.key = (char *) key;
+  req.key = (char *)key;
   EXPECT (want, "Stat", &req, &r);
   if (want == GRPC_STATUS_OK)
     {
@@ -429,10 +432,12 @@ Test (snapshotter, lifecycle)
   cr_assert_str_eq (info->parent, "");
   containerd__services__snapshots__v1__info__free_unpacked (info, NULL);
 
-  cr_assert_eq (make (SVC "View", "ns/3/v1", "ns/2/c1", NULL, NULL, vsrc, opts, NULL), GRPC_STATUS_OK);
+  cr_assert_eq (make (SVC "View", "ns/3/v1", "ns/2/c1", NULL, NULL, vsrc, opts, NULL),
+                GRPC_STATUS_OK);
   cr_assert_str_eq (opts, "rbind,ro");
   expect_file (vsrc, "f", "one\n");
-  cr_assert_eq (make (SVC "Prepare", "ns/4/k2", "ns/2/c1", NULL, NULL, src, NULL, NULL), GRPC_STATUS_OK);
+  cr_assert_eq (make (SVC "Prepare", "ns/4/k2", "ns/2/c1", NULL, NULL, src, NULL, NULL),
+                GRPC_STATUS_OK);
   expect_file (src, "f", "one\n");
   write_file (src, "f", "two\n");
   expect_file (vsrc, "f", "one\n"); /* a sibling's write does not reach the view */
@@ -469,17 +474,21 @@ Test (snapshotter, bad_input_changes_nothing)
   cr_assert_eq (make (SVC "Prepare", "ns/1/a", NULL, NULL, NULL, NULL, NULL, details),
                 GRPC_STATUS_ALREADY_EXISTS);
   cr_assert (strstr (details, "ns/1/a"), "the error names the key: %s", details);
-  cr_assert_eq (make (SVC "Prepare", big, NULL, NULL, NULL, NULL, NULL, NULL), GRPC_STATUS_INVALID_ARGUMENT);
-  cr_assert_eq (make (SVC "Prepare", "", NULL, NULL, NULL, NULL, NULL, NULL), GRPC_STATUS_INVALID_ARGUMENT);
+  cr_assert_eq (make (SVC "Prepare", big, NULL, NULL, NULL, NULL, NULL, NULL),
+                GRPC_STATUS_INVALID_ARGUMENT);
+  cr_assert_eq (make (SVC "Prepare", "", NULL, NULL, NULL, NULL, NULL, NULL),
+                GRPC_STATUS_INVALID_ARGUMENT);
   cr_assert_eq (make (SVC "Prepare", "ns/1/b", "ns/1/a", NULL, NULL, NULL, NULL, details),
                 GRPC_STATUS_INVALID_ARGUMENT); /* the parent is active */
   cr_assert (strstr (details, "not a committed"), "%s", details);
-  cr_assert_eq (make (SVC "View", "ns/1/b", "ns/9/none", NULL, NULL, NULL, NULL, NULL), GRPC_STATUS_NOT_FOUND);
+  cr_assert_eq (make (SVC "View", "ns/1/b", "ns/9/none", NULL, NULL, NULL, NULL, NULL),
+                GRPC_STATUS_NOT_FOUND);
   cr_assert_eq (make (SVC "Prepare", "ns/1/b", NULL, big + 100, "v", NULL, NULL, NULL),
                 GRPC_STATUS_INVALID_ARGUMENT); /* label longer than 4096 */
-  cr_assert_eq (make (SVC "Prepare", "ns/1/b", NULL, "", "v", NULL, NULL, NULL), GRPC_STATUS_INVALID_ARGUMENT);
-  cr_assert_eq (make (SVC "Prepare", "ns/1/b", NULL, "containerd.io/snapshot/ploop.size", "lots", NULL,
-                      NULL, details),
+  cr_assert_eq (make (SVC "Prepare", "ns/1/b", NULL, "", "v", NULL, NULL, NULL),
+                GRPC_STATUS_INVALID_ARGUMENT);
+  cr_assert_eq (make (SVC "Prepare", "ns/1/b", NULL, "containerd.io/snapshot/ploop.size", "lots",
+                      NULL, NULL, details),
                 GRPC_STATUS_INVALID_ARGUMENT);
   cr_assert (strstr (details, "ploop.size"), "%s", details);
   stat_key ("ns/7/unknown", GRPC_STATUS_NOT_FOUND);
@@ -498,11 +507,11 @@ Test (snapshotter, bad_input_changes_nothing)
   Containerd__Services__Snapshots__V1__UpdateSnapshotRequest up;
   Info info;
   Google__Protobuf__FieldMask mask;
-  char *paths[] = { (char *) "kind" };
+  char *paths[] = { (char *)"kind" };
   containerd__services__snapshots__v1__update_snapshot_request__init (&up);
   containerd__services__snapshots__v1__info__init (&info);
   google__protobuf__field_mask__init (&mask);
-  info.name = (char *) "ns/1/a";
+  info.name = (char *)"ns/1/a";
   mask.n_paths = 1;
   mask.paths = paths;
   up.info = &info;
@@ -517,11 +526,11 @@ Test (snapshotter, bad_input_changes_nothing)
     {
       int fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
       cr_assert_geq (fd, 0);
-      cr_assert_eq (connect (fd, (struct sockaddr *) &sa, sizeof sa), 0);
+      cr_assert_eq (connect (fd, (struct sockaddr *)&sa, sizeof sa), 0);
       const char *junk[] = { "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
                              "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\xff\xff\xff\xff\xff\xff\xff\xff\xff",
                              "\x00\x01\x02\x03garbage" };
-      (void) !write (fd, junk[i], strlen (junk[i]) + (i == 2 ? 12 : 0));
+      (void)!write (fd, junk[i], strlen (junk[i]) + (i == 2 ? 12 : 0));
       close (fd);
     }
   cr_assert (pc_alive (&srv), "the server died on garbage:\n%s", pc_log_tail (&srv));
@@ -551,13 +560,14 @@ Test (snapshotter, labels_update_usage)
     }
   Containerd__Services__Snapshots__V1__UsageRequest ureq;
   containerd__services__snapshots__v1__usage_request__init (&ureq);
-  ureq.key = (char *) "ns/1/a";
+  ureq.key = (char *)"ns/1/a";
   EXPECT (GRPC_STATUS_OK, "Usage", &ureq, &r);
-  Containerd__Services__Snapshots__V1__UsageResponse *u = containerd__services__snapshots__v1__usage_response__unpack (
-      NULL, GRPC_SLICE_LENGTH (r.msgs[0]), GRPC_SLICE_START_PTR (r.msgs[0]));
+  Containerd__Services__Snapshots__V1__UsageResponse *u
+      = containerd__services__snapshots__v1__usage_response__unpack (
+          NULL, GRPC_SLICE_LENGTH (r.msgs[0]), GRPC_SLICE_START_PTR (r.msgs[0]));
   cr_assert_not_null (u);
-  cr_assert_geq (u->size, 16 * 65535, "usage %lld bytes after writing 1 MiB", (long long) u->size);
-  cr_assert_geq (u->inodes, 16, "usage %lld inodes after 16 files", (long long) u->inodes);
+  cr_assert_geq (u->size, 16 * 65535, "usage %lld bytes after writing 1 MiB", (long long)u->size);
+  cr_assert_geq (u->inodes, 16, "usage %lld inodes after 16 files", (long long)u->inodes);
   containerd__services__snapshots__v1__usage_response__free_unpacked (u, NULL);
   reply_free (&r);
 
@@ -566,14 +576,14 @@ Test (snapshotter, labels_update_usage)
   Info info;
   Containerd__Services__Snapshots__V1__Info__LabelsEntry l, *lp[1] = { &l };
   Google__Protobuf__FieldMask mask;
-  char *p1[] = { (char *) "labels.y" }, *p2[] = { (char *) "labels" };
+  char *p1[] = { (char *)"labels.y" }, *p2[] = { (char *)"labels" };
   containerd__services__snapshots__v1__update_snapshot_request__init (&up);
   containerd__services__snapshots__v1__info__init (&info);
   containerd__services__snapshots__v1__info__labels_entry__init (&l);
   google__protobuf__field_mask__init (&mask);
-  l.key = (char *) "y";
-  l.value = (char *) "2";
-  info.name = (char *) "ns/1/a";
+  l.key = (char *)"y";
+  l.value = (char *)"2";
+  info.name = (char *)"ns/1/a";
   info.n_labels = 1;
   info.labels = lp;
   mask.n_paths = 1;
@@ -585,7 +595,7 @@ Test (snapshotter, labels_update_usage)
   Info *got = stat_key ("ns/1/a", GRPC_STATUS_OK);
   cr_assert_eq (got->n_labels, 2, "labels after labels.y: %zu", got->n_labels);
   containerd__services__snapshots__v1__info__free_unpacked (got, NULL);
-  l.key = (char *) "z";
+  l.key = (char *)"z";
   mask.paths = p2;
   EXPECT (GRPC_STATUS_OK, "Update", &up, &r);
   reply_free (&r);
@@ -605,7 +615,8 @@ Test (snapshotter, restart_keeps_snapshots_and_mounts)
   cr_assert_eq (make (SVC "Prepare", "ns/1/a", NULL, NULL, NULL, src, NULL, NULL), GRPC_STATUS_OK);
   write_file (src, "f", "kept\n");
   commit ("ns/1/c", "ns/1/a", GRPC_STATUS_OK);
-  cr_assert_eq (make (SVC "Prepare", "ns/1/b", "ns/1/c", NULL, NULL, src, NULL, NULL), GRPC_STATUS_OK);
+  cr_assert_eq (make (SVC "Prepare", "ns/1/b", "ns/1/c", NULL, NULL, src, NULL, NULL),
+                GRPC_STATUS_OK);
   write_file (src, "g", "live\n");
 
   stop_server ();
@@ -618,7 +629,7 @@ Test (snapshotter, restart_keeps_snapshots_and_mounts)
   Containerd__Services__Snapshots__V1__MountsRequest mreq;
   struct reply r;
   containerd__services__snapshots__v1__mounts_request__init (&mreq);
-  mreq.key = (char *) "ns/1/b";
+  mreq.key = (char *)"ns/1/b";
   EXPECT (GRPC_STATUS_OK, "Mounts", &mreq, &r);
   MountsResp *m = containerd__services__snapshots__v1__mounts_response__unpack (
       NULL, GRPC_SLICE_LENGTH (r.msgs[0]), GRPC_SLICE_START_PTR (r.msgs[0]));
@@ -629,7 +640,7 @@ Test (snapshotter, restart_keeps_snapshots_and_mounts)
   cr_assert_str_eq (again, src, "Mounts changed across the restart");
   expect_file (again, "f", "kept\n");
   expect_file (again, "g", "live\n");
-  mreq.key = (char *) "ns/1/c";
+  mreq.key = (char *)"ns/1/c";
   EXPECT (GRPC_STATUS_FAILED_PRECONDITION, "Mounts", &mreq, &r); /* committed */
   reply_free (&r);
   rm ("ns/1/b", GRPC_STATUS_OK);

@@ -74,7 +74,10 @@ deps:
 
 .PHONY: pkgcheck
 pkgcheck:
-	@for p in $(PKGS); do pkg-config --exists $$p || missing="$$missing $$p"; done; \
+	@for p in $(PKGS) $(SNAP_PKGS); do pkg-config --exists $$p || missing="$$missing $$p"; done; \
+	command -v protoc-c >/dev/null || missing="$$missing protoc-c"; \
+	test -f $(CONTAINERD_API)/services/snapshots/v1/snapshots.proto || \
+	  missing="$$missing $(CONTAINERD_API)/services/snapshots/v1/snapshots.proto"; \
 	if [ -n "$$missing" ]; then \
 	  echo "pkg-config cannot find:$$missing (run 'make deps' as root)" >&2; exit 1; fi
 
@@ -90,7 +93,7 @@ $(BIN): $(PLUGIN_OBJ) $(BUILD)/libpgd.a
 
 # containerd's .proto files import gogo.proto only for Go code generation options; they
 # are dropped (the wire format does not change) so that protoc-c needs no gogo.proto.
-$(PB_STAMP): $(addprefix $(CONTAINERD_API)/,types/mount.proto services/snapshots/v1/snapshots.proto)
+$(PB_STAMP): $(wildcard $(addprefix $(CONTAINERD_API)/,types/mount.proto services/snapshots/v1/snapshots.proto)) | pkgcheck
 	@mkdir -p $(PB_DIR)/in/github.com/containerd/containerd/api/types \
 	  $(PB_DIR)/in/github.com/containerd/containerd/api/services/snapshots/v1
 	for f in types/mount.proto services/snapshots/v1/snapshots.proto; do \

@@ -281,6 +281,8 @@ usage (struct pgd_snapshotter *sn, const char *key, int64_t *bytes, int64_t *ino
     struct pgd_snap *rec = pgd_svc_lookup (sn, key, err);
     if (rec == NULL)
       return -1;
+    if (rec->busy) /* counting inodes would mount a layer a Commit is closing */
+      return pgd_error (err, EBUSY, "snapshot %s is being committed or removed", key);
     struct pgd_snap *p = rec->parent ? pgd_snaps_find (sn->snaps, rec->parent) : NULL;
     base = p ? p->inodes : 0;
     committed = rec->kind == PGD_SNAP_COMMITTED;

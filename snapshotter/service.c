@@ -157,6 +157,8 @@ create_snapshot (struct pgd_snapshotter *sn, enum pgd_snap_kind kind, const char
         if (p->kind != PGD_SNAP_COMMITTED)
           return pgd_error (err, EINVAL, "parent %s is not a committed snapshot (it is %s)", parent,
                             pgd_snap_kind_name (p->kind));
+        if (p->busy)
+          return pgd_error (err, EBUSY, "parent %s is being removed", parent);
         memcpy (pid, p->id, sizeof pid);
       }
     rec = pgd_snaps_add (sn->snaps, key, kind, parent, err);
@@ -265,6 +267,9 @@ mounts_of (struct pgd_snapshotter *sn, const char *key, char *dir, bool *ro, str
                         "snapshot %s is committed: only active and view "
                         "snapshots have mounts",
                         key);
+    /* a Commit in flight closes the layer: mounting it again would undo that */
+    if (rec->busy)
+      return pgd_error (err, EBUSY, "snapshot %s is being committed or removed", key);
     *ro = rec->kind == PGD_SNAP_VIEW;
     memcpy (id, rec->id, sizeof id);
   }

@@ -148,6 +148,12 @@ e2e: all
 
 bench: deps all
 	bench/run.sh $(BUILD)
+	bench/containerd.sh $(BUILD)
+
+# The containerd section alone: ploop-snapshotter vs overlayfs in one containerd.
+.PHONY: bench-containerd
+bench-containerd: deps all
+	bench/containerd.sh $(BUILD)
 
 # The user engine alone (no dockerd): ext4 on it vs a plain loop file and
 # qemu-storage-daemon, mount latency, a 125-delta chain.

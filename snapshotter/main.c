@@ -168,7 +168,8 @@ open_store (const struct options *opt, struct pgd_layers **out, struct pgd_err *
 static int
 serve (const struct options *opt)
 {
-  struct pgd_snapshotter sn = { 0 };
+  struct pgd_snapshotter sn
+      = { .bg_lock = PTHREAD_MUTEX_INITIALIZER, .bg_cond = PTHREAD_COND_INITIALIZER };
   struct pgd_rpc_server *server = NULL;
   cleanup_close int sig_fd = -1;
   struct pgd_err err = { 0 };
@@ -188,6 +189,7 @@ serve (const struct options *opt)
       goto fail;
     }
   pgd_snapshots_restore (&sn);
+  pgd_snapshots_sweep (&sn);
   if (pgd_rpc_start (&server, opt->socket, pgd_snapshots_methods, pgd_snapshots_nmethods, &sn, &err)
       < 0)
     {
@@ -202,6 +204,7 @@ serve (const struct options *opt)
   if (!pgd_rpc_stop (server, SHUTDOWN_GRACE_MS))
     _exit (EXIT_SUCCESS); /* calls still use the store: do not free it under them */
   unlink (opt->socket);
+  pgd_snapshots_drain (&sn); /* removed snapshots' layers are deleted before exit */
   /* active and view snapshots stay mounted: containers keep running */
   pgd_snaps_close (sn.snaps);
   pgd_layers_close (sn.layers);

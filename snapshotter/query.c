@@ -315,7 +315,3 @@ pgd_svc_usage (void *ctx, struct pgd_rpc_call *call, const uint8_t *buf, size_t 
   containerd__services__snapshots__v1__usage_request__free_unpacked (req, NULL);
   return ret;
 }
-
-/* Cleanup: remove layers that no snapshot names (left by a crash between the store
-   and the registry). Records are reserved before their layer exists and dropped after
-   it is gone, so a layer in the making is never taken. */

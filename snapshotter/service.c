@@ -397,42 +397,97 @@ do_commit (void *ctx, struct pgd_rpc_call *call, const uint8_t *buf, size_t len,
   return ret;
 }
 
+/* The unmount and deletion of a removed snapshot's layer, after Remove answered. */
+struct removal
+{
+  struct pgd_snapshotter *sn;
+  char id[PGD_SNAP_ID_LEN + 1];
+  char *key;
+};
+
+static void *
+removal_thread (void *arg)
+{
+  struct removal *rm = arg;
+  struct pgd_snapshotter *sn = rm->sn;
+  struct pgd_err err;
+
+  /* let go of the mount first: the store warns of removing a layer someone holds */
+  if (pgd_layers_unpin (sn->layers, rm->id, &err) < 0
+      || pgd_layers_ops.remove (sn->layers, rm->id, &err) < 0)
+    pgd_log (PGD_LOG_WARN, "remove %s: %s (its layer is swept by Cleanup or the next start)",
+             rm->key, err.msg);
+  else
+    pgd_log (PGD_LOG_DEBUG, "removed %s (layer %s)", rm->key, rm->id);
+  free (rm->key);
+  free (rm);
+  PGD_SCOPED_LOCK (&sn->bg_lock);
+  sn->bg_running--;
+  pthread_cond_broadcast (&sn->bg_cond);
+  return NULL;
+}
+
+/* Remove answers once the snapshot is gone from the registry (saved); its layer is
+   unmounted and deleted by a thread of its own, off containerd's critical path
+   (`ctr run --rm`, garbage collection). A crash before that leaves a layer that no
+   snapshot names: Cleanup and the next start delete it. */
 static int
 remove_snapshot (struct pgd_snapshotter *sn, const char *key, struct pgd_err *err)
 {
-  char id[PGD_SNAP_ID_LEN + 1];
-  struct pgd_snap *rec;
+  struct removal *rm = calloc (1, sizeof *rm);
   size_t nchildren;
 
+  if (rm == NULL || (rm->key = strdup (key ? key : "")) == NULL)
+    {
+      free (rm);
+      return pgd_error (err, ENOMEM, "remove %s", key);
+    }
+  rm->sn = sn;
   {
     PGD_SCOPED_LOCK (pgd_snaps_mutex (sn->snaps));
-    rec = pgd_svc_lookup (sn, key, err);
+    struct pgd_snap *rec = pgd_svc_lookup (sn, key, err);
+    int ret = 0;
     if (rec == NULL)
-      return -1;
-    if (rec->busy)
-      return pgd_error (err, EBUSY, "snapshot %s is busy", key);
-    if ((nchildren = pgd_snaps_children (sn->snaps, key)) > 0)
-      return pgd_error (err, ENOTEMPTY, "snapshot %s has %zu child snapshot(s): remove them first",
-                        key, nchildren);
-    rec->busy = true;
-    memcpy (id, rec->id, sizeof id);
+      ret = -1;
+    else if (rec->busy)
+      ret = pgd_error (err, EBUSY, "snapshot %s is busy", key);
+    else if ((nchildren = pgd_snaps_children (sn->snaps, key)) > 0)
+      ret = pgd_error (err, ENOTEMPTY, "snapshot %s has %zu child snapshot(s): remove them first",
+                       key, nchildren);
+    if (ret == 0)
+      {
+        rec->creating = true; /* hidden from the save */
+        ret = pgd_snaps_save (sn->snaps, err);
+        rec->creating = false;
+      }
+    if (ret < 0)
+      {
+        free (rm->key);
+        free (rm);
+        return ret;
+      }
+    memcpy (rm->id, rec->id, sizeof rm->id);
+    pgd_snaps_drop (sn->snaps, rec);
   }
-  /* let go of the mount first: the store warns of removing a layer someone holds */
-  int ret = pgd_layers_unpin (sn->layers, id, err);
-  if (ret == 0)
-    ret = pgd_layers_ops.remove (sn->layers, id, err);
-
-  PGD_SCOPED_LOCK (pgd_snaps_mutex (sn->snaps));
-  rec->busy = false;
-  if (ret < 0)
-    return pgd_error_wrap (err, "remove %s", key);
-  rec->creating = true; /* hidden from the save */
-  struct pgd_err serr;
-  if (pgd_snaps_save (sn->snaps, &serr) < 0) /* the next save drops it from the file */
-    pgd_log (PGD_LOG_WARN, "remove %s: %s", key, serr.msg);
-  pgd_snaps_drop (sn->snaps, rec);
-  pgd_log (PGD_LOG_DEBUG, "removed %s (layer %s)", key, id);
+  pthread_t t;
+  pthread_attr_t attr;
+  pthread_attr_init (&attr);
+  pthread_attr_setdetachstate (&attr, PTHREAD_CREATE_DETACHED);
+  pthread_mutex_lock (&sn->bg_lock);
+  sn->bg_running++;
+  pthread_mutex_unlock (&sn->bg_lock);
+  if (pthread_create (&t, &attr, removal_thread, rm) != 0)
+    removal_thread (rm); /* no thread to be had: remove it now */
+  pthread_attr_destroy (&attr);
   return 0;
+}
+
+void
+pgd_snapshots_drain (struct pgd_snapshotter *sn)
+{
+  PGD_SCOPED_LOCK (&sn->bg_lock);
+  while (sn->bg_running > 0)
+    pthread_cond_wait (&sn->bg_cond, &sn->bg_lock);
 }
 
 static int
@@ -451,21 +506,17 @@ do_remove (void *ctx, struct pgd_rpc_call *call, const uint8_t *buf, size_t len,
   return ret;
 }
 
-/* Reply with the Info of REC in a Stat or Update response (DESC). Locked. */
-static int
-do_cleanup (void *ctx, struct pgd_rpc_call *call, const uint8_t *buf, size_t len,
-            struct pgd_err *err)
+void
+pgd_snapshots_sweep (struct pgd_snapshotter *sn)
 {
-  struct pgd_snapshotter *sn = ctx;
   struct pgd_kvlist ids = { 0 };
-  Containerd__Services__Snapshots__V1__CleanupRequest *req
-      = UNPACK (Containerd__Services__Snapshots__V1__CleanupRequest,
-                containerd__services__snapshots__v1__cleanup_request__unpack, buf, len, err);
-  if (req == NULL)
-    return -1;
-  containerd__services__snapshots__v1__cleanup_request__free_unpacked (req, NULL);
-  if (pgd_layers_list (sn->layers, &ids, err) < 0)
-    return pgd_error_wrap (err, "cleanup");
+  struct pgd_err err;
+
+  if (pgd_layers_list (sn->layers, &ids, &err) < 0)
+    {
+      pgd_log (PGD_LOG_WARN, "sweep: %s", err.msg);
+      return;
+    }
   for (size_t i = 0; i < ids.n; i++)
     {
       bool named = false;
@@ -476,12 +527,26 @@ do_cleanup (void *ctx, struct pgd_rpc_call *call, const uint8_t *buf, size_t len
       }
       if (!named)
         {
-          pgd_log (PGD_LOG_INFO, "cleanup: removing layer %s, which no snapshot names",
-                   ids.items[i].key);
+          pgd_log (PGD_LOG_INFO, "removing layer %s, which no snapshot names", ids.items[i].key);
           drop_layer (sn, ids.items[i].key);
         }
     }
   pgd_kvlist_free (&ids);
+}
+
+/* Cleanup: the sweep of layers that no snapshot names. */
+static int
+do_cleanup (void *ctx, struct pgd_rpc_call *call, const uint8_t *buf, size_t len,
+            struct pgd_err *err)
+{
+  struct pgd_snapshotter *sn = ctx;
+  Containerd__Services__Snapshots__V1__CleanupRequest *req
+      = UNPACK (Containerd__Services__Snapshots__V1__CleanupRequest,
+                containerd__services__snapshots__v1__cleanup_request__unpack, buf, len, err);
+  if (req == NULL)
+    return -1;
+  containerd__services__snapshots__v1__cleanup_request__free_unpacked (req, NULL);
+  pgd_snapshots_sweep (sn);
   return reply_empty (call, err);
 }
 

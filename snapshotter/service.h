@@ -5,6 +5,7 @@
 #ifndef PGD_SERVICE_H
 #define PGD_SERVICE_H
 
+#include <pthread.h>
 #include <stddef.h>
 
 #include "meta.h"
@@ -25,6 +26,9 @@ struct pgd_snapshotter
 {
   struct pgd_layers *layers;
   struct pgd_snaps *snaps;
+  pthread_mutex_t bg_lock; /* guards bg_running */
+  pthread_cond_t bg_cond;  /* broadcast when a background removal ends */
+  unsigned bg_running;     /* removals still unmounting and deleting their layer */
 };
 
 /* The method table of the service, for pgd_rpc_start. */
@@ -34,5 +38,13 @@ extern const size_t pgd_snapshots_nmethods;
 /* At start: mount every active and view snapshot again (a mount that outlived the
    previous process is adopted as it is, so running containers keep their roots). */
 void pgd_snapshots_restore (struct pgd_snapshotter *sn);
+
+/* Delete every layer that no snapshot names (a crash between the store and the
+   registry, or during a background removal): Cleanup, and at start. Records are
+   reserved before their layer exists and dropped when its removal starts. */
+void pgd_snapshots_sweep (struct pgd_snapshotter *sn);
+
+/* Wait until the layers of removed snapshots are unmounted and deleted (shutdown). */
+void pgd_snapshots_drain (struct pgd_snapshotter *sn);
 
 #endif

@@ -113,3 +113,14 @@ e2e_wait_ctrd_reconnect() {
 	done
 	fail "containerd did not reconnect to the snapshotter"
 }
+
+# e2e_wait_snapshots_gone: Remove answers before the layer is unmounted and deleted
+# (in the background): wait until no layer is left under the snapshotter's store.
+e2e_wait_snapshots_gone() {
+	local n
+	for ((n = 0; n < 600; n++)); do
+		[ -z "$(ls -A "$D/snap/store/layers" 2>/dev/null)" ] && [ -z "$(mounts_under "$D/snap")" ] && return 0
+		sleep 0.1
+	done
+	log "layers left: $(ls "$D/snap/store/layers" | tr '\n' ' ')"
+}

@@ -54,6 +54,8 @@ run_ok "delete task bg" ctr_ task delete bg
 run_ok "delete container bg (and its snapshot)" ctr_ containers delete bg
 run_ok "images rm --sync" ctr_ images rm --sync "$img" >/dev/null
 assert_eq "" "$(snap ls | awk 'NR > 1')" "no snapshot is left"
+e2e_wait_snapshots_gone
 assert_eq "" "$(mounts_under "$D/snap")" "no mount under the snapshotter root"
+assert_eq "" "$(ls -A "$D/snap/store/layers")" "no layer is left in the store"
 assert_eq "" "$(loops_under "$D")" "no loop device backed under $D"
 assert_eq "$(e2e_snapshotter_pid)" "$(dir_binary_pids "$D")" "no image server is left"

@@ -95,5 +95,7 @@ log "ok: 20 containers at once, each its own root ($(($(now_ms) - t0)) ms)"
 run_ok "images rm --sync" ctr_ images rm --sync "$img" >/dev/null
 left=$(snap ls | awk 'NR > 1')
 assert_eq "" "$left" "no snapshot is left"
+e2e_wait_snapshots_gone
 assert_eq "" "$(mounts_under "$D/snap")" "no mount under the snapshotter root"
+assert_eq "" "$(ls -A "$D/snap/store/layers")" "no layer is left in the store"
 assert_eq "" "$(loops_under "$D")" "no loop device backed under $D"

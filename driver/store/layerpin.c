@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "engine/image.h"
+#include "engine/engine.h"
 #include "log.h"
 #include "store.h"
 #include "util.h"
@@ -97,7 +97,7 @@ pgd_layers_usage (struct pgd_layers *l, const char *id, uint64_t *bytes, struct 
     return pgd_error_wrap (err, "usage of layer %s", id);
   if (stat (info.top_file, &st) < 0)
     return pgd_error (err, errno, "usage of layer %s: stat %s", id, info.top_file);
-  *bytes = (uint64_t) st.st_blocks * 512;
+  *bytes = (uint64_t)st.st_blocks * 512;
   return 0;
 }
 

@@ -512,6 +512,9 @@ pgd_snapshots_sweep (struct pgd_snapshotter *sn)
   struct pgd_kvlist ids = { 0 };
   struct pgd_err err;
 
+  /* layers of removed snapshots still being deleted are no orphans: let them finish
+     (containerd's garbage collector calls Cleanup right after its Removes) */
+  pgd_snapshots_drain (sn);
   if (pgd_layers_list (sn->layers, &ids, &err) < 0)
     {
       pgd_log (PGD_LOG_WARN, "sweep: %s", err.msg);

@@ -8,6 +8,7 @@
 #include "svc.h"
 #include "util.h"
 
+/* The protobuf form of a record; points into REC (valid while the lock is held). */
 struct info_buf
 {
   Info info;
@@ -64,7 +65,8 @@ info_free (struct info_buf *b)
   free (b->ptrs);
 }
 
-/* What containerd mounts: a bind of the layer's mount, read-only for a view. */
+/* Reply (DESC: a Stat or Update response, both { Info info = 1; }) with the Info of
+   REC. Registry locked. */
 static int
 reply_info (struct pgd_rpc_call *call, const ProtobufCMessageDescriptor *desc,
             const struct pgd_snap *rec, struct pgd_err *err)

@@ -96,7 +96,8 @@ pgd_svc_labels_json (Label **labels, size_t n, json_t **out, struct pgd_err *err
   return 0;
 }
 
-/* The protobuf form of a record; points into REC (valid while the lock is held). */
+/* Reply (DESC: a Prepare, View or Mounts response) with what containerd mounts: a
+   bind of the layer's mount, read-only for a view. */
 static int
 reply_mounts (struct pgd_rpc_call *call, const ProtobufCMessageDescriptor *desc, const char *dir,
               bool ro, struct pgd_err *err)

@@ -503,7 +503,7 @@ pgd_store_create (void *ctx, const struct pgd_create_req *req, struct pgd_err *e
           ret = pgd_write_file_atomic (pf, req->parent, strlen (req->parent), err);
           struct pgd_err terr;
           /* without its record the layer is only ever compared in full */
-          if (ret == 0 && pgd_track_create (staging, req->parent, &terr) < 0)
+          if (ret == 0 && l->tracker && pgd_track_create (staging, req->parent, &terr) < 0)
             pgd_log (PGD_LOG_WARN, "layer %s: no change record: %s", req->id, terr.msg);
         }
       if (ret == 0)
@@ -691,7 +691,7 @@ pgd_layers_open (struct pgd_layers **out, const struct pgd_layers_config *cfg,
             cfg->state_file ? cfg->state_file : "/var/lib/ploop-graphdriver/state.json");
   snprintf (l->engine_name, sizeof l->engine_name, "%s", cfg->engine ? cfg->engine : "auto");
   snprintf (l->exe, sizeof l->exe, "%s", cfg->exe ? cfg->exe : "/proc/self/exe");
-  if (pgd_tracker_new (&l->tracker, err) < 0)
+  if (!cfg->no_tracker && pgd_tracker_new (&l->tracker, err) < 0)
     goto fail;
   if (pgd_engine_setup (&l->engine, l->engine_name, l->exe, err) < 0)
     goto fail;

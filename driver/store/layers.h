@@ -18,6 +18,8 @@ struct pgd_layers_config
   const char *exe;        /* binary with the serve-image sub-mode (NULL = /proc/self/exe) */
   unsigned linger_ms;     /* keep a layer mounted this long after its last Put, so that a
                              Get soon after reuses the mount (0: unmount at once) */
+  bool no_tracker;        /* no change tracker (a face that never asks for Changes/Diff:
+                             spares its fanotify groups, 128 per user by default) */
 };
 
 /* Open the store: load the persisted Init state, sweep staging, adopt live mounts. */

@@ -454,12 +454,22 @@ pgd_track_create (const char *image, const char *parent, struct pgd_err *err)
 void
 pgd_track_open (struct pgd_tracker *t, const char *id, const char *image, const char *top, bool rw)
 {
-  struct track_rec *r = calloc (1, sizeof *r);
+  struct track_rec *r;
   char path[PATH_MAX];
   struct pgd_err err;
 
-  if (r == NULL)
-    return;
+  if (t == NULL)
+    {
+      if (rw)
+        pgd_track_drop (t, id, image); /* nobody watches this mount */
+      return;
+    }
+  if ((r = calloc (1, sizeof *r)) == NULL)
+    {
+      if (rw)
+        pgd_track_drop (t, id, image);
+      return;
+    }
   pthread_mutex_init (&r->lock, NULL);
   r->fan = -1;
   snprintf (r->id, sizeof r->id, "%s", id);
@@ -494,6 +504,8 @@ pgd_track_open (struct pgd_tracker *t, const char *id, const char *image, const 
 void
 pgd_track_watch (struct pgd_tracker *t, const char *id, const char *dir)
 {
+  if (t == NULL)
+    return;
   PGD_SCOPED_LOCK (&t->lock);
   struct track_rec *r = pgd_track_find (t, id);
   if (r == NULL)
@@ -532,6 +544,8 @@ pgd_track_close (struct pgd_tracker *t, const char *id, const char *image, bool 
   struct pgd_image_info info;
   struct pgd_err err;
 
+  if (t == NULL)
+    return;
   /* off the list first, so that the disk writes below hold up no other layer */
   pthread_mutex_lock (&t->lock);
   struct track_rec *r = pgd_track_find (t, id);
@@ -569,12 +583,13 @@ pgd_track_drop (struct pgd_tracker *t, const char *id, const char *image)
   char path[PATH_MAX];
   struct pgd_err err;
 
-  {
-    PGD_SCOPED_LOCK (&t->lock);
-    struct track_rec *r = pgd_track_find (t, id);
-    if (r != NULL)
-      rec_free (t, r);
-  }
+  if (t != NULL)
+    {
+      PGD_SCOPED_LOCK (&t->lock);
+      struct track_rec *r = pgd_track_find (t, id);
+      if (r != NULL)
+        rec_free (t, r);
+    }
   record_path (path, image);
   if (unlink (path) == 0 && pgd_fsync_dir (image, &err) < 0)
     pgd_log (PGD_LOG_WARN, "%s", err.msg);

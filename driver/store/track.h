@@ -25,7 +25,8 @@ struct pgd_diff_hint;
 int pgd_tracker_new (struct pgd_tracker **out, struct pgd_err *err)
     __attribute__ ((warn_unused_result));
 
-/* Stop watching everything (no record is written) and free T; NULL is fine. */
+/* Stop watching everything (no record is written) and free T; NULL is fine. Every
+   pgd_track_* call takes T NULL too: a store without a tracker (records only dropped). */
 void pgd_tracker_free (struct pgd_tracker *t);
 
 /* Write the empty record of the layer cloned from PARENT into its image IMAGE. */

@@ -194,6 +194,11 @@ pgd_track_hint (struct pgd_tracker *t, const char *id, const char *parent, const
   int ret = 0;
 
   *use = false;
+  if (t == NULL)
+    {
+      pgd_log (PGD_LOG_DEBUG, "changes of %s: full comparison (no change tracker)", id);
+      return 0;
+    }
   pthread_mutex_lock (&t->lock);
   r = pgd_track_find (t, id);
   if (r == NULL)

@@ -22,8 +22,8 @@
 #define TRACK_MAGIC "pgd-track 1"
 /* What marks a directory as changed. FAN_OPEN covers writes through a shared mmap,
    which fanotify never reports: a file opened at all marks its directory. */
-#define TRACK_MASK                                                                     \
-  (FAN_CREATE | FAN_DELETE | FAN_MOVED_FROM | FAN_MOVED_TO | FAN_MODIFY | FAN_ATTRIB    \
+#define TRACK_MASK                                                                                 \
+  (FAN_CREATE | FAN_DELETE | FAN_MOVED_FROM | FAN_MOVED_TO | FAN_MODIFY | FAN_ATTRIB               \
    | FAN_CLOSE_WRITE | FAN_OPEN | FAN_ONDIR)
 #define EVENT_BUF 65536
 

@@ -52,9 +52,9 @@ void pgd_track_drop (struct pgd_tracker *t, const char *id, const char *image);
 /* The directories Changes/Diff/DiffSize of ID against PARENT must visit, NEW_ROOT and
    OLD_ROOT being their mounts, into HINT (empty on entry); *USE false (and the reason
    logged at debug) when the full comparison must run instead. */
-int pgd_track_hint (struct pgd_tracker *t, const char *id, const char *parent,
-                    const char *new_root, const char *old_root, struct pgd_diff_hint *hint,
-                    bool *use, struct pgd_err *err) __attribute__ ((warn_unused_result));
+int pgd_track_hint (struct pgd_tracker *t, const char *id, const char *parent, const char *new_root,
+                    const char *old_root, struct pgd_diff_hint *hint, bool *use,
+                    struct pgd_err *err) __attribute__ ((warn_unused_result));
 
 /* Most (directory, name) entries one layer's record holds; beyond, it is not trusted. */
 #define PGD_TRACK_MAX_ENTRIES 65536

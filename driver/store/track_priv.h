@@ -30,9 +30,9 @@ struct track_rec
   char parent[PGD_ID_MAX + 1];
   pthread_mutex_t lock; /* guards everything below */
   bool trusted;
-  bool taken;           /* off disk for a read-write mount: write back on a clean close */
-  int fan;              /* fanotify group, -1 when not watching */
-  char why[160];        /* why it is not trusted */
+  bool taken;    /* off disk for a read-write mount: write back on a clean close */
+  int fan;       /* fanotify group, -1 when not watching */
+  char why[160]; /* why it is not trusted */
   struct pgd_keymap seen;
   struct track_ent **ents;
   size_t n, cap;
@@ -42,8 +42,8 @@ struct pgd_tracker
 {
   pthread_mutex_t lock; /* guards the list */
   struct track_rec *recs;
-  int ep;               /* epoll over every group plus WAKE */
-  int wake;             /* eventfd: stop the reader */
+  int ep;   /* epoll over every group plus WAKE */
+  int wake; /* eventfd: stop the reader */
   pthread_t reader;
   bool running;
   size_t max;

@@ -134,8 +134,7 @@ dir_links_changed (int dirfd, const char *shown, int oldroot, struct pgd_keymap 
    the hint cannot be used (*WHY says), -1 on error. */
 static int
 resolve (const struct track_ent *e, int root, const char *prefix, int oldroot,
-         struct pgd_diff_hint *hint, struct pgd_keymap *seen, const char **why,
-         struct pgd_err *err)
+         struct pgd_diff_hint *hint, struct pgd_keymap *seen, const char **why, struct pgd_err *err)
 {
   struct
   {

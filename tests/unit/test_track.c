@@ -21,9 +21,9 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "engine/image.h"
 #include "store/layers.h"
 #include "store_fixture.h"
-#include "engine/image.h"
 #include "util.h"
 
 static struct tl_store S;

@@ -32,7 +32,7 @@ DEB_PKGS := build-essential pkg-config libmicrohttpd-dev libjansson-dev libploop
             qemu-utils qemu-system-common curl docker.io containerd runc busybox-static psmisc gnuplot-nox strace \
             clang libclang-rt-14-dev
 
-.PHONY: all deps run test unit protocol e2e asan bench plugin clean install fuzz
+.PHONY: all deps run test unit protocol e2e asan tsan bench plugin clean install fuzz
 all: $(BIN) $(SERVE_BIN) $(UNIT_BIN)
 
 deps:
@@ -78,6 +78,11 @@ unit: all
 
 asan:
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all
+
+# ThreadSanitizer build of everything into build-tsan/ (races between request threads,
+# the idle-mount reaper and the store's lock); run a suite as PGD_BUILD=build-tsan.
+tsan:
+	$(MAKE) BUILD=build-tsan CFLAGS="-O1 -g -fsanitize=thread -fno-omit-frame-pointer" all
 
 e2e: all
 	tests/e2e/run.sh $(BUILD)
@@ -131,4 +136,4 @@ fuzz: deps
 	tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-tsan build-fuzz

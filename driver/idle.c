@@ -47,7 +47,8 @@ reaper_main (void *arg)
       if (lay)
         {
           struct pgd_err err;
-          pgd_layer_claim (l, lay);
+          if (!pgd_layer_claim (l, lay))
+            continue; /* never: a due layer is not busy, so the claim is immediate */
           if (pgd_layer_unmount (l, lay, &err) < 0)
             {
               pgd_log (PGD_LOG_WARN, "idle layer %s: %s; retrying later", lay->id, err.msg);

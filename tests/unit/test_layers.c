@@ -14,7 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "layers.h"
+#include "store/layers.h"
 #include "util.h"
 
 static char tmp[PATH_MAX];
@@ -145,6 +145,41 @@ assert_file (const char *dir, const char *name, const char *text)
 }
 
 TestSuite (layers, .init = setup, .fini = teardown, .timeout = 600);
+
+/* The store checks IDs itself (the CLI and other faces call it without the HTTP edge):
+   an ID or parent that is not a plain name is refused, and nothing appears outside
+   Home's layer directories. */
+Test (layers, store_refuses_bad_ids)
+{
+  static const char *const bad[] = { "", ".", "..", "../escape", "a/b", "x\n" };
+  struct pgd_err err = { 0 };
+  char *dir = NULL;
+  bool exists;
+  int64_t size;
+  char outside[PATH_MAX + 32];
+
+  create ("good", NULL, false);
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+    {
+      struct pgd_create_req req = { .id = bad[i] };
+      cr_expect_lt (ops->create (L, &req, &err), 0, "create \"%s\" was accepted", bad[i]);
+      cr_expect (strstr (err.msg, "invalid ID"), "create \"%s\": %s", bad[i], err.msg);
+      struct pgd_create_req child = { .id = "child", .parent = bad[i] };
+      if (bad[i][0])
+        cr_expect_lt (ops->create (L, &child, &err), 0, "parent \"%s\" was accepted", bad[i]);
+      cr_expect_lt (ops->get (L, bad[i], NULL, &dir, &err), 0, "get \"%s\"", bad[i]);
+      cr_expect_lt (ops->put (L, bad[i], &err), 0, "put \"%s\"", bad[i]);
+      cr_expect_lt (ops->remove (L, bad[i], &err), 0, "remove \"%s\"", bad[i]);
+      cr_expect_lt (ops->exists (L, bad[i], &exists, &err), 0, "exists \"%s\"", bad[i]);
+      if (bad[i][0])
+        cr_expect_lt (ops->diff_size (L, "good", bad[i], &size, &err), 0,
+                      "diff_size with parent \"%s\"", bad[i]);
+    }
+  cr_expect_eq (ops->exists (L, "child", &exists, &err), 0, "%s", err.msg);
+  cr_expect (!exists, "a child of a bad parent was made");
+  snprintf (outside, sizeof outside, "%s/escape", tmp);
+  cr_expect_neq (access (outside, F_OK), 0, "%s was created", outside);
+}
 
 Test (layers, create_empty)
 {

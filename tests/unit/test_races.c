@@ -14,8 +14,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "layers.h"
-#include "store.h"
+#include "store/layers.h"
+#include "store/store.h"
 #include "util.h"
 
 #define ROUNDS 3

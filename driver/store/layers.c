@@ -715,6 +715,7 @@ pgd_layers_open (struct pgd_layers **out, const struct pgd_layers_config *cfg,
 
   if (l == NULL)
     return pgd_error (err, ENOMEM, "layer store");
+  l->home_lock_fd = -1;
   pthread_mutex_init (&l->lock, NULL);
   pthread_mutex_init (&l->template_lock, NULL);
   pthread_condattr_t ca;
@@ -761,6 +762,7 @@ pgd_layers_close (struct pgd_layers *l)
       pgd_layer_forget (l, l->table[b]->id);
   free (l->maps.uid);
   free (l->maps.gid);
+  pgd_home_unlock (l);
   pthread_mutex_destroy (&l->lock);
   pthread_mutex_destroy (&l->template_lock);
   pthread_cond_destroy (&l->cond);

@@ -188,6 +188,9 @@ pgd_store_init (struct pgd_layers *l, const struct pgd_init_req *req, bool save,
     return pgd_error_wrap (err, "Init");
   {
     PGD_SCOPED_LOCK (&l->lock);
+    /* first: a Home another plugin serves is left untouched */
+    if (pgd_home_lock (l, req->home, err) < 0)
+      return pgd_error_wrap (err, "Init");
     same_home = l->ready && strcmp (l->home, req->home) == 0;
     l->default_size = PGD_DEFAULT_SIZE;
     l->cluster = PGD_DEFAULT_CLUSTER;
@@ -329,6 +332,8 @@ pgd_store_load (struct pgd_layers *l, struct pgd_err *err)
       pgd_log (PGD_LOG_INFO, "resumed from state %s", l->state_file);
       return 0;
     }
+  if (err->errnum == EBUSY)
+    return pgd_error_wrap (err, "state file %s", l->state_file); /* a good file, a busy Home */
   /* a damaged file must not stop every start (a crash loop under systemd that
      dockerd's Init never reaches): keep it for a person, start empty, wait for Init */
   snprintf (aside, sizeof aside, "%s.damaged-%llu", l->state_file,

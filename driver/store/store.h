@@ -59,7 +59,17 @@ struct pgd_layers
   pthread_t reaper;     /* unmounts idle layers once they have lingered (idle.c) */
   bool reaper_running;
   bool reaper_stop;
+  int home_lock_fd;     /* flock'ed <Home>/.lock (homelock.c); -1 when none */
+  char locked_home[PATH_MAX];
 };
+
+/* Take the exclusive lock of HOME (kept while the store serves it; a lock of another
+   Home is let go). EBUSY, naming the holder's pid, when another process has it. */
+int pgd_home_lock (struct pgd_layers *l, const char *home, struct pgd_err *err)
+    __attribute__ ((warn_unused_result));
+
+/* Let go of the Home lock, if held. */
+void pgd_home_unlock (struct pgd_layers *l);
 
 /* Path helpers: write "<home>/<sub>/<id>" into BUF (PATH_MAX). */
 void pgd_store_path (const struct pgd_layers *l, char *buf, const char *sub, const char *id);

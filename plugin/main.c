@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "engine/engine.h"
 #include "engine/imgsrv.h"
 #include "store/layers.h"
 #include "log.h"
@@ -35,6 +36,7 @@ struct options
   const char *engine;
   int log_level;
   unsigned linger_ms;
+  unsigned stall_ms;
 };
 
 /* The write end of the self-pipe: the only thing the signal handler touches. */
@@ -78,8 +80,11 @@ usage (FILE *f, const char *prog)
            "  --log-level LEVEL  error, warn, info or debug (default info)\n"
            "  --linger MS        keep a layer mounted MS milliseconds after its last Put,\n"
            "                     so that a Get soon after reuses it (default %u; 0: never)\n"
+           "  --server-stall MS  an image server that makes no progress for MS milliseconds\n"
+           "                     while a request waits on it is declared dead: killed, its\n"
+           "                     FUSE connection aborted (default %u; 0: wait forever)\n"
            "  --help             show this help\n",
-           prog, prog, prog, PGD_LINGER_DEFAULT_MS);
+           prog, prog, prog, PGD_LINGER_DEFAULT_MS, PGD_SERVER_STALL_MS);
 }
 
 /* Parse the command line into OPT; returns -1 (message printed) on a usage error. */
@@ -94,6 +99,7 @@ parse_options (int argc, char **argv, struct options *opt)
     OPT_ENGINE,
     OPT_LOG_LEVEL,
     OPT_LINGER,
+    OPT_STALL,
     OPT_HELP,
   };
   static const struct option longopts[] = {
@@ -103,6 +109,7 @@ parse_options (int argc, char **argv, struct options *opt)
     { "engine", required_argument, NULL, OPT_ENGINE },
     { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
     { "linger", required_argument, NULL, OPT_LINGER },
+    { "server-stall", required_argument, NULL, OPT_STALL },
     { "help", no_argument, NULL, OPT_HELP },
     { NULL, 0, NULL, 0 },
   };
@@ -148,6 +155,20 @@ parse_options (int argc, char **argv, struct options *opt)
               return -1;
             }
           opt->linger_ms = (unsigned)ms;
+          break;
+        }
+      case OPT_STALL:
+        {
+          char *end;
+          errno = 0;
+          unsigned long ms = strtoul (optarg, &end, 10);
+          if (errno || end == optarg || *end || optarg[0] == '-' || ms > 3600000)
+            {
+              fprintf (stderr, "%s: --server-stall must be milliseconds from 0 to 3600000\n",
+                       argv[0]);
+              return -1;
+            }
+          opt->stall_ms = (unsigned)ms;
           break;
         }
       case OPT_HELP:
@@ -240,6 +261,7 @@ serve (const struct options *opt)
     .home = opt->home,
     .engine = opt->engine,
     .linger_ms = opt->linger_ms,
+    .stall_ms = opt->stall_ms,
   };
   struct pgd_layers *layers = NULL;
   struct pgd_server *server = NULL;
@@ -290,6 +312,7 @@ main (int argc, char **argv)
     .engine = "auto",
     .log_level = PGD_LOG_INFO,
     .linger_ms = PGD_LINGER_DEFAULT_MS,
+    .stall_ms = PGD_SERVER_STALL_MS,
   };
 
   if (argc > 1 && strcmp (argv[1], "serve-image") == 0)

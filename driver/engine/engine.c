@@ -27,6 +27,7 @@
 #include "log.h"
 #include "loop.h"
 #include "util.h"
+#include "watchdog.h"
 
 #define FUSE_SUBDIR "fuse"
 #define DISK_FILE "disk"
@@ -113,35 +114,11 @@ make_paths (struct paths *p, const char *image_dir, const char *run_dir, struct 
 
 /* ---- server process identity --------------------------------------------------------- */
 
-/* Start time of PID in clock ticks since boot (field 22 of /proc/PID/stat); 0 if gone
-   or exited (a zombie). */
-static unsigned long long
-proc_starttime (pid_t pid)
-{
-  char path[64];
-  cleanup_free char *data = NULL;
-  unsigned long long st = 0;
-  char *p;
-
-  snprintf (path, sizeof path, "/proc/%ld/stat", (long)pid);
-  if (pgd_read_file (path, &data, NULL, NULL) < 0)
-    return 0;
-  p = strrchr (data, ')');
-  if (p == NULL || p[1] != ' ' || p[2] == 'Z' || p[2] == 'X')
-    return 0; /* a zombie has exited: its FUSE connection is dead */
-  p++;
-  for (int field = 3; field < 22 && p; field++)
-    p = strchr (p + 1, ' ');
-  if (p == NULL || sscanf (p, " %llu", &st) != 1)
-    return 0;
-  return st;
-}
-
 static int
 write_pid_file (const struct paths *p, pid_t pid, struct pgd_err *err)
 {
   char line[64];
-  int n = snprintf (line, sizeof line, "%ld %llu\n", (long)pid, proc_starttime (pid));
+  int n = snprintf (line, sizeof line, "%ld %llu\n", (long)pid, pgd_proc_starttime (pid));
   return pgd_write_file_atomic (p->pid, line, (size_t)n, err);
 }
 
@@ -166,7 +143,7 @@ server_alive (const struct paths *p)
   unsigned long long start;
   pid_t pid;
 
-  return read_server (p, &pid, &start) && start != 0 && proc_starttime (pid) == start;
+  return read_server (p, &pid, &start) && start != 0 && pgd_proc_starttime (pid) == start;
 }
 
 /* Wait until the server recorded in the pid file has exited. */
@@ -184,7 +161,7 @@ wait_server_exit (const struct paths *p, struct pgd_err *err)
   if (pfd.fd < 0)
     return errno == ESRCH ? 0 : pgd_error (err, errno, "pidfd of server %ld", (long)pid);
   /* the pidfd pins the process: check it is still ours */
-  if (proc_starttime (pid) != start)
+  if (pgd_proc_starttime (pid) != start)
     {
       close (pfd.fd);
       return 0;
@@ -608,28 +585,60 @@ undo:
   return -1;
 }
 
+/* The steps of umount_user; P is NULL when the engine never mounted IMAGE_DIR. */
+static int
+umount_steps (const char *image_dir, const struct paths *p, const char *target,
+              struct pgd_err *err)
+{
+  uint64_t t0 = pgd_now_ns ();
+
+  if (pgd_is_mountpoint (target) && umount_retry (target, TARGET_UMOUNT_TIMEOUT_MS, err) < 0)
+    return -1;
+  if (p == NULL)
+    return 0;
+  unsigned t_fs = elapsed_ms (t0), t_loop;
+  if (release_loop (p, err) < 0)
+    return -1;
+  t_loop = elapsed_ms (t0);
+  if (stop_server (p, err) < 0)
+    return -1;
+  pgd_log (PGD_LOG_DEBUG, "unmounted %s from %s (ms since start: ext4 %u, loop %u, server %u)",
+           image_dir, target, t_fs, t_loop, elapsed_ms (t0));
+  return 0;
+}
+
 static int
 umount_user (const struct pgd_engine *e, const char *image_dir, const char *run_dir,
              const char *target, struct pgd_err *err)
 {
-  uint64_t t0 = pgd_now_ns ();
   struct paths p;
   struct stat st;
+  struct pgd_watch w;
+  unsigned long long start = 0;
+  pid_t pid = 0;
 
-  (void)e;
-  if (pgd_is_mountpoint (target) && umount_retry (target, TARGET_UMOUNT_TIMEOUT_MS, err) < 0)
+  bool ours = !(stat (run_dir, &st) < 0 && errno == ENOENT); /* else never mounted here */
+  if (ours && make_paths (&p, image_dir, run_dir, err) < 0)
     return pgd_error_wrap (err, "unmount image %s", image_dir);
-  if (stat (run_dir, &st) < 0 && errno == ENOENT)
-    return 0; /* never mounted by this engine */
-  unsigned t_fs = elapsed_ms (t0), t_loop;
-  if (make_paths (&p, image_dir, run_dir, err) < 0 || release_loop (&p, err) < 0)
-    return pgd_error_wrap (err, "unmount image %s", image_dir);
-  t_loop = elapsed_ms (t0);
-  if (stop_server (&p, err) < 0)
-    return pgd_error_wrap (err, "unmount image %s", image_dir);
-  pgd_log (PGD_LOG_DEBUG, "unmounted %s from %s (ms since start: ext4 %u, loop %u, server %u)",
-           image_dir, target, t_fs, t_loop, elapsed_ms (t0));
-  return 0;
+  if (ours && !read_server (&p, &pid, &start))
+    pid = 0;
+  /* each step below may wait on the server: bounded by its progress */
+  pgd_watch_start (&w, pid, start, ours ? p.fuse : "", image_dir, e->stall_ms);
+  int ret = umount_steps (image_dir, ours ? &p : NULL, target, err);
+  if (pgd_watch_end (&w))
+    {
+      pgd_error (err, ETIMEDOUT, "image server %ld made no progress for %u ms and was "
+                 "declared dead (killed, its FUSE connection aborted)", (long)pid, e->stall_ms);
+      if (ret == 0 || !pgd_is_mountpoint (target))
+        {
+          /* torn down all the same: what was left of the server goes too */
+          struct pgd_err e2;
+          if (umount_steps (image_dir, &p, target, &e2) < 0)
+            pgd_log (PGD_LOG_WARN, "unmount image %s: %s", image_dir, e2.msg);
+        }
+      ret = -1;
+    }
+  return ret < 0 ? pgd_error_wrap (err, "unmount image %s", image_dir) : 0;
 }
 
 /* ---- kernel engine (needs the ploop module; not runnable on these hosts) ---------------- */
@@ -760,6 +769,7 @@ pgd_engine_setup (struct pgd_engine *e, const char *name, const char *exe, struc
   e->loop_dio = DEFAULT_LOOP_DIO;
   e->delta_dio = DEFAULT_DELTA_DIO;
   e->fuse_dio = false;
+  e->stall_ms = PGD_SERVER_STALL_MS;
   return 0;
 }
 
@@ -791,6 +801,9 @@ pgd_engine_is_mounted (const struct pgd_engine *e, const char *image_dir, const 
     return false;
   if (e->kind == PGD_ENGINE_KERNEL)
     return true;
+  /* a stopped server (SIGSTOP) answers nothing: the mount is not handed out again */
+  unsigned long long start;
+  pid_t pid;
   return make_paths (&p, image_dir, run_dir, NULL) == 0 && pgd_is_mountpoint (p.fuse)
-         && server_alive (&p);
+         && server_alive (&p) && read_server (&p, &pid, &start) && !pgd_proc_stopped (pid);
 }

@@ -223,7 +223,7 @@ pgd_layer_acquire (struct pgd_layers *l, const char *id, const char *mount_label
       pthread_mutex_lock (&l->lock);
       if (!alive)
         {
-          pgd_log (PGD_LOG_WARN, "idle layer %s lost its image server; mounting it again", id);
+          pgd_log (PGD_LOG_WARN, "idle layer %s lost its image server (dead or stopped); mounting it again", id);
           /* the teardown reports the unclean close; the mount below checks the image */
           if (pgd_layer_unmount (l, lay, err) < 0 && lay->state == LAYER_MOUNTED)
             {
@@ -732,6 +732,7 @@ pgd_layers_open (struct pgd_layers **out, const struct pgd_layers_config *cfg,
   snprintf (l->exe, sizeof l->exe, "%s", cfg->exe ? cfg->exe : "/proc/self/exe");
   if (pgd_engine_setup (&l->engine, l->engine_name, l->exe, err) < 0)
     goto fail;
+  l->engine.stall_ms = l->stall_ms = cfg->stall_ms;
   if (cfg->home)
     {
       struct pgd_init_req req = { .home = cfg->home };

@@ -61,7 +61,10 @@ apply_option (struct pgd_layers *l, const char *opt, struct pgd_err *err)
       if (strcmp (val, "auto") && strcmp (val, "user") && strcmp (val, "kernel"))
         return pgd_error (err, 0, "ploop.engine=%s: must be auto, user or kernel", val);
       snprintf (l->engine_name, sizeof l->engine_name, "%s", val);
-      return pgd_engine_setup (&l->engine, l->engine_name, l->exe, err);
+      if (pgd_engine_setup (&l->engine, l->engine_name, l->exe, err) < 0)
+        return -1;
+      l->engine.stall_ms = l->stall_ms;
+      return 0;
     }
   return pgd_error (err, 0, "unknown storage option %.*s", (int) klen, opt);
 }

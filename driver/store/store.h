@@ -59,6 +59,8 @@ struct pgd_layers
   pthread_t reaper;     /* unmounts idle layers once they have lingered (idle.c) */
   bool reaper_running;
   bool reaper_stop;
+  unsigned reap_jobs;   /* idle unmounts under way, one thread each (idle.c) */
+  unsigned stall_ms;    /* the engine's stall bound, kept across engine changes */
   int home_lock_fd;     /* flock'ed <Home>/.lock (homelock.c); -1 when none */
   char locked_home[PATH_MAX];
 };

@@ -27,6 +27,7 @@
 #include "log.h"
 #include "loop.h"
 #include "util.h"
+#include "fsck.h"
 #include "watchdog.h"
 
 #define FUSE_SUBDIR "fuse"
@@ -540,6 +541,8 @@ mount_user (const struct pgd_engine *e, const char *image_dir, const char *run_d
   file_fd = -1;
   pgd_loop_path (nr, dev, sizeof dev);
   t_loop = elapsed_ms (t0);
+  if (!ro && !(flags & PGD_MOUNT_MKFS) && pgd_fs_check (image_dir, dev, err) < 0)
+    goto undo;
   if (flags & PGD_MOUNT_MKFS)
     {
       if (ro)
@@ -591,11 +594,20 @@ umount_steps (const char *image_dir, const struct paths *p, const char *target,
               struct pgd_err *err)
 {
   uint64_t t0 = pgd_now_ns ();
+  struct pgd_err flush = { 0 };
+  int flushed = 0;
 
-  if (pgd_is_mountpoint (target) && umount_retry (target, TARGET_UMOUNT_TIMEOUT_MS, err) < 0)
-    return -1;
+  if (pgd_is_mountpoint (target))
+    {
+      /* umount succeeds even when the write-back failed: ask first */
+      flushed = pgd_fs_flush (image_dir, target, &flush);
+      if (umount_retry (target, TARGET_UMOUNT_TIMEOUT_MS, err) < 0)
+        return -1;
+    }
+  if (flushed < 0)
+    pgd_log (PGD_LOG_ERROR, "%s", flush.msg);
   if (p == NULL)
-    return 0;
+    return flushed < 0 ? (*err = flush, -1) : 0;
   unsigned t_fs = elapsed_ms (t0), t_loop;
   if (release_loop (p, err) < 0)
     return -1;
@@ -604,6 +616,11 @@ umount_steps (const char *image_dir, const struct paths *p, const char *target,
     return -1;
   pgd_log (PGD_LOG_DEBUG, "unmounted %s from %s (ms since start: ext4 %u, loop %u, server %u)",
            image_dir, target, t_fs, t_loop, elapsed_ms (t0));
+  if (flushed < 0)
+    {
+      *err = flush; /* closed, but not cleanly: the caller must say so */
+      return -1;
+    }
   return 0;
 }
 

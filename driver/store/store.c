@@ -12,7 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine/image.h"
+#include "engine/engine.h"
 #include "log.h"
 #include "store.h"
 #include "util.h"

@@ -42,8 +42,10 @@ pgd_fs_flush (const char *image_dir, const char *target, struct pgd_err *err)
   else
     pgd_log (PGD_LOG_ERROR, "cannot mark %s for a check (%s): check it by hand", image_dir,
              strerror (errno));
-  return pgd_error (err, e, "flush of %s failed, writes not yet fsync'ed may be lost; its "
-                    "filesystem is checked at its next mount", target);
+  return pgd_error (err, e,
+                    "flush of %s failed, writes not yet fsync'ed may be lost; its "
+                    "filesystem is checked at its next mount",
+                    target);
 }
 
 /* True when the ext4 superblock on DEV records errors. */
@@ -85,8 +87,7 @@ pgd_fs_check (const char *image_dir, const char *dev, struct pgd_err *err)
         return pgd_error (err, out.errnum, "check %s: %s", image_dir, out.msg);
     }
   if (code >= E2FSCK_UNCORRECTED)
-    return pgd_error (err, EIO, "check %s: errors left in its filesystem: %s", image_dir,
-                      out.msg);
+    return pgd_error (err, EIO, "check %s: errors left in its filesystem: %s", image_dir, out.msg);
   pgd_log (PGD_LOG_WARN, "%s: e2fsck: %s (exit %d)", image_dir,
            code == 0 ? "no errors found" : "errors corrected", code);
   if (marked && unlink (mark) < 0 && errno != ENOENT)

@@ -159,8 +159,8 @@ watch_main (void *arg)
   while (!w->done)
     {
       uint64_t t = pgd_now_ns () + (uint64_t)step * 1000000ULL;
-      struct timespec ts = { .tv_sec = (time_t)(t / 1000000000ULL),
-                             .tv_nsec = (long)(t % 1000000000ULL) };
+      struct timespec ts
+          = { .tv_sec = (time_t)(t / 1000000000ULL), .tv_nsec = (long)(t % 1000000000ULL) };
       pthread_cond_timedwait (&w->cond, &w->lock, &ts);
       if (w->done)
         break;

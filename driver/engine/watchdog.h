@@ -20,16 +20,16 @@ struct pgd_watch
   pid_t pid;
   unsigned long long start; /* the server's start time, so a reused pid is never hit */
   unsigned stall_ms;
-  char fuse[PATH_MAX];  /* its FUSE mount point */
-  char what[PATH_MAX];  /* what it serves, for the log */
+  char fuse[PATH_MAX]; /* its FUSE mount point */
+  char what[PATH_MAX]; /* what it serves, for the log */
 };
 
 /* Start watching server PID (start time START, FUSE mount FUSE) during a step that needs
    it: when the server makes no progress (CPU time, bytes read and written) for STALL_MS,
    it is declared dead: its FUSE connection is aborted, so the kernel fails what waits on
    it, and it is killed. STALL_MS 0 or no PID: no watch. */
-void pgd_watch_start (struct pgd_watch *w, pid_t pid, unsigned long long start,
-                      const char *fuse, const char *what, unsigned stall_ms);
+void pgd_watch_start (struct pgd_watch *w, pid_t pid, unsigned long long start, const char *fuse,
+                      const char *what, unsigned stall_ms);
 
 /* End the watch started by pgd_watch_start; true when it declared the server dead. */
 bool pgd_watch_end (struct pgd_watch *w);

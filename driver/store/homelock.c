@@ -35,10 +35,12 @@ pgd_home_lock (struct pgd_layers *l, const char *home, struct pgd_err *err)
         return pgd_error (err, e, "lock %s", path);
       pid[n > 0 ? n : 0] = '\0';
       pid[strcspn (pid, "\n")] = '\0';
-      return pgd_error (err, EBUSY, "Home %s is in use by another ploop-graphdriver (pid %s, "
-                        "holding %s)", home, pid[0] ? pid : "unknown", path);
+      return pgd_error (err, EBUSY,
+                        "Home %s is in use by another ploop-graphdriver (pid %s, "
+                        "holding %s)",
+                        home, pid[0] ? pid : "unknown", path);
     }
-  int len = snprintf (pid, sizeof pid, "%d\n", (int) getpid ());
+  int len = snprintf (pid, sizeof pid, "%d\n", (int)getpid ());
   if (ftruncate (fd, 0) < 0 || pwrite (fd, pid, len, 0) != len)
     {
       int e = errno;

@@ -72,11 +72,12 @@ Test (faults_proto, second_plugin_on_a_home_is_refused)
   char body[PATH_MAX + 64], e[4096], pid[32], mnt[PATH_MAX + 32];
 
   cr_assert_eq (pc_start (&a, true), 0, "the first server did not start");
-  must (&a, "/GraphDriver.CreateReadWrite", "{\"ID\":\"held\",\"Parent\":\"\",\"MountLabel\":\"\"}");
+  must (&a, "/GraphDriver.CreateReadWrite",
+        "{\"ID\":\"held\",\"Parent\":\"\",\"MountLabel\":\"\"}");
   must (&a, "/GraphDriver.Get", "{\"ID\":\"held\",\"MountLabel\":\"\"}");
   snprintf (mnt, sizeof mnt, "%s/mnt/held", a.home);
   cr_assert (pgd_is_mountpoint (mnt));
-  snprintf (pid, sizeof pid, "pid %d", (int) a.pid);
+  snprintf (pid, sizeof pid, "pid %d", (int)a.pid);
 
   /* a second plugin, another socket: its Init on the first one's Home is refused */
   cr_assert_eq (pc_start (&b, false), 0, "the second server did not start");
@@ -84,8 +85,10 @@ Test (faults_proto, second_plugin_on_a_home_is_refused)
             a.home);
   int status = post (&b, "/GraphDriver.Init", body, e, sizeof e);
   cr_assert_eq (status, 500, "Init on a Home in use answered %d", status);
-  cr_assert (strstr (e, pid) && strstr (e, a.home), "the error names neither the Home nor "
-             "the holder (%s): %s", pid, e);
+  cr_assert (strstr (e, pid) && strstr (e, a.home),
+             "the error names neither the Home nor "
+             "the holder (%s): %s",
+             pid, e);
   cr_assert (strstr (log_of (&b), "adopted") == NULL, "the second plugin adopted a layer");
   /* nothing changed for the first: its layer stays mounted and served */
   cr_assert (pgd_is_mountpoint (mnt), "the refused Init unmounted %s", mnt);
@@ -135,8 +138,7 @@ Test (faults_proto, damaged_state_file_does_not_stop_the_start)
       fclose (f);
       /* starts (no exit, no crash), says so, waits for Init */
       cr_assert_eq (pc_spawn (&a, false), 0, "case %zu: no start with a damaged state file", i);
-      cr_assert (strstr (log_of (&a), "moved to"), "case %zu: no warning: %s", i,
-                 pc_log_tail (&a));
+      cr_assert (strstr (log_of (&a), "moved to"), "case %zu: no warning: %s", i, pc_log_tail (&a));
       int status = post (&a, "/GraphDriver.Status", "{}", e, sizeof e);
       cr_assert (status == 500 && strstr (e, "not initialised"), "case %zu: %d %s", i, status, e);
       /* dockerd's Init: the layers on disk are all there */

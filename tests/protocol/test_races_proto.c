@@ -19,7 +19,7 @@
 #include "util.h"
 
 #define ROUNDS 3
-#define FILL_MIB 8          /* dirty data: the unmount takes long enough to queue behind */
+#define FILL_MIB 8           /* dirty data: the unmount takes long enough to queue behind */
 #define SECOND_DELAY_US 5000 /* the second request leaves a little after the first */
 
 static struct pc_server srv;
@@ -89,7 +89,7 @@ make_idle_layer (const char *id)
   static char buf[1 << 20];
   memset (buf, 'x', sizeof buf);
   for (int i = 0; i < FILL_MIB; i++)
-    cr_assert_eq (write (fd, buf, sizeof buf), (ssize_t) sizeof buf);
+    cr_assert_eq (write (fd, buf, sizeof buf), (ssize_t)sizeof buf);
   close (fd);
   snprintf (body, sizeof body, "{\"ID\":\"%s\"}", id);
   must ("/GraphDriver.Put", body);

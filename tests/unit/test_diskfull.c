@@ -53,7 +53,7 @@ setup (void)
   struct pgd_layers_config cfg = { .state_file = state, .engine = "user", .exe = exe };
   struct pgd_err err = { 0 };
   cr_assert_eq (pgd_layers_open (&L, &cfg, &err), 0, "open: %s", err.msg);
-  char *opts[] = { (char *) "ploop.size=512M" };
+  char *opts[] = { (char *)"ploop.size=512M" };
   struct pgd_init_req req = { .home = home, .opts = opts, .nopts = 1 };
   cr_assert_eq (ops->init (L, &req, &err), 0, "init: %s", err.msg);
 }
@@ -96,7 +96,7 @@ write_mib (const char *path, int mib, char byte, bool sync)
     return errno;
   memset (buf, byte, sizeof buf);
   for (int i = 0; i < mib && e == 0; i++)
-    if (write (fd, buf, sizeof buf) != (ssize_t) sizeof buf)
+    if (write (fd, buf, sizeof buf) != (ssize_t)sizeof buf)
       e = errno ? errno : ENOSPC;
   if (e == 0 && sync && fsync (fd) < 0)
     e = errno;
@@ -116,7 +116,7 @@ fs_has_errors (const char *dir)
   cr_assert_eq (pgd_mount_source (dir, dev, sizeof dev, &err), 0, "%s", err.msg);
   int fd = open (dev, O_RDONLY);
   cr_assert_geq (fd, 0, "open %s", dev);
-  cr_assert_eq (pread (fd, sb, sizeof sb, 1024), (ssize_t) sizeof sb);
+  cr_assert_eq (pread (fd, sb, sizeof sb, 1024), (ssize_t)sizeof sb);
   close (fd);
   return (sb[0x3A] | sb[0x3B] << 8) & 2;
 }
@@ -152,8 +152,7 @@ Test (diskfull, put_that_cannot_flush_says_so_and_the_next_get_checks)
 
   /* space again: the Get checks the filesystem first, then hands it out clean */
   cr_assert_eq (unlink (filler), 0);
-  cr_assert_eq (ops->get (L, "L", NULL, &dir, &err), 0, "get after space was freed: %s",
-                err.msg);
+  cr_assert_eq (ops->get (L, "L", NULL, &dir, &err), 0, "get after space was freed: %s", err.msg);
   cr_assert_neq (access (mark, F_OK), 0, "the mark stayed after the check");
   cr_assert_not (fs_has_errors (dir), "handed out with errors in its superblock");
   snprintf (path, sizeof path, "%s/kept", dir);

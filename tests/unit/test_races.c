@@ -89,7 +89,7 @@ make_idle_layer (const char *id, const char *parent)
   static char buf[1 << 20];
   memset (buf, 'x', sizeof buf);
   for (int i = 0; i < FILL_MIB; i++)
-    cr_assert_eq (write (fd, buf, sizeof buf), (ssize_t) sizeof buf);
+    cr_assert_eq (write (fd, buf, sizeof buf), (ssize_t)sizeof buf);
   close (fd);
   free (dir);
   cr_assert_eq (ops->put (L, id, &err), 0, "put %s: %s", id, err.msg);

@@ -41,8 +41,9 @@ open_store (unsigned linger_ms, unsigned stall_ms)
   cr_assert_not_null (mkdtemp (tmp));
   snprintf (home, sizeof home, "%s/home", tmp);
   snprintf (state, sizeof state, "%s/state.json", tmp);
-  struct pgd_layers_config cfg = { .state_file = state, .engine = "user", .exe = exe,
-                                   .linger_ms = linger_ms, .stall_ms = stall_ms };
+  struct pgd_layers_config cfg = {
+    .state_file = state, .engine = "user", .exe = exe, .linger_ms = linger_ms, .stall_ms = stall_ms
+  };
   struct pgd_err err = { 0 };
   cr_assert_eq (pgd_layers_open (&L, &cfg, &err), 0, "open: %s", err.msg);
   struct pgd_init_req req = { .home = home };
@@ -92,7 +93,7 @@ create_and_fill (const char *id, bool durable)
   cr_assert_geq (fd, 0, "open %s", path);
   memset (buf, 'x', sizeof buf);
   for (int i = 0; i < FILL_MIB; i++)
-    cr_assert_eq (write (fd, buf, sizeof buf), (ssize_t) sizeof buf);
+    cr_assert_eq (write (fd, buf, sizeof buf), (ssize_t)sizeof buf);
   if (durable)
     cr_assert_eq (fsync (fd), 0);
   close (fd);
@@ -116,7 +117,7 @@ server_of (const char *id)
 
   snprintf (path, sizeof path, "%s/run/%s/server.pid", home, id);
   cr_assert_eq (pgd_read_file (path, &data, NULL, &err), 0, "%s", err.msg);
-  return (pid_t) atol (data);
+  return (pid_t)atol (data);
 }
 
 /* The state letter of PID (field 3 of /proc/PID/stat), '?' when gone. */
@@ -125,7 +126,7 @@ state_of (pid_t pid)
 {
   char path[64];
   cleanup_free char *data = NULL;
-  snprintf (path, sizeof path, "/proc/%d/stat", (int) pid);
+  snprintf (path, sizeof path, "/proc/%d/stat", (int)pid);
   if (pgd_read_file (path, &data, NULL, NULL) < 0)
     return '?';
   char *p = strrchr (data, ')');
@@ -169,7 +170,7 @@ Test (stall, remove_of_a_layer_whose_server_is_stopped)
   pid_t pid = server_of ("L");
   stop_server (pid);
   cr_assert_eq (ops->remove (L, "L", &err), 0, "remove: %s", err.msg);
-  cr_assert (gone (pid), "the stopped server %d still exists", (int) pid);
+  cr_assert (gone (pid), "the stopped server %d still exists", (int)pid);
   stopped = -1;
   cr_assert_not (mounted ("L"));
   cr_assert_eq (ops->exists (L, "L", &exists, &err), 0);
@@ -190,12 +191,12 @@ Test (stall, get_of_an_idle_layer_whose_server_is_stopped)
   /* the mount is not handed out again: taken down (the server declared dead), mounted
      afresh on a new server, with the data that was made durable */
   cr_assert_eq (ops->get (L, "L", NULL, &dir, &err), 0, "get: %s", err.msg);
-  cr_assert (gone (pid), "the stopped server %d still exists", (int) pid);
+  cr_assert (gone (pid), "the stopped server %d still exists", (int)pid);
   stopped = -1;
   cr_assert_neq (server_of ("L"), pid);
   snprintf (path, sizeof path, "%s/fill", dir);
   cr_assert_eq (stat (path, &st), 0, "%s", path);
-  cr_assert_eq (st.st_size, (off_t) FILL_MIB << 20);
+  cr_assert_eq (st.st_size, (off_t)FILL_MIB << 20);
   free (dir);
   put ("L");
 }

@@ -65,18 +65,18 @@ find_aside (char *out)
 }
 
 static const char *const damaged[] = {
-  "{\"Home\":\"/var/lib/x\",\"Opts\":[",                  /* truncated */
-  "\x01\x02garbage\xff",                                  /* not JSON */
-  "",                                                     /* empty */
-  "[\"Home\"]",                                           /* not an object */
-  "{\"Home\":5}",                                         /* Home of the wrong type */
-  "{\"Opts\":[]}",                                        /* no Home */
-  "{\"Home\":\"%s\",\"Opts\":[5]}",                       /* crashed the plugin */
-  "{\"Home\":\"%s\",\"Opts\":\"ploop.size=1G\"}",         /* Opts not an array */
+  "{\"Home\":\"/var/lib/x\",\"Opts\":[",          /* truncated */
+  "\x01\x02garbage\xff",                          /* not JSON */
+  "",                                             /* empty */
+  "[\"Home\"]",                                   /* not an object */
+  "{\"Home\":5}",                                 /* Home of the wrong type */
+  "{\"Opts\":[]}",                                /* no Home */
+  "{\"Home\":\"%s\",\"Opts\":[5]}",               /* crashed the plugin */
+  "{\"Home\":\"%s\",\"Opts\":\"ploop.size=1G\"}", /* Opts not an array */
   "{\"Home\":\"%s\",\"UIDMaps\":[{\"container_id\":\"0\",\"host_id\":1,\"size\":1}]}",
   "{\"Home\":\"%s\",\"GIDMaps\":[{\"container_id\":0,\"host_id\":-1,\"size\":1}]}",
   "{\"Home\":\"%s\",\"UIDMaps\":[7]}",
-  "{\"Home\":\"%s\",\"Opts\":[\"ploop.bogus=1\"]}",       /* an option Init refuses */
+  "{\"Home\":\"%s\",\"Opts\":[\"ploop.bogus=1\"]}", /* an option Init refuses */
   "{\"Home\":\"relative/home\"}",
 };
 
@@ -84,7 +84,7 @@ ParameterizedTestParameters (state, damaged_file_is_moved_aside)
 {
   static int idx[sizeof damaged / sizeof *damaged];
   for (size_t i = 0; i < sizeof idx / sizeof *idx; i++)
-    idx[i] = (int) i;
+    idx[i] = (int)i;
   return cr_make_param_array (int, idx, sizeof idx / sizeof *idx);
 }
 

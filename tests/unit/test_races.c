@@ -16,58 +16,27 @@
 
 #include "store/layers.h"
 #include "store/store.h"
+#include "store_fixture.h"
 #include "util.h"
 
 #define ROUNDS 3
 #define FILL_MIB 8 /* dirty data makes the unmount long enough for the other to queue */
 
-static char tmp[PATH_MAX];
-static char home[PATH_MAX + 16];
-static char state[PATH_MAX + 16];
-static char exe[PATH_MAX];
-static struct pgd_layers *L;
+static struct tl_store S;
 static const struct pgd_ops *ops = &pgd_layers_ops;
 
 static void
 setup (void)
 {
-  const char *b = getenv ("PGD_BUILD");
-  char *r = realpath (b ? b : "build", NULL);
-  cr_assert_not_null (r, "build dir");
-  snprintf (exe, sizeof exe, "%s/ploop-graphdriver", r);
-  free (r);
-  snprintf (tmp, sizeof tmp, "/var/tmp/pgd-races.XXXXXX");
-  cr_assert_not_null (mkdtemp (tmp));
-  snprintf (home, sizeof home, "%s/home", tmp);
-  snprintf (state, sizeof state, "%s/state.json", tmp);
   /* a long linger: Put leaves the layer mounted, so Remove has an unmount to do */
-  struct pgd_layers_config cfg
-      = { .state_file = state, .engine = "user", .exe = exe, .linger_ms = 600000 };
-  struct pgd_err err = { 0 };
-  cr_assert_eq (pgd_layers_open (&L, &cfg, &err), 0, "open: %s", err.msg);
-  struct pgd_init_req req = { .home = home };
-  cr_assert_eq (ops->init (L, &req, &err), 0, "init: %s", err.msg);
+  S.linger_ms = 600000;
+  tl_store_setup (&S, "races");
 }
 
 static void
 teardown (void)
 {
-  struct pgd_err err;
-  if (L)
-    {
-      pgd_layers_shutdown (L);
-      pgd_layers_close (L);
-      L = NULL;
-    }
-  char cmd[PATH_MAX * 2];
-  snprintf (cmd, sizeof cmd,
-            "awk '{print $5}' /proc/self/mountinfo | grep '^%s/' | sort -r | "
-            "xargs -r -n1 umount -l 2>/dev/null; true",
-            tmp);
-  if (system (cmd) != 0)
-    fprintf (stderr, "cleanup of mounts failed\n");
-  if (pgd_rm_rf (tmp, &err) < 0)
-    fprintf (stderr, "cleanup: %s\n", err.msg);
+  tl_store_teardown (&S);
 }
 
 TestSuite (races, .init = setup, .fini = teardown, .timeout = 600);
@@ -76,23 +45,11 @@ TestSuite (races, .init = setup, .fini = teardown, .timeout = 600);
 static void
 make_idle_layer (const char *id, const char *parent)
 {
-  struct pgd_create_req req = { .id = id, .parent = parent };
-  struct pgd_err err = { 0 };
-  char *dir = NULL;
-
-  cr_assert_eq (ops->create (L, &req, &err), 0, "create %s: %s", id, err.msg);
-  cr_assert_eq (ops->get (L, id, NULL, &dir, &err), 0, "get %s: %s", id, err.msg);
-  char path[PATH_MAX * 2];
-  snprintf (path, sizeof path, "%s/fill", dir);
-  int fd = open (path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  cr_assert_geq (fd, 0, "open %s", path);
-  static char buf[1 << 20];
-  memset (buf, 'x', sizeof buf);
-  for (int i = 0; i < FILL_MIB; i++)
-    cr_assert_eq (write (fd, buf, sizeof buf), (ssize_t)sizeof buf);
-  close (fd);
+  tl_create (&S, id, parent, false);
+  char *dir = tl_get (&S, id);
+  tl_fill (dir, "fill", FILL_MIB, false);
   free (dir);
-  cr_assert_eq (ops->put (L, id, &err), 0, "put %s: %s", id, err.msg);
+  tl_put (&S, id);
 }
 
 enum op
@@ -119,10 +76,10 @@ wait_claimed (const char *id)
 {
   for (;;)
     {
-      pthread_mutex_lock (&L->lock);
-      struct layer *lay = pgd_layer_find (L, id, false);
-      bool go = (lay && lay->busy) || !pgd_layer_on_disk (L, id);
-      pthread_mutex_unlock (&L->lock);
+      pthread_mutex_lock (&S.l->lock);
+      struct layer *lay = pgd_layer_find (S.l, id, false);
+      bool go = (lay && lay->busy) || !pgd_layer_on_disk (S.l, id);
+      pthread_mutex_unlock (&S.l->lock);
       if (go)
         return;
       usleep (100);
@@ -141,16 +98,16 @@ racer_main (void *arg)
   switch (r->op)
     {
     case OP_REMOVE:
-      r->ret = ops->remove (L, r->id, &err);
+      r->ret = ops->remove (S.l, r->id, &err);
       break;
     case OP_GET:
-      r->ret = ops->get (L, r->id, NULL, &dir, &err);
+      r->ret = ops->get (S.l, r->id, NULL, &dir, &err);
       free (dir);
       break;
     case OP_CREATE_CHILD:
       {
         struct pgd_create_req req = { .id = r->child, .parent = r->id };
-        r->ret = ops->create (L, &req, &err);
+        r->ret = ops->create (S.l, &req, &err);
       }
       break;
     }
@@ -179,9 +136,9 @@ assert_gone (const char *id)
   struct pgd_err err = { 0 };
   char mnt[PATH_MAX * 2];
 
-  cr_assert_eq (ops->exists (L, id, &exists, &err), 0, "exists: %s", err.msg);
+  cr_assert_eq (ops->exists (S.l, id, &exists, &err), 0, "exists: %s", err.msg);
   cr_assert_not (exists, "layer %s still exists", id);
-  snprintf (mnt, sizeof mnt, "%s/mnt/%s", home, id);
+  snprintf (mnt, sizeof mnt, "%s/mnt/%s", S.home, id);
   cr_assert_not (pgd_is_mountpoint (mnt), "%s still mounted", mnt);
 }
 

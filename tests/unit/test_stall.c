@@ -16,64 +16,33 @@
 
 #include "store/layers.h"
 #include "store/store.h"
+#include "store_fixture.h"
 #include "util.h"
 
 #define STALL_MS 1500
 #define FILL_MIB 8
 
-static char tmp[PATH_MAX];
-static char home[PATH_MAX + 16];
-static char state[PATH_MAX + 16];
-static char exe[PATH_MAX];
-static struct pgd_layers *L;
+static struct tl_store S;
 static const struct pgd_ops *ops = &pgd_layers_ops;
 static pid_t stopped = -1; /* continued and killed at teardown if a test failed */
 
 static void
 open_store (unsigned linger_ms, unsigned stall_ms)
 {
-  const char *b = getenv ("PGD_BUILD");
-  char *r = realpath (b ? b : "build", NULL);
-  cr_assert_not_null (r, "build dir");
-  snprintf (exe, sizeof exe, "%s/ploop-graphdriver", r);
-  free (r);
-  snprintf (tmp, sizeof tmp, "/var/tmp/pgd-stall.XXXXXX");
-  cr_assert_not_null (mkdtemp (tmp));
-  snprintf (home, sizeof home, "%s/home", tmp);
-  snprintf (state, sizeof state, "%s/state.json", tmp);
-  struct pgd_layers_config cfg = {
-    .state_file = state, .engine = "user", .exe = exe, .linger_ms = linger_ms, .stall_ms = stall_ms
-  };
-  struct pgd_err err = { 0 };
-  cr_assert_eq (pgd_layers_open (&L, &cfg, &err), 0, "open: %s", err.msg);
-  struct pgd_init_req req = { .home = home };
-  cr_assert_eq (ops->init (L, &req, &err), 0, "init: %s", err.msg);
+  S.linger_ms = linger_ms;
+  S.stall_ms = stall_ms;
+  tl_store_setup (&S, "stall");
 }
 
 static void
 teardown (void)
 {
-  struct pgd_err err;
   if (stopped > 0)
     {
       kill (stopped, SIGKILL);
       kill (stopped, SIGCONT);
     }
-  if (L)
-    {
-      pgd_layers_shutdown (L);
-      pgd_layers_close (L);
-      L = NULL;
-    }
-  char cmd[PATH_MAX * 2];
-  snprintf (cmd, sizeof cmd,
-            "awk '{print $5}' /proc/self/mountinfo | grep '^%s/' | sort -r | "
-            "xargs -r -n1 umount -l 2>/dev/null; true",
-            tmp);
-  if (system (cmd) != 0)
-    fprintf (stderr, "cleanup of mounts failed\n");
-  if (pgd_rm_rf (tmp, &err) < 0)
-    fprintf (stderr, "cleanup: %s\n", err.msg);
+  tl_store_teardown (&S);
 }
 
 TestSuite (stall, .fini = teardown, .timeout = 300);
@@ -81,30 +50,16 @@ TestSuite (stall, .fini = teardown, .timeout = 300);
 static void
 create_and_fill (const char *id, bool durable)
 {
-  struct pgd_create_req req = { .id = id };
-  struct pgd_err err = { 0 };
-  char *dir = NULL, path[PATH_MAX * 2];
-  static char buf[1 << 20];
-
-  cr_assert_eq (ops->create (L, &req, &err), 0, "create %s: %s", id, err.msg);
-  cr_assert_eq (ops->get (L, id, NULL, &dir, &err), 0, "get %s: %s", id, err.msg);
-  snprintf (path, sizeof path, "%s/fill", dir);
-  int fd = open (path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  cr_assert_geq (fd, 0, "open %s", path);
-  memset (buf, 'x', sizeof buf);
-  for (int i = 0; i < FILL_MIB; i++)
-    cr_assert_eq (write (fd, buf, sizeof buf), (ssize_t)sizeof buf);
-  if (durable)
-    cr_assert_eq (fsync (fd), 0);
-  close (fd);
+  tl_create (&S, id, NULL, false);
+  char *dir = tl_get (&S, id);
+  tl_fill (dir, "fill", FILL_MIB, durable);
   free (dir);
 }
 
 static void
 put (const char *id)
 {
-  struct pgd_err err = { 0 };
-  cr_assert_eq (ops->put (L, id, &err), 0, "put %s: %s", id, err.msg);
+  tl_put (&S, id);
 }
 
 /* The pid of ID's image server, from the engine's pid file. */
@@ -115,7 +70,7 @@ server_of (const char *id)
   cleanup_free char *data = NULL;
   struct pgd_err err;
 
-  snprintf (path, sizeof path, "%s/run/%s/server.pid", home, id);
+  snprintf (path, sizeof path, "%s/run/%s/server.pid", S.home, id);
   cr_assert_eq (pgd_read_file (path, &data, NULL, &err), 0, "%s", err.msg);
   return (pid_t)atol (data);
 }
@@ -155,7 +110,7 @@ static bool
 mounted (const char *id)
 {
   char mnt[PATH_MAX * 2];
-  snprintf (mnt, sizeof mnt, "%s/mnt/%s", home, id);
+  snprintf (mnt, sizeof mnt, "%s/mnt/%s", S.home, id);
   return pgd_is_mountpoint (mnt);
 }
 
@@ -169,11 +124,11 @@ Test (stall, remove_of_a_layer_whose_server_is_stopped)
   put ("L"); /* idle, mounted, dirty: its unmount must write through the server */
   pid_t pid = server_of ("L");
   stop_server (pid);
-  cr_assert_eq (ops->remove (L, "L", &err), 0, "remove: %s", err.msg);
+  cr_assert_eq (ops->remove (S.l, "L", &err), 0, "remove: %s", err.msg);
   cr_assert (gone (pid), "the stopped server %d still exists", (int)pid);
   stopped = -1;
   cr_assert_not (mounted ("L"));
-  cr_assert_eq (ops->exists (L, "L", &exists, &err), 0);
+  cr_assert_eq (ops->exists (S.l, "L", &exists, &err), 0);
   cr_assert_not (exists);
 }
 
@@ -190,7 +145,7 @@ Test (stall, get_of_an_idle_layer_whose_server_is_stopped)
   stop_server (pid);
   /* the mount is not handed out again: taken down (the server declared dead), mounted
      afresh on a new server, with the data that was made durable */
-  cr_assert_eq (ops->get (L, "L", NULL, &dir, &err), 0, "get: %s", err.msg);
+  cr_assert_eq (ops->get (S.l, "L", NULL, &dir, &err), 0, "get: %s", err.msg);
   cr_assert (gone (pid), "the stopped server %d still exists", (int)pid);
   stopped = -1;
   cr_assert_neq (server_of ("L"), pid);
@@ -205,8 +160,8 @@ Test (stall, get_of_an_idle_layer_whose_server_is_stopped)
 static bool
 busy (const char *id)
 {
-  PGD_SCOPED_LOCK (&L->lock);
-  struct layer *lay = pgd_layer_find (L, id, false);
+  PGD_SCOPED_LOCK (&S.l->lock);
+  struct layer *lay = pgd_layer_find (S.l, id, false);
   return lay && lay->busy;
 }
 

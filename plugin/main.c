@@ -16,6 +16,7 @@
 #include "store/layers.h"
 #include "log.h"
 #include "server.h"
+#include "supervise.h"
 #include "util.h"
 
 #define DEFAULT_SOCKET "/run/docker/plugins/ploop.sock"
@@ -37,6 +38,7 @@ struct options
   int log_level;
   unsigned linger_ms;
   unsigned stall_ms;
+  bool supervise;
 };
 
 /* The write end of the self-pipe: the only thing the signal handler touches. */
@@ -83,6 +85,8 @@ usage (FILE *f, const char *prog)
            "  --server-stall MS  an image server that makes no progress for MS milliseconds\n"
            "                     while a request waits on it is declared dead: killed, its\n"
            "                     FUSE connection aborted (default %u; 0: wait forever)\n"
+           "  --supervise        run the plugin as a child, restarted when it dies, image\n"
+           "                     servers kept (the managed plugin's PID 1)\n"
            "  --help             show this help\n",
            prog, prog, prog, PGD_LINGER_DEFAULT_MS, PGD_SERVER_STALL_MS);
 }
@@ -100,6 +104,7 @@ parse_options (int argc, char **argv, struct options *opt)
     OPT_LOG_LEVEL,
     OPT_LINGER,
     OPT_STALL,
+    OPT_SUPERVISE,
     OPT_HELP,
   };
   static const struct option longopts[] = {
@@ -110,6 +115,7 @@ parse_options (int argc, char **argv, struct options *opt)
     { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
     { "linger", required_argument, NULL, OPT_LINGER },
     { "server-stall", required_argument, NULL, OPT_STALL },
+    { "supervise", no_argument, NULL, OPT_SUPERVISE },
     { "help", no_argument, NULL, OPT_HELP },
     { NULL, 0, NULL, 0 },
   };
@@ -171,6 +177,9 @@ parse_options (int argc, char **argv, struct options *opt)
           opt->stall_ms = (unsigned)ms;
           break;
         }
+      case OPT_SUPERVISE:
+        opt->supervise = true;
+        break;
       case OPT_HELP:
         usage (stdout, argv[0]);
         exit (EXIT_SUCCESS);
@@ -328,5 +337,7 @@ main (int argc, char **argv)
   if (parse_options (argc, argv, &opt) < 0)
     return 2;
   pgd_log_set_level ((enum pgd_log_level)opt.log_level);
+  if (opt.supervise)
+    return pgd_supervise (argc, argv);
   return serve (&opt);
 }

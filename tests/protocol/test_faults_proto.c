@@ -149,3 +149,89 @@ Test (faults_proto, damaged_state_file_does_not_stop_the_start)
       pc_response_free (&r);
     }
 }
+
+/* The child of PARENT that serves the socket (its command line has --socket), or 0. */
+static pid_t
+plugin_child (pid_t parent)
+{
+  char path[64];
+  cleanup_free char *kids = NULL;
+
+  snprintf (path, sizeof path, "/proc/%d/task/%d/children", (int)parent, (int)parent);
+  if (pgd_read_file (path, &kids, NULL, NULL) < 0)
+    return 0;
+  for (char *save = NULL, *tok = strtok_r (kids, " \n", &save); tok;
+       tok = strtok_r (NULL, " \n", &save))
+    {
+      cleanup_free char *cmd = NULL;
+      size_t len = 0;
+      snprintf (path, sizeof path, "/proc/%s/cmdline", tok);
+      if (pgd_read_file (path, &cmd, &len, NULL) < 0)
+        continue;
+      for (size_t i = 0; i < len; i++)
+        if (strcmp (cmd + i, "--socket") == 0)
+          return (pid_t)atoi (tok);
+        else
+          i += strlen (cmd + i);
+    }
+  return 0;
+}
+
+/* Write and fsync DIR/NAME: the data path of a mounted layer works. */
+static void
+write_synced (const char *dir, const char *name)
+{
+  char path[PATH_MAX * 2];
+  snprintf (path, sizeof path, "%s/%s", dir, name);
+  FILE *f = fopen (path, "w");
+  cr_assert_not_null (f, "open %s", path);
+  cr_assert_gt (fputs (name, f), 0);
+  cr_assert_eq (fflush (f), 0);
+  cr_assert_eq (fsync (fileno (f)), 0, "fsync %s", path);
+  cr_assert_eq (fclose (f), 0);
+}
+
+Test (faults_proto, supervised_plugin_restarts_and_keeps_mounts)
+{
+  char mnt[PATH_MAX + 32], pidfile[PATH_MAX + 32];
+
+  cr_assert_eq (pc_start_with (&a, true, "--supervise"), 0, "the server did not start");
+  must (&a, "/GraphDriver.CreateReadWrite",
+        "{\"ID\":\"live\",\"Parent\":\"\",\"MountLabel\":\"\"}");
+  must (&a, "/GraphDriver.Get", "{\"ID\":\"live\",\"MountLabel\":\"\"}");
+  snprintf (mnt, sizeof mnt, "%s/mnt/live", a.home);
+  write_synced (mnt, "before");
+  snprintf (pidfile, sizeof pidfile, "%s/run/live/server.pid", a.home);
+  cleanup_free char *line = NULL;
+  struct pgd_err err;
+  cr_assert_eq (pgd_read_file (pidfile, &line, NULL, &err), 0, "%s", err.msg);
+  pid_t image_server = (pid_t)atoi (line);
+
+  /* the plugin (HTTP server and store) dies hard; the supervisor stays */
+  pid_t child = plugin_child (a.pid);
+  cr_assert_gt (child, 0, "no plugin child under the supervisor %d", (int)a.pid);
+  cr_assert_eq (kill (child, SIGKILL), 0);
+  pid_t again;
+  while ((again = plugin_child (a.pid)) == 0 || again == child)
+    usleep (10000);
+  struct pc_response r;
+  while (pc_post (&a, "/GraphDriver.Capabilities", "{}", &r) < 0 || r.status != 200)
+    usleep (10000);
+  pc_response_free (&r);
+
+  /* the layer's image server lived on: the mount never went down, writes continue */
+  cr_assert_eq (kill (image_server, 0), 0, "the image server %d died", (int)image_server);
+  cr_assert (pgd_is_mountpoint (mnt), "%s went down", mnt);
+  write_synced (mnt, "after");
+  cr_assert (strstr (log_of (&a), "adopted mounted layer live"), "%s", pc_log_tail (&a));
+  cr_assert (strstr (log_of (&a), "plugin killed by signal 9"), "%s", pc_log_tail (&a));
+  /* the restarted plugin serves it: Put (the adopted reference), Get, Put, Remove */
+  must (&a, "/GraphDriver.Put", "{\"ID\":\"live\"}");
+  must (&a, "/GraphDriver.Get", "{\"ID\":\"live\",\"MountLabel\":\"\"}");
+  char path[PATH_MAX + 64];
+  snprintf (path, sizeof path, "%s/after", mnt);
+  cr_assert_eq (access (path, F_OK), 0, "%s is lost", path);
+  must (&a, "/GraphDriver.Put", "{\"ID\":\"live\"}");
+  must (&a, "/GraphDriver.Remove", "{\"ID\":\"live\"}");
+  cr_assert_eq (pc_stop (&a), 0, "the supervisor did not stop cleanly: %s", pc_log_tail (&a));
+}

@@ -48,7 +48,7 @@ start_child (char **argv, const sigset_t *old)
 int
 pgd_supervise (int argc, char **argv)
 {
-  char **child_argv = calloc ((size_t)argc + 1, sizeof *child_argv);
+  cleanup_free char **child_argv = calloc ((size_t)argc + 1, sizeof *child_argv);
   sigset_t mask, old;
   unsigned wait_ms = RESTART_MIN_MS;
   bool stopping = false;

@@ -20,6 +20,8 @@ struct pgd_layers_config
                              Get soon after reuses the mount (0: unmount at once) */
   bool no_tracker;        /* no change tracker (a face that never asks for Changes/Diff:
                              spares its fanotify groups, 128 per user by default) */
+  unsigned stall_ms;      /* bound on a wait for an image server that makes no progress
+                             (the binary's default: PGD_SERVER_STALL_MS; 0: none) */
 };
 
 /* Open the store: load the persisted Init state, sweep staging, adopt live mounts. */

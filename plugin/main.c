@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -213,12 +214,15 @@ wait_for_stop (int read_fd)
     }
 }
 
-/* The listening socket: systemd's when socket-activated, else our own at PATH. */
+/* The listening socket: systemd's when socket-activated (*OWN false: systemd owns the
+   file), else our own at PATH (*OWN true, FILE filled: we remove it at exit). */
 static int
-open_listener (const char *path, int *fd, struct pgd_err *err)
+open_listener (const char *path, int *fd, struct pgd_socket_file *file, bool *own,
+               struct pgd_err *err)
 {
   int rc = pgd_server_activated_fd (fd, err);
 
+  *own = false;
   if (rc < 0)
     return -1;
   if (rc > 0)
@@ -226,8 +230,9 @@ open_listener (const char *path, int *fd, struct pgd_err *err)
       pgd_log (PGD_LOG_INFO, "serving the socket passed by systemd (fd %d)", *fd);
       return 0;
     }
-  if (pgd_server_bind_unix (path, fd, err) < 0)
+  if (pgd_server_bind_unix (path, file, fd, err) < 0)
     return -1;
+  *own = true;
   pgd_log (PGD_LOG_INFO, "listening on %s", path);
   return 0;
 }
@@ -244,14 +249,16 @@ serve (const struct options *opt)
   struct pgd_layers *layers = NULL;
   struct pgd_server *server = NULL;
   cleanup_close int sig_fd = -1;
+  struct pgd_socket_file sock_file;
   struct pgd_err err = { 0 };
+  bool own_socket = false;
   int listen_fd = -1;
   int signo;
 
   if (install_signals (&sig_fd, &err) < 0)
     goto fail;
   /* listen before the (possibly slow) store start: early clients wait in the backlog */
-  if (open_listener (opt->socket, &listen_fd, &err) < 0)
+  if (open_listener (opt->socket, &listen_fd, &sock_file, &own_socket, &err) < 0)
     goto fail;
   if (pgd_layers_open (&layers, &cfg, &err) < 0)
     {
@@ -269,6 +276,9 @@ serve (const struct options *opt)
   signo = wait_for_stop (sig_fd);
   pgd_log (PGD_LOG_INFO, "%s: shutting down", strsignal (signo));
   bool stopped = pgd_server_stop (server, SHUTDOWN_GRACE_MS);
+  /* no one listens any more: a client now gets "no such file", not "refused" */
+  if (own_socket)
+    pgd_server_unlink_unix (&sock_file);
   pgd_layers_shutdown (layers);
   if (!stopped)
     _exit (EXIT_SUCCESS); /* threads still use the store: do not free it under them */
@@ -277,6 +287,8 @@ serve (const struct options *opt)
   return EXIT_SUCCESS;
 
 fail:
+  if (own_socket)
+    pgd_server_unlink_unix (&sock_file);
   pgd_log (PGD_LOG_ERROR, "%s", err.msg);
   return EXIT_FAILURE;
 }

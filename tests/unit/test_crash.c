@@ -19,7 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "layers.h"
+#include "store/layers.h"
 #include "ustar.h"
 #include "util.h"
 

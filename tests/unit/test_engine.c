@@ -9,11 +9,12 @@
 #include <sys/mount.h>
 #include <sys/statvfs.h>
 
-#include "chain.h"
-#include "delta.h"
-#include "engine.h"
-#include "image.h"
-#include "loop.h"
+#include "engine/chain.h"
+#include "engine/delta.h"
+#include "engine/engine.h"
+#include "engine/imgsrv.h"
+#include "engine/image.h"
+#include "engine/loop.h"
 #include "util.h"
 
 static char root[PATH_MAX], img[PATH_MAX], run[PATH_MAX], mnt[PATH_MAX];

@@ -21,7 +21,7 @@
 
 #include <ploop/ploop1_image.h> /* after ploop_if.h: uses PLOOP_FMT_V1 */
 
-#include "image.h"
+#include "engine/image.h"
 #include "util.h"
 
 #define MiB (1ULL << 20)

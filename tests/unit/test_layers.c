@@ -14,7 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "layers.h"
+#include "store/layers.h"
 #include "util.h"
 
 static char tmp[PATH_MAX];

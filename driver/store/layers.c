@@ -14,7 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "image.h"
+#include "engine/image.h"
 #include "log.h"
 #include "store.h"
 #include "util.h"

@@ -11,7 +11,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#include "image.h"
+#include "engine/image.h"
 #include "log.h"
 #include "store.h"
 #include "util.h"

@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 #include "driver.h"
-#include "engine.h"
+#include "engine/engine.h"
 #include "err.h"
 #include "layers.h"
 

@@ -21,7 +21,8 @@
 #define DEFAULT_SOCKET "/run/docker/plugins/ploop.sock"
 #define DEFAULT_STATE "/var/lib/ploop-graphdriver/state.json"
 
-/* How long requests in flight may finish after SIGTERM; dockerd SIGKILLs after 10 s. */
+/* How long requests in flight may finish after SIGTERM; then Diff streams are cut and
+   get PGD_STREAM_CUT_MS more (5 + 2 s: dockerd SIGKILLs after 10 s). */
 #define SHUTDOWN_GRACE_MS 5000
 
 /* Long enough for dockerd's Put-then-Get pairs (create then start, stop then diff),

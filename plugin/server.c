@@ -244,8 +244,15 @@ pgd_server_stop (struct pgd_server *s, unsigned grace_ms)
     pgd_log (PGD_LOG_WARN, "could not stop accepting connections");
   if (!pgd_routes_wait_idle (&s->routes, grace_ms))
     {
-      pgd_log (PGD_LOG_WARN, "requests still running after %u ms; not waiting for them", grace_ms);
-      return false;
+      /* a Diff stream to a client that stopped reading would hold its layers mounted
+         past our exit: cut it, and give it a moment to let them go */
+      pgd_routes_cut_streams (&s->routes, "shutdown");
+      if (!pgd_routes_wait_idle (&s->routes, PGD_STREAM_CUT_MS))
+        {
+          pgd_log (PGD_LOG_WARN, "requests still running after %u ms; not waiting for them",
+                   grace_ms + PGD_STREAM_CUT_MS);
+          return false;
+        }
     }
   MHD_stop_daemon (s->daemon);
   close (s->fd);

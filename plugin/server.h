@@ -42,7 +42,8 @@ int pgd_server_activated_fd (int *fd, struct pgd_err *err) __attribute__ ((warn_
 int pgd_server_start (struct pgd_server **out, int fd, const struct pgd_ops *ops, void *ctx,
                       struct pgd_err *err) __attribute__ ((warn_unused_result));
 
-/* Stop accepting, give requests in flight up to GRACE_MS, then stop and free S.
+/* Stop accepting, give requests in flight up to GRACE_MS, then cut the connections of
+   Diff streams still running and give them PGD_STREAM_CUT_MS more; then stop and free S.
    False when requests were still running: S is left alive and CTX may still be in
    use, so the caller must not free CTX (it should just exit). */
 bool pgd_server_stop (struct pgd_server *s, unsigned grace_ms);

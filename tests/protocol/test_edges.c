@@ -232,6 +232,7 @@ Test (edges, second_init_with_another_home)
   cr_assert (mounted ("x"), "the held layer was taken down by a refused Init");
   ok_id ("/GraphDriver.Get", "x");
   ok_id ("/GraphDriver.Put", "x");
+  ok_id ("/GraphDriver.Put", "x");
   /* now idle: lingering (--linger) or already unmounted, either must move */
 
   cr_assert_eq (init_home (other, msg, sizeof msg), 200, "Init once nothing is held: %s", msg);

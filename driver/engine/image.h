@@ -23,6 +23,10 @@ struct pgd_image_info
   char top_file[4096];    /* absolute path of the top delta */
 };
 
+/* Set libploop up, once per process: nothing of it on the console; its messages
+   reach our errors and log with the object named. Call before any libploop call. */
+void pgd_image_lib_init (void);
+
 /* Create an empty ploop v1 image (no filesystem) in the existing empty directory DIR:
    root.hdd + DiskDescriptor.xml, SIZE bytes virtual, clusters of CLUSTER bytes. */
 int pgd_image_create (const char *dir, uint64_t size, uint32_t cluster,

@@ -246,3 +246,27 @@ Test (edges, second_init_with_another_home)
   ok ("/GraphDriver.Cleanup", "{}", NULL, 0);
   cr_assert_eq (pc_stop (&srv), 0, "the server did not exit cleanly on SIGTERM");
 }
+
+/* A --storage-opt size grow (libploop's forced check then fixes the CIF_Empty flag it
+   cleared) leaves no bare library line in the log: every mention of it carries our
+   context. */
+Test (edges, grow_logs_no_bare_library_error)
+{
+  char line[4096];
+
+  ok ("/GraphDriver.CreateReadWrite", "{\"ID\":\"grown\",\"StorageOpt\":{\"size\":\"20G\"}}", NULL,
+      0);
+  ok_id ("/GraphDriver.Get", "grown");
+  ok_id ("/GraphDriver.Put", "grown");
+  ok_id ("/GraphDriver.Remove", "grown");
+  FILE *f = fopen (srv.log, "r");
+  cr_assert_not_null (f);
+  while (fgets (line, sizeof line, f))
+    {
+      cr_assert (strncmp (line, "Error in", 8) != 0, "a bare library message: %s", line);
+      cr_assert (strstr (line, "CIF_Empty") == NULL || strstr (line, "check grown delta"),
+                 "a library message without its context: %s", line);
+    }
+  fclose (f);
+  cr_assert_eq (pc_stop (&srv), 0, "the server did not exit cleanly on SIGTERM");
+}

@@ -39,9 +39,6 @@ int ploop_grow_image (struct ploop_disk_images_data *di, off_t sectors);
 #define MIN_CLUSTER (32u << 10) /* 64 sectors: libploop refuses 32 */
 #define MAX_CLUSTER (64u << 20) /* 131072 sectors */
 #define MAX_DELTAS 128          /* images per DiskDescriptor.xml (PLOOP.md §3) */
-/* libploop 1.15 refuses a snapshot of a DD that already has 127 images ("The maximum
-   number of snapshots (126) has been reached", measured): a chain ends at 127. */
-#define MAX_CLONE_DELTAS 127
 #define V1_MAX_SECTORS 0xffffffffULL
 #define NONE_UUID "{00000000-0000-0000-0000-000000000000}"
 #define LOCK_FILE PGD_IMAGE_DD ".lck"
@@ -440,10 +437,10 @@ check_parent (const struct chain *c, const char *dir, struct pgd_err *err)
 {
   struct header h;
 
-  if (c->di->nimages + 1 > MAX_CLONE_DELTAS)
+  if (c->di->nimages + 1 > PGD_IMAGE_MAX_DELTAS)
     return pgd_error (err, 0,
                       "parent %s has %d deltas: a clone would exceed libploop's limit of %d", dir,
-                      c->di->nimages, MAX_CLONE_DELTAS);
+                      c->di->nimages, PGD_IMAGE_MAX_DELTAS);
   if (top_is_raw (c))
     return 0;
   if (read_header (c->files[c->n - 1], &h, err) < 0)
@@ -719,6 +716,7 @@ do_info (const char *dir, struct pgd_image_info *info, struct pgd_err *err)
     return -1;
   const char *top = c.files[c.n - 1];
   info->ndeltas = c.n;
+  info->raw_base = c.raw_base;
   if (top_is_raw (&c))
     {
       info->virtual_size = c.di->size * SECTOR_BYTES;

@@ -270,3 +270,75 @@ Test (edges, grow_logs_no_bare_library_error)
   fclose (f);
   cr_assert_eq (pc_stop (&srv), 0, "the server did not exit cleanly on SIGTERM");
 }
+
+/* Delta files the image of layer ID lists (its DiskDescriptor.xml's <Image> entries). */
+static int
+deltas_of (const char *id)
+{
+  char path[PATH_MAX + 64];
+  cleanup_free char *dd = NULL;
+  struct pgd_err err;
+  int n = 0;
+
+  snprintf (path, sizeof path, "%s/layers/%s/DiskDescriptor.xml", srv.home, id);
+  cr_assert_eq (pgd_read_file (path, &dd, NULL, &err), 0, "%s", err.msg);
+  for (const char *p = dd; (p = strstr (p, "<Image>")) != NULL; p++)
+    n++;
+  return n;
+}
+
+/* Deeper than libploop's 127 deltas: base layers own one delta, so a chain of 127
+   layers fits (dockerd's 125 + -init + container); the 128th is flattened into one
+   delta, and a chain of 140 layers reads every layer's file at its top. */
+Test (edges, chain_of_140_layers_reads_correctly)
+{
+  enum
+  {
+    DEPTH = 140
+  };
+  char id[32], parent[32], body[128], dir[PATH_MAX + 32], path[PATH_MAX + 64], text[32];
+
+  for (int i = 1; i <= DEPTH; i++)
+    {
+      snprintf (id, sizeof id, "d%d", i);
+      if (i == 1)
+        snprintf (body, sizeof body, "{\"ID\":\"%s\"}", id);
+      else
+        snprintf (body, sizeof body, "{\"ID\":\"%s\",\"Parent\":\"%s\"}", id, parent);
+      ok ("/GraphDriver.Create", body, NULL, 0);
+      ok_id ("/GraphDriver.Get", id);
+      snprintf (dir, sizeof dir, "%s/mnt/%s", srv.home, id);
+      snprintf (path, sizeof path, "%s/f%d", dir, i);
+      snprintf (text, sizeof text, "layer %d\n", i);
+      struct pgd_err err;
+      cr_assert_eq (pgd_write_file_atomic (path, text, strlen (text), &err), 0, "%s", err.msg);
+      snprintf (path, sizeof path, "%s/top", dir);
+      cr_assert_eq (pgd_write_file_atomic (path, text, strlen (text), &err), 0, "%s", err.msg);
+      ok_id ("/GraphDriver.Put", id);
+      snprintf (parent, sizeof parent, "%s", id);
+    }
+  cr_assert_eq (deltas_of ("d1"), 1, "a base layer owns one delta");
+  cr_assert_eq (deltas_of ("d127"), 127, "no flattening up to libploop's limit");
+  cr_assert_eq (deltas_of ("d128"), 1, "the 128th layer is flattened");
+  cr_assert_eq (deltas_of ("d140"), 13);
+  cr_assert (logged ("parent d127 has 127 deltas"), "the flattening is not logged");
+
+  ok_id ("/GraphDriver.Get", "d140");
+  snprintf (dir, sizeof dir, "%s/mnt/d140", srv.home);
+  for (int i = 1; i <= DEPTH; i++)
+    {
+      cleanup_free char *got = NULL;
+      struct pgd_err err;
+      snprintf (path, sizeof path, "%s/f%d", dir, i);
+      snprintf (text, sizeof text, "layer %d\n", i);
+      cr_assert_eq (pgd_read_file (path, &got, NULL, &err), 0, "%s", err.msg);
+      cr_assert_str_eq (got, text, "%s", path);
+    }
+  cleanup_free char *top = NULL;
+  struct pgd_err err;
+  snprintf (path, sizeof path, "%s/top", dir);
+  cr_assert_eq (pgd_read_file (path, &top, NULL, &err), 0, "%s", err.msg);
+  cr_assert_str_eq (top, "layer 140\n");
+  ok_id ("/GraphDriver.Put", "d140");
+  cr_assert_eq (pc_stop (&srv), 0, "the server did not exit cleanly on SIGTERM");
+}

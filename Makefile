@@ -37,7 +37,7 @@ PROTO_OBJ  := $(BUILD)/plugin/proto.o
 DEB_PKGS := build-essential pkg-config libmicrohttpd-dev libjansson-dev libploop-dev ploop \
             libarchive-dev libfuse3-dev fuse3 libcriterion-dev e2fsprogs util-linux \
             qemu-utils qemu-system-common curl docker.io containerd runc busybox-static psmisc gnuplot-nox strace \
-            clang libclang-rt-14-dev
+            clang libclang-rt-14-dev docker-registry
 
 .PHONY: all deps run test unit protocol e2e asan bench plugin clean install fuzz
 all: $(BIN) $(SERVE_BIN) $(UNIT_BIN)

@@ -37,9 +37,9 @@ PROTO_OBJ  := $(BUILD)/plugin/proto.o
 DEB_PKGS := build-essential pkg-config libmicrohttpd-dev libjansson-dev libploop-dev ploop \
             libarchive-dev libfuse3-dev fuse3 libcriterion-dev e2fsprogs util-linux \
             qemu-utils qemu-system-common curl docker.io containerd runc busybox-static psmisc gnuplot-nox strace \
-            clang libclang-rt-14-dev docker-registry
+            clang libclang-rt-14-dev clang-format docker-registry
 
-.PHONY: all deps run test unit protocol e2e asan bench plugin clean install fuzz
+.PHONY: all deps run test unit protocol e2e asan bench plugin clean install fuzz format format-check
 all: $(BIN) $(SERVE_BIN) $(UNIT_BIN)
 
 deps:
@@ -143,6 +143,15 @@ fuzz: deps
 	    -o $(FUZZ_BUILD)/$$(basename $$h .c) || exit 1; \
 	done
 	tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+# The committed .clang-format applied to every C file (make test runs format-check).
+FORMAT_SRC = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
+format:
+	clang-format -i --style=file $(FORMAT_SRC)
+format-check:
+	@bad=""; for f in $(FORMAT_SRC); do \
+	  clang-format --style=file "$$f" | cmp -s - "$$f" || bad="$$bad $$f"; done; \
+	if [ -n "$$bad" ]; then echo "not formatted (make format):$$bad"; exit 1; fi
 
 clean:
 	rm -rf build build-asan build-fuzz

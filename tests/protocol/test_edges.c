@@ -322,6 +322,15 @@ Test (edges, chain_of_140_layers_reads_correctly)
   cr_assert_eq (deltas_of ("d128"), 1, "the 128th layer is flattened");
   cr_assert_eq (deltas_of ("d140"), 13);
   cr_assert (logged ("parent d127 has 127 deltas"), "the flattening is not logged");
+  /* the copied base and the flattened layer are sound ploop images (closed: not mounted) */
+  char bin[PATH_MAX], cmd[3 * PATH_MAX];
+  cr_assert_eq (pc_binary (bin), 0);
+  for (int i = 0; i < 2; i++)
+    {
+      snprintf (cmd, sizeof cmd, "'%s' check '%s/layers/%s' >/dev/null 2>&1", bin, srv.home,
+                i == 0 ? "d1" : "d128");
+      cr_assert_eq (system (cmd), 0, "%s", cmd);
+    }
 
   ok_id ("/GraphDriver.Get", "d140");
   snprintf (dir, sizeof dir, "%s/mnt/d140", srv.home);

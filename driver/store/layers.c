@@ -441,6 +441,29 @@ resize_fs (struct pgd_layers *l, const char *image, const char *tag, struct pgd_
   return ret < 0 ? pgd_error_wrap (err, "resize %s", tag) : 0;
 }
 
+/* STAGING becomes a clone of the closed image SRC (parent ID): its deltas linked plus
+   a private top; or, when SRC's chain is as deep as libploop allows, a flattened copy
+   of one private delta (costs a copy of SRC's data; logged with what it cost). */
+static int
+clone_or_flatten (const char *src, const char *id, const char *staging, struct pgd_err *err)
+{
+  struct pgd_image_info info;
+  uint64_t copied = 0, t0;
+
+  if (pgd_image_info (src, &info, err) < 0)
+    return -1;
+  if (info.ndeltas < PGD_IMAGE_MAX_DELTAS)
+    return pgd_image_clone (src, staging, err);
+  t0 = pgd_now_ns ();
+  if (pgd_image_copy (src, staging, &copied, err) < 0)
+    return pgd_error_wrap (err, "flatten parent %s", id);
+  pgd_log (PGD_LOG_INFO, "parent %s has %u deltas (the most a chain may have): flattened into "
+           "one delta, %llu KiB copied in %llu ms",
+           id, info.ndeltas, (unsigned long long) (copied >> 10),
+           (unsigned long long) ((pgd_now_ns () - t0) / 1000000));
+  return 0;
+}
+
 /* Build the new layer in STAGING: clone of the parent (or of the base template),
    grown when asked. The parent is claimed so that it is not mounted read-write,
    removed or cloned meanwhile. */
@@ -456,7 +479,8 @@ build_layer (struct pgd_layers *l, const struct pgd_create_req *req, uint64_t si
     {
       if (ensure_template (l, src, err) < 0)
         return -1;
-      ret = pgd_image_clone (src, staging, err);
+      /* a delta of its own, not a link to the template's: a chain starts at 1 */
+      ret = pgd_image_copy (src, staging, NULL, err);
     }
   else
     {
@@ -492,7 +516,7 @@ build_layer (struct pgd_layers *l, const struct pgd_create_req *req, uint64_t si
       else if (mounted_rw)
         ret = pgd_error (err, EBUSY, "parent layer %s is mounted read-write", req->parent);
       else
-        ret = pgd_image_clone (src, staging, err);
+        ret = clone_or_flatten (src, req->parent, staging, err);
       pthread_mutex_lock (&l->lock);
       pgd_layer_unclaim (l, play);
       pthread_mutex_unlock (&l->lock);

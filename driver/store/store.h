@@ -145,6 +145,12 @@ void pgd_reaper_stop (struct pgd_layers *l);
 int pgd_store_init (struct pgd_layers *l, const struct pgd_init_req *req, bool persist,
                     struct pgd_err *err) __attribute__ ((warn_unused_result));
 
+/* Before an Init with HOME: when it is not the Home served now, refuse (EBUSY, naming
+   the layers) while a layer of the current Home is held, else unmount its idle layers
+   and forget them all (move.c). Nothing to do on the first Init or the same Home. */
+int pgd_store_leave_home (struct pgd_layers *l, const char *home, struct pgd_err *err)
+    __attribute__ ((warn_unused_result));
+
 /* Load the persisted Init state, if any. */
 int pgd_store_load (struct pgd_layers *l, struct pgd_err *err)
     __attribute__ ((warn_unused_result));

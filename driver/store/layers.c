@@ -728,24 +728,70 @@ pgd_store_exists (void *ctx, const char *id, bool *exists, struct pgd_err *err)
   return 0;
 }
 
-void
-pgd_layers_shutdown (struct pgd_layers *l)
+int
+pgd_layers_unmount_idle (struct pgd_layers *l, bool wait, struct pgd_err *err)
 {
-  pthread_mutex_lock (&l->lock);
+  cleanup_free char **ids = NULL;
+  size_t n = 0, cap = 0;
+  int ret = 0;
+
+  /* IDs, not entries: an entry may be freed while the lock is dropped below */
   for (size_t b = 0; b < PGD_BUCKETS; b++)
     for (struct layer *lay = l->table[b]; lay; lay = lay->next)
       {
-        /* a busy one is being unmounted (or mounted, then held) by another thread */
-        if (lay->busy || lay->state != LAYER_MOUNTED || lay->refs > 0)
+        bool idle = !lay->busy && lay->state == LAYER_MOUNTED && lay->refs == 0;
+        if (!idle && !(wait && lay->busy))
           continue;
-        struct pgd_err err;
-        if (!pgd_layer_claim (l, lay))
-          break; /* never: it is in the table and not busy, so the claim is immediate */
-        if (pgd_layer_unmount (l, lay, &err) < 0)
-          pgd_log (PGD_LOG_WARN, "cleanup: %s", err.msg);
-        pgd_layer_unclaim (l, lay);
+        if (n == cap)
+          {
+            char **more = realloc (ids, (cap = cap ? cap * 2 : 32) * sizeof *ids);
+            if (more == NULL)
+              {
+                ret = pgd_error (err, ENOMEM, "unmount idle layers");
+                goto out;
+              }
+            ids = more;
+          }
+        if ((ids[n] = strdup (lay->id)) == NULL)
+          {
+            ret = pgd_error (err, ENOMEM, "unmount idle layers");
+            goto out;
+          }
+        n++;
       }
-  pthread_mutex_unlock (&l->lock);
+  for (size_t i = 0; i < n; i++)
+    {
+      struct layer *lay = pgd_layer_claim_id (l, ids[i], false);
+      struct pgd_err e;
+      if (lay == NULL)
+        continue; /* removed meanwhile */
+      if (lay->state == LAYER_MOUNTED && lay->refs == 0 && pgd_layer_unmount (l, lay, &e) < 0)
+        {
+          pgd_log (PGD_LOG_WARN, "unmount idle layer: %s", e.msg);
+          if (ret == 0)
+            {
+              *err = e;
+              ret = -1;
+            }
+        }
+      pgd_layer_unclaim (l, lay);
+    }
+out:
+  for (size_t i = 0; i < n; i++)
+    free (ids[i]);
+  return ret;
+}
+
+void
+pgd_layers_shutdown (struct pgd_layers *l)
+{
+  struct pgd_err err;
+
+  /* a busy layer is being unmounted (or mounted, then held) by another thread: skipped;
+     each failure is logged */
+  PGD_SCOPED_LOCK (&l->lock);
+  if (pgd_layers_unmount_idle (l, false, &err) < 0)
+    pgd_log (PGD_LOG_DEBUG, "cleanup: not every idle layer was unmounted (%s)", err.msg);
 }
 
 int

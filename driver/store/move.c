@@ -35,25 +35,6 @@ held_layers (struct pgd_layers *l, bool busy, char *out, size_t cap)
   return n;
 }
 
-/* Take down every idle mount, waiting for layers busy in another thread. Called with
-   l->lock held; drops it while unmounting. Fails when one cannot be unmounted. */
-static int
-unmount_idle (struct pgd_layers *l, struct pgd_err *err)
-{
-  for (size_t b = 0; b < PGD_BUCKETS; b++)
-    for (struct layer *lay = l->table[b]; lay; lay = lay->next)
-      {
-        pgd_layer_claim (l, lay);
-        int ret = 0;
-        if (lay->state == LAYER_MOUNTED && lay->refs == 0)
-          ret = pgd_layer_unmount (l, lay, err);
-        pgd_layer_unclaim (l, lay);
-        if (ret < 0)
-          return -1;
-      }
-  return 0;
-}
-
 int
 pgd_store_leave_home (struct pgd_layers *l, const char *home, struct pgd_err *err)
 {
@@ -69,7 +50,7 @@ pgd_store_leave_home (struct pgd_layers *l, const char *home, struct pgd_err *er
                       "Init: cannot move from Home %s to %s: %u layer(s) of %s are in use (%s); "
                       "release them (Put, or stop their containers) first",
                       l->home, home, n, l->home, held);
-  if (unmount_idle (l, err) < 0)
+  if (pgd_layers_unmount_idle (l, true, err) < 0)
     return pgd_error_wrap (err, "Init: leave Home %s", l->home);
   /* a Get may have come in while the lock was dropped */
   n = held_layers (l, false, held, sizeof held);

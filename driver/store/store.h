@@ -136,6 +136,13 @@ struct layer *pgd_layer_claim_id (struct pgd_layers *l, const char *id, bool cre
    forgotten meanwhile). Called with l->lock held. */
 void pgd_layer_unclaim (struct pgd_layers *l, struct layer *lay);
 
+/* Unmount every layer mounted with no reference (idle ones included); with WAIT, wait
+   for layers busy in another thread and unmount them too if idle then. Called with
+   l->lock held; drops it while unmounting. Every failure is logged; the first is in
+   ERR (-1) after all were tried. */
+int pgd_layers_unmount_idle (struct pgd_layers *l, bool wait, struct pgd_err *err)
+    __attribute__ ((warn_unused_result));
+
 /* Start and stop the thread that unmounts layers idle for l->linger_ms (idle.c). Start
    is a no-op when linger is 0; stop waits for an unmount in progress. */
 int pgd_reaper_start (struct pgd_layers *l, struct pgd_err *err) __attribute__ ((warn_unused_result));

@@ -10,7 +10,7 @@
 
 #include "driver.h"
 #include "err.h"
-#include "routes.h"
+#include "inflight.h"
 
 struct pgd_apply;
 

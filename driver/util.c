@@ -6,6 +6,9 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -364,6 +367,22 @@ pgd_parse_size (const char *s, uint64_t *out, struct pgd_err *err)
     return pgd_error (err, 0, "invalid size \"%s\": too large", s);
   *out = (uint64_t) (v * (double) mult);
   return 0;
+}
+
+void
+pgd_pathf (char *buf, size_t size, const char *fmt, ...)
+{
+  va_list ap;
+  int n;
+
+  va_start (ap, fmt);
+  n = vsnprintf (buf, size, fmt, ap);
+  va_end (ap);
+  if (n < 0 || (size_t) n >= size)
+    {
+      fprintf (stderr, "path longer than %zu bytes: %s...\n", size, buf);
+      abort ();
+    }
 }
 
 uint64_t

@@ -91,6 +91,11 @@ int pgd_run_code (char *const argv[], int *code, struct pgd_err *err) PGD_WUR;
 /* Parse a Docker-style size ("10G", "512M", "1.5g", "1048576"; binary units). */
 int pgd_parse_size (const char *s, uint64_t *out, struct pgd_err *err) PGD_WUR;
 
+/* snprintf for a path whose length the caller has bounded (Home at Init to PATH_MAX -
+   512, IDs to PGD_ID_MAX, names to NAME_MAX): a truncation would break that bound, so
+   it aborts with a message instead of handing a wrong path on. */
+void pgd_pathf (char *buf, size_t size, const char *fmt, ...) __attribute__ ((format (printf, 3, 4)));
+
 /* Monotonic clock in nanoseconds. */
 uint64_t pgd_now_ns (void);
 

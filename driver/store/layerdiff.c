@@ -250,7 +250,7 @@ mark_apply (struct pgd_layers *l, const char *id, const char *state, bool must_b
 {
   char path[PATH_MAX];
 
-  snprintf (path, sizeof path, "%s/layers/%s/applydiff", l->home, id);
+  pgd_pathf (path, sizeof path, "%s/layers/%s/applydiff", l->home, id);
   PGD_SCOPED_LOCK (&l->lock);
   if (!pgd_layer_on_disk (l, id))
     return pgd_error (err, ENOENT, "layer %s", id);

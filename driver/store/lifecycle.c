@@ -59,9 +59,9 @@ ensure_template (struct pgd_layers *l, char *path, struct pgd_err *err)
   PGD_SCOPED_LOCK (&l->template_lock);
   if (access (path, F_OK) == 0)
     return 0;
-  snprintf (staging, sizeof staging, "%s/staging/template-%s", l->home, name);
-  snprintf (run, sizeof run, "%s/staging/template-%s.run", l->home, name);
-  snprintf (mnt, sizeof mnt, "%s/staging/template-%s.mnt", l->home, name);
+  pgd_pathf (staging, sizeof staging, "%s/staging/template-%s", l->home, name);
+  pgd_pathf (run, sizeof run, "%s/staging/template-%s.run", l->home, name);
+  pgd_pathf (mnt, sizeof mnt, "%s/staging/template-%s.mnt", l->home, name);
   if (pgd_rm_rf (staging, err) < 0 || pgd_mkdir_p (staging, 0700, err) < 0
       || pgd_mkdir_p (run, 0700, err) < 0 || pgd_mkdir_p (mnt, 0755, err) < 0)
     return -1;
@@ -107,8 +107,8 @@ resize_fs (struct pgd_layers *l, const char *image, const char *tag, struct pgd_
   char run[PATH_MAX], mnt[PATH_MAX];
   int ret;
 
-  snprintf (run, sizeof run, "%s.run", image);
-  snprintf (mnt, sizeof mnt, "%s.mnt", image);
+  pgd_pathf (run, sizeof run, "%s.run", image);
+  pgd_pathf (mnt, sizeof mnt, "%s.mnt", image);
   if (pgd_mkdir_p (run, 0700, err) < 0 || pgd_mkdir_p (mnt, 0755, err) < 0)
     return -1;
   ret = pgd_engine_mount (&l->engine, image, run, mnt, PGD_MOUNT_RESIZE, NULL, err);
@@ -244,7 +244,7 @@ pgd_store_create (void *ctx, const struct pgd_create_req *req, struct pgd_err *e
     ret = pgd_error (err, EEXIST, "create layer %s", req->id);
   else
     {
-      snprintf (staging, sizeof staging, "%s/staging/%s.%d.%llx", l->home, req->id, getpid (),
+      pgd_pathf (staging, sizeof staging, "%s/staging/%s.%d.%llx", l->home, req->id, getpid (),
                 (unsigned long long) pgd_now_ns ());
       pgd_store_path (l, final, "layers", req->id);
       pgd_store_path (l, layers_dir, "layers", NULL);
@@ -300,7 +300,7 @@ delete_layer_files (struct pgd_layers *l, const char *id, struct pgd_err *err)
       if (i == 2)
         {
           /* rename first so a crash never leaves a half-deleted image under layers/ */
-          snprintf (trash, sizeof trash, "%s/staging/removed.%s.%llx", l->home, id,
+          pgd_pathf (trash, sizeof trash, "%s/staging/removed.%s.%llx", l->home, id,
                     (unsigned long long) pgd_now_ns ());
           if (rename (path, trash) < 0 && errno != ENOENT)
             return pgd_error (err, errno, "rename %s", path);

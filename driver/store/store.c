@@ -376,9 +376,9 @@ pgd_store_recover (struct pgd_layers *l)
       size_t n = strlen (de->d_name);
       if (n > 4 && strcmp (de->d_name + n - 4, ".mnt") == 0)
         {
-          snprintf (image, sizeof image, "%s/%.*s", dir, (int) (n - 4), de->d_name);
-          snprintf (run, sizeof run, "%s.run", image);
-          snprintf (mnt, sizeof mnt, "%s/%s", dir, de->d_name);
+          pgd_pathf (image, sizeof image, "%s/%.*s", dir, (int) (n - 4), de->d_name);
+          pgd_pathf (run, sizeof run, "%s.run", image);
+          pgd_pathf (mnt, sizeof mnt, "%s/%s", dir, de->d_name);
           teardown (l, image, run, mnt);
         }
     }
@@ -388,7 +388,7 @@ pgd_store_recover (struct pgd_layers *l)
     {
       if (strcmp (de->d_name, ".") == 0 || strcmp (de->d_name, "..") == 0)
         continue;
-      snprintf (image, sizeof image, "%s/%s", dir, de->d_name);
+      pgd_pathf (image, sizeof image, "%s/%s", dir, de->d_name);
       if (pgd_rm_rf (image, &err) < 0)
         pgd_log (PGD_LOG_WARN, "recover: sweep staging: %s", err.msg);
     }
@@ -445,7 +445,7 @@ disk_used (const char *dir)
       char sub[PATH_MAX];
       if (de->d_name[0] == '.')
         continue;
-      snprintf (sub, sizeof sub, "%s/%s", dir, de->d_name);
+      pgd_pathf (sub, sizeof sub, "%s/%s", dir, de->d_name);
       cleanup_dir DIR *ld = opendir (sub);
       while (ld && (fe = readdir (ld)) != NULL)
         {

@@ -30,9 +30,9 @@ void
 pgd_store_path (const struct pgd_layers *l, char *buf, const char *sub, const char *id)
 {
   if (id)
-    snprintf (buf, PATH_MAX, "%s/%s/%s", l->home, sub, id);
+    pgd_pathf (buf, PATH_MAX, "%s/%s/%s", l->home, sub, id);
   else
-    snprintf (buf, PATH_MAX, "%s/%s", l->home, sub);
+    pgd_pathf (buf, PATH_MAX, "%s/%s", l->home, sub);
 }
 
 int
@@ -103,7 +103,7 @@ pgd_layer_on_disk (const struct pgd_layers *l, const char *id)
   char path[PATH_MAX];
   struct stat st;
 
-  snprintf (path, sizeof path, "%s/layers/%s/" PGD_IMAGE_DD, l->home, id);
+  pgd_pathf (path, sizeof path, "%s/layers/%s/" PGD_IMAGE_DD, l->home, id);
   return stat (path, &st) == 0;
 }
 
@@ -111,7 +111,7 @@ pgd_layer_on_disk (const struct pgd_layers *l, const char *id)
 static void
 apply_marker_path (const struct pgd_layers *l, const char *id, char *buf)
 {
-  snprintf (buf, PATH_MAX, "%s/layers/%s/applydiff", l->home, id);
+  pgd_pathf (buf, PATH_MAX, "%s/layers/%s/applydiff", l->home, id);
 }
 
 int

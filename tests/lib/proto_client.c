@@ -219,10 +219,10 @@ pc_start_with (struct pc_server *s, bool with_home, const char *extra_arg)
       s->dir[0] = '\0';
       return -1;
     }
-  snprintf (s->socket, sizeof s->socket, "%s/plugins/ploop.sock", s->dir);
-  snprintf (s->state, sizeof s->state, "%s/state.json", s->dir);
-  snprintf (s->home, sizeof s->home, "%s/home", s->dir);
-  snprintf (s->log, sizeof s->log, "%s/server.log", s->dir);
+  pgd_pathf (s->socket, sizeof s->socket, "%s/plugins/ploop.sock", s->dir);
+  pgd_pathf (s->state, sizeof s->state, "%s/state.json", s->dir);
+  pgd_pathf (s->home, sizeof s->home, "%s/home", s->dir);
+  pgd_pathf (s->log, sizeof s->log, "%s/server.log", s->dir);
   return pc_spawn (s, with_home);
 }
 
@@ -416,7 +416,7 @@ pc_connect (const struct pc_server *s)
 
   if (fd < 0)
     return -1;
-  snprintf (sa.sun_path, sizeof sa.sun_path, "%s", s->socket);
+  pgd_pathf (sa.sun_path, sizeof sa.sun_path, "%s", s->socket);
   setsockopt (fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   setsockopt (fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   if (connect (fd, (struct sockaddr *)&sa, sizeof sa) < 0)

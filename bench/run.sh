@@ -19,6 +19,7 @@
 #   BENCH_IMPORT   import runs in total, one per round in the first rounds (default 3)
 #   BENCH_DD       dd runs per batch (default 2)
 #   BENCH_DISK_N   containers created for the disk figure (default 20)
+#   BENCH_DISK_1T_N  ploop containers created with --storage-opt size=1T (default 5)
 #   BENCH_MEM_N    running containers for the memory figure (default 5)
 #   BENCH_OUT      results directory (default bench/results)
 #   BENCH_PLOOP_FLAGS  extra dockerd flags for ploop, e.g.
@@ -38,6 +39,7 @@ BENCH_DRIVERS=${BENCH_DRIVERS:-ploop overlay2 vfs}
 BENCH_ROUNDS=${BENCH_ROUNDS:-5}
 BENCH_RUN=${BENCH_RUN:-3}
 BENCH_CREATE=${BENCH_CREATE:-4}
+BENCH_DISK_1T_N=${BENCH_DISK_1T_N:-5}
 BENCH_IMPORT=${BENCH_IMPORT:-3}
 BENCH_DD=${BENCH_DD:-2}
 BENCH_DISK_N=${BENCH_DISK_N:-20}
@@ -209,21 +211,35 @@ storage_kib() {
 	du -skxc "${paths[@]}" 2>/dev/null | awk 'END {print $1}'
 }
 
-bench_disk() {
-	local drv=$1 i before after
-	[ -z "${BROKEN[$drv]:-}" ] || return 0
-	use "$drv"
+# disk_per_create DRV FIGURE N PREFIX [CREATE OPTIONS]: the storage N `docker create`s
+# add, per container (each create timed as FIGURE_time when it has options).
+disk_per_create() {
+	local drv=$1 fig=$2 n=$3 pre=$4 i before after
+	shift 4
 	sync
 	before=$(storage_kib)
-	for ((i = 0; i < BENCH_DISK_N; i++)); do
-		quiet "$drv" "create st$i" dk create --name "st$i" --network none busybox:local true || return 0
+	for ((i = 0; i < n; i++)); do
+		if [ $# -gt 0 ]; then
+			timed "$drv" "${fig}_time" 0 dk create --name "$pre$i" "$@" --network none busybox:local true
+		else
+			quiet "$drv" "create $pre$i" dk create --name "$pre$i" --network none busybox:local true
+		fi || return 0
 	done
 	sync
 	after=$(storage_kib)
-	log "$drv: storage $before KiB before, $after KiB after $BENCH_DISK_N creates"
-	record "$drv" disk 0 "$(((after - before) / BENCH_DISK_N))"
+	log "$drv: storage $before KiB before, $after KiB after $n creates $*"
+	record "$drv" "$fig" 0 "$(((after - before) / n))"
 	# shellcheck disable=SC2046
-	quiet "$drv" "rm st*" dk rm $(seq -f 'st%g' 0 $((BENCH_DISK_N - 1))) || true
+	quiet "$drv" "rm $pre*" dk rm $(seq -f "$pre%g" 0 $((n - 1))) || true
+}
+
+bench_disk() {
+	local drv=$1
+	[ -z "${BROKEN[$drv]:-}" ] || return 0
+	use "$drv"
+	disk_per_create "$drv" disk "$BENCH_DISK_N" st
+	# the same at a 1 TiB quota: thin deltas make the ploop part independent of it
+	[[ $drv != ploop* ]] || disk_per_create "$drv" disk_1t "$BENCH_DISK_1T_N" tb --storage-opt size=1T
 }
 
 # PSS and RSS (KiB) of the plugin and of its image servers.

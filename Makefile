@@ -6,13 +6,17 @@ CC        ?= gcc
 CFLAGS    ?= -O2 -g
 override CFLAGS += -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 \
              -DFUSE_USE_VERSION=35 -Idriver -Iplugin -fno-strict-aliasing \
-             -Wno-format-truncation
-PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+             -MMD -MP -Wno-format-truncation
+# Expanded when a recipe runs (after `make deps` in `make test`); pkgcheck stops the
+# build first, naming what pkg-config cannot find.
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS))
 BUILD     ?= build
 SOCKET    ?= /run/docker/plugins/ploop.sock
 
-DRIVER_SRC := $(wildcard driver/*.c)
+# The core, one folder per part (README "Architecture"):
+# driver/ shared helpers, driver/store/, driver/engine/, driver/diff/.
+DRIVER_SRC := $(wildcard driver/*.c driver/store/*.c driver/engine/*.c driver/diff/*.c)
 PLUGIN_SRC := $(wildcard plugin/*.c)
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 PROTO_SRC  := $(wildcard tests/protocol/test_*.c)
@@ -25,14 +29,17 @@ BIN        := $(BUILD)/ploop-graphdriver
 # the image server alone: only what serving a chain needs, linked without libploop
 SERVE_BIN  := $(BUILD)/ploop-graphdriver-serve-image
 SERVE_OBJ  := $(BUILD)/plugin/serve/main.o \
-              $(addprefix $(BUILD)/driver/,imgsrv.o chain.o chain_io.o delta.o util.o err.o log.o)
+              $(addprefix $(BUILD)/driver/engine/,imgsrv.o chain.o chain_io.o delta.o) \
+              $(addprefix $(BUILD)/driver/,util.o err.o log.o)
+# Docker's JSON codec belongs to the plugin face; its unit tests and fuzzer link it too.
+PROTO_OBJ  := $(BUILD)/plugin/proto.o
 
 DEB_PKGS := build-essential pkg-config libmicrohttpd-dev libjansson-dev libploop-dev ploop \
             libarchive-dev libfuse3-dev fuse3 libcriterion-dev e2fsprogs util-linux \
             qemu-utils qemu-system-common curl docker.io containerd runc busybox-static psmisc gnuplot-nox strace \
-            clang libclang-rt-14-dev
+            clang libclang-rt-14-dev clang-format
 
-.PHONY: all deps run test unit protocol e2e asan bench plugin clean install fuzz
+.PHONY: all deps run test unit protocol e2e asan bench plugin clean install fuzz format format-check
 all: $(BIN) $(SERVE_BIN) $(UNIT_BIN)
 
 deps:
@@ -41,10 +48,17 @@ deps:
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  apt-get -o DPkg::Lock::Timeout=600 update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q $$missing; \
 	fi
 
-$(BUILD)/%.o: %.c $(wildcard driver/*.h plugin/*.h tests/lib/*.h)
+.PHONY: pkgcheck
+pkgcheck:
+	@for p in $(PKGS); do pkg-config --exists $$p || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "pkg-config cannot find:$$missing (run 'make deps' as root)" >&2; exit 1; fi
+
+$(BUILD)/%.o: %.c | pkgcheck
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
 
@@ -57,11 +71,11 @@ $(BIN): $(PLUGIN_OBJ) $(BUILD)/libpgd.a
 $(SERVE_BIN): $(SERVE_OBJ)
 	$(CC) $(CFLAGS) -o $@ $(SERVE_OBJ) $(shell pkg-config --libs fuse3) -lpthread
 
-TEST_LINK = $(CC) $(CFLAGS) $(PKG_CFLAGS) -Itests/lib $< $(TLIB_OBJ) $(BUILD)/libpgd.a -o $@ $(PKG_LIBS) -lcriterion -lpthread
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libpgd.a $(TLIB_OBJ)
+TEST_LINK = $(CC) $(CFLAGS) $(PKG_CFLAGS) -Itests/lib $< $(TLIB_OBJ) $(PROTO_OBJ) $(BUILD)/libpgd.a -o $@ $(PKG_LIBS) -lcriterion -lpthread
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libpgd.a $(TLIB_OBJ) $(PROTO_OBJ)
 	@mkdir -p $(dir $@)
 	$(TEST_LINK)
-$(BUILD)/tests/%: tests/protocol/%.c $(BUILD)/libpgd.a $(TLIB_OBJ)
+$(BUILD)/tests/%: tests/protocol/%.c $(BUILD)/libpgd.a $(TLIB_OBJ) $(PROTO_OBJ)
 	@mkdir -p $(dir $@)
 	$(TEST_LINK)
 
@@ -122,13 +136,24 @@ FUZZ_CFLAGS  := -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-omit-fra
 FUZZ_NOWARN  := -Wno-unused-variable
 fuzz: deps
 	$(MAKE) BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) CFLAGS="$(FUZZ_CFLAGS)" \
-	  PKG_CFLAGS="$(PKG_CFLAGS) $(FUZZ_NOWARN)" $(FUZZ_BUILD)/libpgd.a
+	  PKG_CFLAGS="$(PKG_CFLAGS) $(FUZZ_NOWARN)" $(FUZZ_BUILD)/libpgd.a $(FUZZ_BUILD)/plugin/proto.o
 	for h in tests/fuzz/fuzz_*.c; do \
 	  $(FUZZ_CC) $(CFLAGS) $(FUZZ_CFLAGS) -fsanitize=fuzzer \
-	    $(PKG_CFLAGS) $$h $(FUZZ_BUILD)/libpgd.a $(PKG_LIBS) -lpthread \
+	    $(PKG_CFLAGS) $$h $(FUZZ_BUILD)/plugin/proto.o $(FUZZ_BUILD)/libpgd.a $(PKG_LIBS) -lpthread \
 	    -o $(FUZZ_BUILD)/$$(basename $$h .c) || exit 1; \
 	done
 	tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
 
+# The committed .clang-format applied to every C file (make test runs format-check).
+FORMAT_SRC = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
+format:
+	clang-format -i --style=file $(FORMAT_SRC)
+format-check:
+	@bad=""; for f in $(FORMAT_SRC); do \
+	  clang-format --style=file "$$f" | cmp -s - "$$f" || bad="$$bad $$f"; done; \
+	if [ -n "$$bad" ]; then echo "not formatted (make format):$$bad"; exit 1; fi
+
 clean:
 	rm -rf build build-asan build-fuzz
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -55,7 +55,7 @@ SIZE=2G           # virtual size of every image and of the plain file
 IO_MIB=512        # the sequential write and read
 SLICE_MIB=4       # what each level of the deep chain writes
 DEEP_MIB=$((DEPTH * SLICE_MIB))
-# The engine's own mkfs and mount options (driver/engine.c), for the plain loop file
+# The engine's own mkfs and mount options (driver/engine/engine.c), for the plain loop file
 MKFS_E=lazy_itable_init=1,lazy_journal_init=1,nodiscard
 MOUNT_O=noatime,noinit_itable
 

@@ -11,8 +11,8 @@
 #include <sys/stat.h>
 
 #include "cli.h"
-#include "engine.h"
-#include "image.h"
+#include "engine/engine.h"
+#include "engine/image.h"
 #include "log.h"
 #include "util.h"
 

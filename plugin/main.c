@@ -11,8 +11,8 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "engine.h"
-#include "layers.h"
+#include "engine/imgsrv.h"
+#include "store/layers.h"
 #include "log.h"
 #include "server.h"
 #include "util.h"

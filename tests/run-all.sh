@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make test`: unit + protocol suites, end-to-end through a real dockerd, then the
 # unit + protocol suites again built with ASan/UBSan, then a short run of the fuzz
-# harnesses. Ends with "N passed, N failed".
+# harnesses. Ends with "N passed, N failed, N skipped"; every skip prints its reason.
 # SPDX-License-Identifier: GPL-2.0-or-later
 set -u
 build=${1:-build}
@@ -19,11 +19,11 @@ if [ -x "$here/e2e/run.sh" ]; then
   elog=$(mktemp)
   "$here/e2e/run.sh" "$build" 2>&1 | tee "$elog"
   [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
-  line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$elog" | tail -1)
+  line=$(grep -E '^[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped' "$elog" | tail -1)
   if [ -n "$line" ]; then
-    sed -E 's/^([0-9]+) passed, ([0-9]+) failed.*/\1 \2/' <<<"$line" >>"$PGD_COUNTS"
+    sed -E 's/^([0-9]+) passed, ([0-9]+) failed, ([0-9]+) skipped.*/\1 \2 \3/' <<<"$line" >>"$PGD_COUNTS"
   else
-    echo "0 1" >>"$PGD_COUNTS"; rc=1
+    echo "0 1 0" >>"$PGD_COUNTS"; rc=1
   fi
   rm -f "$elog"
 else
@@ -53,8 +53,8 @@ if [ "${PGD_SKIP_FUZZ:-0}" != 1 ]; then
   fi
 fi
 
-read -r passed failed < <(awk '{p+=$1; f+=$2} END {print p+0, f+0}' "$PGD_COUNTS")
+read -r passed failed skipped < <(awk '{p+=$1; f+=$2; s+=$3} END {print p+0, f+0, s+0}' "$PGD_COUNTS")
 rm -f "$PGD_COUNTS"
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ] || rc=1
 exit $rc

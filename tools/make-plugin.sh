@@ -33,7 +33,7 @@ die() {
 BASE_HELPERS="mke2fs mkfs.ext4 resize2fs e2fsck fusermount3"
 helpers() {
 	tr ' ' '\n' <<<"$BASE_HELPERS"
-	cat "$top"/driver/*.c "$top"/plugin/*.c 2>/dev/null |
+	cat "$top"/driver/*.c "$top"/driver/*/*.c "$top"/plugin/*.c 2>/dev/null |
 		grep -oE '(argv[A-Za-z0-9_]*\[[^]]*\] *= *\{ *|exec[lv]p? *\( *)(\( *(const )?char *\* *\) *)?"[a-z0-9][a-z0-9._+-]*"' |
 		grep -oE '"[^"]+"$' | tr -d '"'
 }

@@ -4,7 +4,7 @@
    plugin binary: it starts in well under a millisecond of dynamic linking where the
    plugin binary, with its 27 libraries, takes about 4 ms. Same arguments as
    `ploop-graphdriver serve-image`. */
-#include "engine.h"
+#include "engine/imgsrv.h"
 
 int
 main (int argc, char **argv)

@@ -20,7 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "diff.h"
+#include "diff/diff.h"
 #include "log.h"
 #include "util.h"
 

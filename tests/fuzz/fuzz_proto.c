@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* libFuzzer harness: every JSON request decoder of driver/proto.h (each request kind)
+/* libFuzzer harness: every JSON request decoder of plugin/proto.h (each request kind)
    on the same bytes, then the encoders on what was decoded and on the raw bytes as a
    string. Crashes, leaks and sanitizer reports are the findings; a decoder must also
    never succeed without filling what its contract promises. */

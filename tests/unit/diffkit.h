@@ -20,7 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "diff.h"
+#include "diff/diff.h"
 #include "util.h"
 
 /* The scratch directory of the running test; removed by kit_teardown. */

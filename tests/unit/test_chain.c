@@ -5,8 +5,8 @@
    power-cut model is in test_powercut.c. */
 #include "ploop_fixture.h"
 
-#include "chain.h"
-#include "delta.h"
+#include "engine/chain.h"
+#include "engine/delta.h"
 
 #define DISK (64ULL << 20)
 

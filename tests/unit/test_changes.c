@@ -7,7 +7,7 @@
 #include <time.h>
 
 #include "diffkit.h"
-#include "tree.h"
+#include "diff/tree.h"
 
 TestSuite (changes, .init = kit_setup, .fini = kit_teardown);
 

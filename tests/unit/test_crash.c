@@ -19,151 +19,32 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "layers.h"
+#include "store/layers.h"
+#include "store_fixture.h"
 #include "ustar.h"
 #include "util.h"
 
-static char tmp[PATH_MAX];
-static char home[PATH_MAX + 16];
-static char state[PATH_MAX + 16];
-static char exe[PATH_MAX];
-static struct pgd_layers *L;
 static const struct pgd_ops *ops = &pgd_layers_ops;
+static struct tl_store S;
 static pid_t child = -1;
-
-static int
-open_store_rc (struct pgd_err *err)
-{
-  struct pgd_layers_config cfg = { .state_file = state, .engine = "user", .exe = exe };
-  return pgd_layers_open (&L, &cfg, err);
-}
-
-static void
-open_store (void)
-{
-  struct pgd_err err = { 0 };
-  cr_assert_eq (open_store_rc (&err), 0, "open: %s", err.msg);
-}
-
-static void
-close_store (void)
-{
-  pgd_layers_close (L);
-  L = NULL;
-}
 
 static void
 setup (void)
 {
-  const char *b = getenv ("PGD_BUILD");
-  char *r = realpath (b ? b : "build", NULL);
-  cr_assert_not_null (r, "build dir");
-  snprintf (exe, sizeof exe, "%s/ploop-graphdriver", r);
-  free (r);
-  signal (SIGPIPE, SIG_IGN);
-  snprintf (tmp, sizeof tmp, "/var/tmp/pgd-crash.XXXXXX");
-  cr_assert_not_null (mkdtemp (tmp));
-  snprintf (home, sizeof home, "%s/home", tmp);
-  snprintf (state, sizeof state, "%s/state.json", tmp);
-  open_store ();
-  struct pgd_init_req req = { .home = home };
-  struct pgd_err err = { 0 };
-  cr_assert_eq (ops->init (L, &req, &err), 0, "init: %s", err.msg);
+  tl_store_setup (&S, "crash");
 }
 
-/* Pids of image servers serving anything under DIR (their --dd argument). */
-static int
-servers_under (const char *dir, pid_t *out, int max)
-{
-  DIR *d = opendir ("/proc");
-  struct dirent *de;
-  int n = 0;
-
-  if (d == NULL)
-    return 0;
-  while ((de = readdir (d)) != NULL && n < max)
-    {
-      char path[64], args[8192];
-      pid_t pid = (pid_t) atoi (de->d_name);
-      if (pid <= 0)
-        continue;
-      snprintf (path, sizeof path, "/proc/%d/cmdline", (int) pid);
-      int fd = open (path, O_RDONLY | O_CLOEXEC);
-      if (fd < 0)
-        continue;
-      ssize_t len = read (fd, args, sizeof args - 1);
-      close (fd);
-      if (len <= 0)
-        continue;
-      args[len] = '\0';
-      bool serve = false, ours = false;
-      for (char *a = args; a < args + len; a += strlen (a) + 1)
-        {
-          if (strcmp (a, "serve-image") == 0)
-            serve = true;
-          else if (strncmp (a, dir, strlen (dir)) == 0 && a[strlen (dir)] == '/')
-            ours = true;
-        }
-      if (serve && ours)
-        out[n++] = pid;
-    }
-  closedir (d);
-  return n;
-}
-
-/* Wait (without a time limit) until PID has exited. */
-static void
-wait_gone (pid_t pid)
-{
-  int fd = (int) syscall (SYS_pidfd_open, pid, 0);
-  if (fd < 0)
-    return; /* already gone */
-  struct pollfd pfd = { .fd = fd, .events = POLLIN };
-  while (poll (&pfd, 1, -1) < 0 && errno == EINTR)
-    ;
-  close (fd);
-}
-
-/* Whatever a test left: the child, mounts, image servers, loop devices, the tree. */
+/* Whatever a test left: the child, then everything of the store's. */
 static void
 teardown (void)
 {
-  struct pgd_err err;
-  pid_t pids[64];
-  char cmd[PATH_MAX * 2];
-
   if (child > 0)
     {
       kill (child, SIGKILL);
       waitpid (child, NULL, 0);
       child = -1;
     }
-  if (L)
-    {
-      pgd_layers_shutdown (L);
-      close_store ();
-    }
-  snprintf (cmd, sizeof cmd,
-            "awk '{print $5}' /proc/self/mountinfo | grep '^%s/' | sort -r | "
-            "xargs -r -n1 umount -l 2>/dev/null; true",
-            tmp);
-  if (system (cmd) != 0)
-    fprintf (stderr, "cleanup of mounts failed\n");
-  int n = servers_under (tmp, pids, 64);
-  for (int i = 0; i < n; i++)
-    {
-      kill (pids[i], SIGKILL);
-      wait_gone (pids[i]);
-    }
-  snprintf (cmd, sizeof cmd,
-            "for f in /sys/block/loop*/loop/backing_file; do "
-            "grep -q '^%s/' \"$f\" 2>/dev/null && losetup -d /dev/$(basename $(dirname $(dirname $f))); "
-            "done 2>/dev/null; true",
-            tmp);
-  if (system (cmd) != 0)
-    fprintf (stderr, "cleanup of loop devices failed\n");
-  if (pgd_rm_rf (tmp, &err) < 0)
-    fprintf (stderr, "cleanup: %s\n", err.msg);
+  tl_store_teardown (&S);
 }
 
 TestSuite (crash, .init = setup, .fini = teardown, .timeout = 600);
@@ -173,7 +54,7 @@ static bool
 names_layer (const char *text, const char *sub, const char *id)
 {
   char needle[PATH_MAX + 300];
-  snprintf (needle, sizeof needle, "%s/%s/%s", home, sub, id);
+  snprintf (needle, sizeof needle, "%s/%s/%s", S.home, sub, id);
   for (const char *p = strstr (text, needle); p; p = strstr (p + 1, needle))
     {
       char c = p[strlen (needle)];
@@ -219,40 +100,9 @@ assert_nothing_left (const char *id)
   /* image servers of the layer */
   char dir[PATH_MAX + 300];
   pid_t pids[8];
-  snprintf (dir, sizeof dir, "%s/layers/%s", home, id);
-  int n = servers_under (dir, pids, 8);
+  snprintf (dir, sizeof dir, "%s/layers/%s", S.home, id);
+  int n = tl_servers_under (dir, pids, 8);
   cr_assert_eq (n, 0, "image server %d of %s still running", n ? (int) pids[0] : 0, id);
-}
-
-static void
-create (const char *id)
-{
-  struct pgd_create_req req = { .id = id, .rw = false };
-  struct pgd_err err = { 0 };
-  cr_assert_eq (ops->create (L, &req, &err), 0, "create %s: %s", id, err.msg);
-}
-
-static char *
-get (const char *id)
-{
-  char *dir = NULL;
-  struct pgd_err err = { 0 };
-  cr_assert_eq (ops->get (L, id, NULL, &dir, &err), 0, "get %s: %s", id, err.msg);
-  return dir;
-}
-
-static void
-put (const char *id)
-{
-  struct pgd_err err = { 0 };
-  cr_assert_eq (ops->put (L, id, &err), 0, "put %s: %s", id, err.msg);
-}
-
-static void
-rm (const char *id)
-{
-  struct pgd_err err = { 0 };
-  cr_assert_eq (ops->remove (L, id, &err), 0, "remove %s: %s", id, err.msg);
 }
 
 /* Write TEXT to DIR/NAME and make it durable (file and directory fsync'ed). */
@@ -345,7 +195,7 @@ Test (crash, apply_diff_killed_midway)
   int pfd[2];
 
   /* the parent lets go of the store: the child is "the plugin" now */
-  close_store ();
+  tl_store_close (&S);
   cr_assert_eq (pipe2 (pfd, O_CLOEXEC), 0);
   child = fork ();
   cr_assert_geq (child, 0);
@@ -354,12 +204,12 @@ Test (crash, apply_diff_killed_midway)
       struct pgd_err err = { 0 };
       int64_t size;
       close (pfd[1]);
-      if (open_store_rc (&err) < 0)
+      if (tl_store_open_rc (&S, &err) < 0)
         _exit (2);
       struct pgd_create_req req = { .id = "big" };
-      if (ops->create (L, &req, &err) < 0)
+      if (ops->create (S.l, &req, &err) < 0)
         _exit (3);
-      ops->apply_diff (L, "big", "", pfd[0], &size, &err);
+      ops->apply_diff (S.l, "big", "", pfd[0], &size, &err);
       /* never reached in this test: the parent kills us first */
       _exit (4);
     }
@@ -382,24 +232,24 @@ Test (crash, apply_diff_killed_midway)
   close (pfd[1]);
 
   /* "the plugin restarts": recovery takes the incomplete layer down */
-  open_store ();
+  tl_store_open (&S);
   bool exists = false;
   struct pgd_err err = { 0 };
-  cr_assert_eq (ops->exists (L, "big", &exists, &err), 0, "%s", err.msg);
+  cr_assert_eq (ops->exists (S.l, "big", &exists, &err), 0, "%s", err.msg);
   if (exists)
     {
       char *dir = NULL;
-      cr_assert_neq (ops->get (L, "big", NULL, &dir, &err), 0, "Get of a cut layer succeeded");
+      cr_assert_neq (ops->get (S.l, "big", NULL, &dir, &err), 0, "Get of a cut layer succeeded");
       cr_assert (strstr (err.msg, "incomplete") != NULL, "Get refused with: %s", err.msg);
     }
   assert_nothing_left ("big");
-  rm ("big");
+  tl_remove (&S, "big");
   assert_nothing_left ("big");
-  cr_assert_eq (ops->exists (L, "big", &exists, &err), 0, "%s", err.msg);
+  cr_assert_eq (ops->exists (S.l, "big", &exists, &err), 0, "%s", err.msg);
   cr_assert_not (exists, "big exists after Remove");
 
   /* the same ID works again from scratch */
-  create ("big");
+  tl_create (&S, "big", NULL, false);
   cr_assert_eq (pipe2 (pfd, O_CLOEXEC), 0);
   child = fork ();
   cr_assert_geq (child, 0);
@@ -411,13 +261,13 @@ Test (crash, apply_diff_killed_midway)
     }
   close (pfd[1]);
   int64_t size = 0;
-  cr_assert_eq (ops->apply_diff (L, "big", "", pfd[0], &size, &err), 0, "apply: %s", err.msg);
+  cr_assert_eq (ops->apply_diff (S.l, "big", "", pfd[0], &size, &err), 0, "apply: %s", err.msg);
   close (pfd[0]);
   cr_assert_eq (waitpid (child, &status, 0), child);
   child = -1;
   cr_assert (WIFEXITED (status) && WEXITSTATUS (status) == 0);
   cr_assert_eq (size, 4096);
-  char *dir = get ("big");
+  char *dir = tl_get (&S, "big");
   struct stat st;
   char path[PATH_MAX * 2];
   snprintf (path, sizeof path, "%s/small", dir);
@@ -425,9 +275,9 @@ Test (crash, apply_diff_killed_midway)
   cr_assert_eq (st.st_size, 4096);
   snprintf (path, sizeof path, "%s/f000", dir);
   cr_assert_neq (stat (path, &st), 0, "content of the cut apply survived");
-  put ("big");
+  tl_put (&S, "big");
   free (dir);
-  rm ("big");
+  tl_remove (&S, "big");
   assert_nothing_left ("big");
 }
 
@@ -440,7 +290,7 @@ server_pid (const char *id)
   struct pgd_err err;
   long pid = 0;
 
-  snprintf (path, sizeof path, "%s/run/%s/server.pid", home, id);
+  snprintf (path, sizeof path, "%s/run/%s/server.pid", S.home, id);
   cr_assert_eq (pgd_read_file (path, &text, NULL, &err), 0, "%s", err.msg);
   cr_assert_eq (sscanf (text, "%ld", &pid), 1, "%s: %s", path, text);
   free (text);
@@ -452,15 +302,15 @@ server_pid (const char *id)
 static void
 kill_one_server (char **dir_a, char **dir_b)
 {
-  create ("a");
-  create ("b");
-  *dir_a = get ("a");
-  *dir_b = get ("b");
+  tl_create (&S, "a", NULL, false);
+  tl_create (&S, "b", NULL, false);
+  *dir_a = tl_get (&S, "a");
+  *dir_b = tl_get (&S, "b");
   write_durable (*dir_a, "kept", "fsynced before the kill\n");
   write_durable (*dir_b, "kept", "sibling data\n");
   pid_t pid = server_pid ("a");
   cr_assert_eq (kill (pid, SIGKILL), 0);
-  wait_gone (pid);
+  tl_wait_gone (pid);
   /* the sibling's stack is untouched */
   write_durable (*dir_b, "after", "written after the kill\n");
   assert_file (*dir_b, "kept", "sibling data\n");
@@ -471,14 +321,14 @@ kill_one_server (char **dir_a, char **dir_b)
 static void
 sibling_fresh_get (void)
 {
-  put ("b");
+  tl_put (&S, "b");
   assert_nothing_left ("b");
-  char *dir = get ("b");
+  char *dir = tl_get (&S, "b");
   assert_file (dir, "kept", "sibling data\n");
   assert_file (dir, "after", "written after the kill\n");
-  put ("b");
+  tl_put (&S, "b");
   free (dir);
-  rm ("b");
+  tl_remove (&S, "b");
   assert_nothing_left ("b");
 }
 
@@ -489,24 +339,24 @@ Test (crash, server_killed_then_put_and_remounted)
 
   kill_one_server (&dir_a, &dir_b);
   /* Put may report the dead server; either way nothing of A is left behind */
-  if (ops->put (L, "a", &err) < 0)
+  if (ops->put (S.l, "a", &err) < 0)
     cr_log_info ("Put of the layer whose server died: %s", err.msg);
   assert_nothing_left ("a");
   sibling_fresh_get ();
 
   /* the next Get mounts again, repairs the image (PLOOP.md §2.3), and the fsync'ed
      data is there */
-  char *dir = get ("a");
+  char *dir = tl_get (&S, "a");
   cr_assert (pgd_is_mountpoint (dir), "Get after a failed Put returned an unmounted %s", dir);
   assert_file (dir, "kept", "fsynced before the kill\n");
   write_durable (dir, "new", "after repair\n");
-  put ("a");
+  tl_put (&S, "a");
   free (dir);
-  dir = get ("a");
+  dir = tl_get (&S, "a");
   assert_file (dir, "new", "after repair\n");
-  put ("a");
+  tl_put (&S, "a");
   free (dir);
-  rm ("a");
+  tl_remove (&S, "a");
   assert_nothing_left ("a");
   free (dir_a);
   free (dir_b);
@@ -519,12 +369,12 @@ Test (crash, server_killed_then_removed)
 
   kill_one_server (&dir_a, &dir_b);
   /* dockerd's order on rm: Put, then Remove */
-  if (ops->put (L, "a", &err) < 0)
+  if (ops->put (S.l, "a", &err) < 0)
     cr_log_info ("Put of the layer whose server died: %s", err.msg);
-  rm ("a");
+  tl_remove (&S, "a");
   assert_nothing_left ("a");
   bool exists = true;
-  cr_assert_eq (ops->exists (L, "a", &exists, &err), 0, "%s", err.msg);
+  cr_assert_eq (ops->exists (S.l, "a", &exists, &err), 0, "%s", err.msg);
   cr_assert_not (exists);
   sibling_fresh_get ();
   free (dir_a);
@@ -537,17 +387,17 @@ Test (crash, server_killed_then_plugin_restarts)
 
   kill_one_server (&dir_a, &dir_b);
   /* the plugin process goes away too and a new one opens the store */
-  close_store ();
-  open_store ();
+  tl_store_close (&S);
+  tl_store_open (&S);
   /* not adopted: the restart took the dead mount down at once (a live sibling is) */
   assert_nothing_left ("a");
-  put ("a"); /* dockerd's Put of its old reference still succeeds */
+  tl_put (&S, "a"); /* dockerd's Put of its old reference still succeeds */
   sibling_fresh_get ();
-  char *dir = get ("a");
+  char *dir = tl_get (&S, "a");
   assert_file (dir, "kept", "fsynced before the kill\n");
-  put ("a");
+  tl_put (&S, "a");
   free (dir);
-  rm ("a");
+  tl_remove (&S, "a");
   assert_nothing_left ("a");
   free (dir_a);
   free (dir_b);

@@ -2,7 +2,7 @@
 /* Delta header validation (PLOOP.md §1.1) and the in-use flag. */
 #include "ploop_fixture.h"
 
-#include "delta.h"
+#include "engine/delta.h"
 
 static char dir[PATH_MAX];
 

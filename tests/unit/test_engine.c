@@ -9,11 +9,12 @@
 #include <sys/mount.h>
 #include <sys/statvfs.h>
 
-#include "chain.h"
-#include "delta.h"
-#include "engine.h"
-#include "image.h"
-#include "loop.h"
+#include "engine/chain.h"
+#include "engine/delta.h"
+#include "engine/engine.h"
+#include "engine/imgsrv.h"
+#include "engine/image.h"
+#include "engine/loop.h"
 #include "util.h"
 
 static char root[PATH_MAX], img[PATH_MAX], run[PATH_MAX], mnt[PATH_MAX];
@@ -705,13 +706,26 @@ Test (engine, kill_server_in_a_loop_then_repair)
   expect_libploop_check_dd (img);
 }
 
-/* A v1 memory cgroup limited to LIMIT bytes below our own, or false when there is none. */
+/* A memory cgroup limited to LIMIT bytes, or false when there is none we may write:
+   cgroup v2 (a child of the unified root, memory.max) or v1 (below our own memory
+   cgroup, memory.limit_in_bytes). */
 static bool
 make_memcg (char *cg, size_t len, unsigned long long limit)
 {
   char self[PATH_MAX] = "", line[PATH_MAX];
-  FILE *f = fopen ("/proc/self/cgroup", "r");
+  FILE *f;
 
+  if (fx_sh ("grep -qw memory /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null") == 0)
+    {
+      snprintf (cg, len, "/sys/fs/cgroup/pgd-test.%d", (int)getpid ());
+      if (mkdir (cg, 0755) < 0)
+        return false;
+      if (fx_sh ("echo %llu > '%s/memory.max'", limit, cg) == 0)
+        return true;
+      rmdir (cg);
+      return false;
+    }
+  f = fopen ("/proc/self/cgroup", "r");
   if (f == NULL)
     return false;
   while (fgets (line, sizeof line, f))
@@ -743,7 +757,7 @@ Test (engine, memory_pressure_in_small_memcg)
   cr_skip_test ("memory pressure is measured on the build without ASan");
 #endif
   if (!make_memcg (cg, sizeof cg, 64ULL << 20))
-    cr_skip_test ("no writable v1 memory cgroup");
+    cr_skip_test ("no writable memory cgroup (v2 with memory in the root's subtree_control, or v1)");
   fx_sh ("echo '%s' > '%s/memcg'", cg, root); /* for the fini sweep */
   fx_create_image (img, 8ULL << 30, 2048);
   do_mount (img, run, mnt, PGD_MOUNT_MKFS);

@@ -21,8 +21,8 @@
 
 #include <ploop/ploop1_image.h> /* after ploop_if.h: uses PLOOP_FMT_V1 */
 
-#include "delta.h"
-#include "image.h"
+#include "engine/delta.h"
+#include "engine/image.h"
 #include "util.h"
 
 #define MiB (1ULL << 20)

@@ -14,97 +14,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "layers.h"
+#include "store/layers.h"
+#include "store_fixture.h"
 #include "util.h"
 
-static char tmp[PATH_MAX];
-static char home[PATH_MAX + 16];
-static char state[PATH_MAX + 16];
-static char exe[PATH_MAX];
-static struct pgd_layers *L;
 static const struct pgd_ops *ops = &pgd_layers_ops;
-static unsigned linger_ms; /* 0 for every test but the idle_* ones */
-
-static void
-open_store (void)
-{
-  struct pgd_layers_config cfg
-      = { .state_file = state, .engine = "user", .exe = exe, .linger_ms = linger_ms };
-  struct pgd_err err = { 0 };
-  cr_assert_eq (pgd_layers_open (&L, &cfg, &err), 0, "open: %s", err.msg);
-}
-
-static void
-setup (void)
-{
-  const char *b = getenv ("PGD_BUILD");
-  char *r = realpath (b ? b : "build", NULL);
-  cr_assert_not_null (r, "build dir");
-  snprintf (exe, sizeof exe, "%s/ploop-graphdriver", r);
-  free (r);
-  linger_ms = 0;
-  snprintf (tmp, sizeof tmp, "/var/tmp/pgd-layers.XXXXXX");
-  cr_assert_not_null (mkdtemp (tmp));
-  snprintf (home, sizeof home, "%s/home", tmp);
-  snprintf (state, sizeof state, "%s/state.json", tmp);
-  open_store ();
-  struct pgd_init_req req = { .home = home };
-  struct pgd_err err = { 0 };
-  cr_assert_eq (ops->init (L, &req, &err), 0, "init: %s", err.msg);
-}
-
-/* Unmount whatever a failed test left, then delete the temp tree. */
-static void
-teardown (void)
-{
-  struct pgd_err err;
-  if (L)
-    {
-      pgd_layers_shutdown (L);
-      pgd_layers_close (L);
-      L = NULL;
-    }
-  char cmd[PATH_MAX * 2];
-  snprintf (cmd, sizeof cmd,
-            "awk '{print $5}' /proc/self/mountinfo | grep '^%s/' | sort -r | "
-            "xargs -r -n1 umount -l 2>/dev/null; true",
-            tmp);
-  if (system (cmd) != 0)
-    fprintf (stderr, "cleanup of mounts failed\n");
-  if (pgd_rm_rf (tmp, &err) < 0)
-    fprintf (stderr, "cleanup: %s\n", err.msg);
-}
-
-static void
-create (const char *id, const char *parent, bool rw)
-{
-  struct pgd_create_req req = { .id = id, .parent = parent, .rw = rw };
-  struct pgd_err err = { 0 };
-  cr_assert_eq (ops->create (L, &req, &err), 0, "create %s: %s", id, err.msg);
-}
-
-static char *
-get (const char *id)
-{
-  char *dir = NULL;
-  struct pgd_err err = { 0 };
-  cr_assert_eq (ops->get (L, id, NULL, &dir, &err), 0, "get %s: %s", id, err.msg);
-  return dir;
-}
-
-static void
-put (const char *id)
-{
-  struct pgd_err err = { 0 };
-  cr_assert_eq (ops->put (L, id, &err), 0, "put %s: %s", id, err.msg);
-}
-
-static void
-rm (const char *id)
-{
-  struct pgd_err err = { 0 };
-  cr_assert_eq (ops->remove (L, id, &err), 0, "remove %s: %s", id, err.msg);
-}
+static struct tl_store S;
 
 static int
 count_entries (const char *dir)
@@ -144,7 +59,54 @@ assert_file (const char *dir, const char *name, const char *text)
   cr_assert_str_eq (buf, text, "%s", path);
 }
 
+static void
+setup (void)
+{
+  tl_store_setup (&S, "layers");
+}
+
+static void
+teardown (void)
+{
+  tl_store_teardown (&S);
+}
+
 TestSuite (layers, .init = setup, .fini = teardown, .timeout = 600);
+
+/* The store checks IDs itself (the CLI and other faces call it without the HTTP edge):
+   an ID or parent that is not a plain name is refused, and nothing appears outside
+   Home's layer directories. */
+Test (layers, store_refuses_bad_ids)
+{
+  static const char *const bad[] = { "", ".", "..", "../escape", "a/b", "x\n" };
+  struct pgd_err err = { 0 };
+  char *dir = NULL;
+  bool exists;
+  int64_t size;
+  char outside[PATH_MAX + 32];
+
+  tl_create (&S, "good", NULL, false);
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+    {
+      struct pgd_create_req req = { .id = bad[i] };
+      cr_expect_lt (ops->create (S.l, &req, &err), 0, "create \"%s\" was accepted", bad[i]);
+      cr_expect (strstr (err.msg, "invalid ID"), "create \"%s\": %s", bad[i], err.msg);
+      struct pgd_create_req child = { .id = "child", .parent = bad[i] };
+      if (bad[i][0])
+        cr_expect_lt (ops->create (S.l, &child, &err), 0, "parent \"%s\" was accepted", bad[i]);
+      cr_expect_lt (ops->get (S.l, bad[i], NULL, &dir, &err), 0, "get \"%s\"", bad[i]);
+      cr_expect_lt (ops->put (S.l, bad[i], &err), 0, "put \"%s\"", bad[i]);
+      cr_expect_lt (ops->remove (S.l, bad[i], &err), 0, "remove \"%s\"", bad[i]);
+      cr_expect_lt (ops->exists (S.l, bad[i], &exists, &err), 0, "exists \"%s\"", bad[i]);
+      if (bad[i][0])
+        cr_expect_lt (ops->diff_size (S.l, "good", bad[i], &size, &err), 0,
+                      "diff_size with parent \"%s\"", bad[i]);
+    }
+  cr_expect_eq (ops->exists (S.l, "child", &exists, &err), 0, "%s", err.msg);
+  cr_expect (!exists, "a child of a bad parent was made");
+  snprintf (outside, sizeof outside, "%s/escape", S.tmp);
+  cr_expect_neq (access (outside, F_OK), 0, "%s was created", outside);
+}
 
 Test (layers, create_empty)
 {
@@ -152,21 +114,21 @@ Test (layers, create_empty)
   bool exists = false;
   struct pgd_err err = { 0 };
 
-  create ("empty", NULL, false);
-  cr_assert_eq (ops->exists (L, "empty", &exists, &err), 0);
+  tl_create (&S, "empty", NULL, false);
+  cr_assert_eq (ops->exists (S.l, "empty", &exists, &err), 0);
   cr_assert (exists);
-  cr_assert_eq (ops->exists (L, "nothere", &exists, &err), 0);
+  cr_assert_eq (ops->exists (S.l, "nothere", &exists, &err), 0);
   cr_assert_not (exists);
-  char *dir = get ("empty");
+  char *dir = tl_get (&S, "empty");
   cr_assert_eq (stat (dir, &st), 0);
   cr_assert (S_ISDIR (st.st_mode));
   cr_assert_eq (st.st_mode & 07777, 0755);
   cr_assert_eq (st.st_uid, 0);
   cr_assert_eq (count_entries (dir), 0, "a new layer is empty (no lost+found)");
   free (dir);
-  put ("empty");
-  rm ("empty");
-  cr_assert_eq (ops->exists (L, "empty", &exists, &err), 0);
+  tl_put (&S, "empty");
+  tl_remove (&S, "empty");
+  cr_assert_eq (ops->exists (S.l, "empty", &exists, &err), 0);
   cr_assert_not (exists);
 }
 
@@ -175,18 +137,18 @@ Test (layers, base_and_snapshot)
   struct stat st;
 
   umask (0);
-  create ("Base", NULL, true);
-  char *dir = get ("Base");
+  tl_create (&S, "Base", NULL, true);
+  char *dir = tl_get (&S, "Base");
   char sub[PATH_MAX * 2];
   snprintf (sub, sizeof sub, "%s/a subdir", dir);
   cr_assert_eq (mkdir (sub, 0705 | S_ISVTX), 0);
   cr_assert_eq (lchown (sub, 1, 2), 0);
   write_file (dir, "a file", "Some data", 0222 | S_ISUID);
-  put ("Base");
+  tl_put (&S, "Base");
   free (dir);
 
-  create ("Snap", "Base", false);
-  dir = get ("Snap");
+  tl_create (&S, "Snap", "Base", false);
+  dir = tl_get (&S, "Snap");
   snprintf (sub, sizeof sub, "%s/a subdir", dir);
   cr_assert_eq (stat (sub, &st), 0);
   cr_assert_eq (st.st_mode & 07777, 0705 | S_ISVTX);
@@ -198,67 +160,67 @@ Test (layers, base_and_snapshot)
   cr_assert_eq (count_entries (dir), 2);
   /* the child writes; the parent's view stays as it was */
   write_file (dir, "child-only", "x", 0644);
-  put ("Snap");
+  tl_put (&S, "Snap");
   free (dir);
-  dir = get ("Base");
+  dir = tl_get (&S, "Base");
   cr_assert_eq (count_entries (dir), 2);
-  put ("Base");
+  tl_put (&S, "Base");
   free (dir);
   umask (022);
-  rm ("Snap");
-  rm ("Base");
+  tl_remove (&S, "Snap");
+  tl_remove (&S, "Base");
 }
 
 Test (layers, get_put_nest)
 {
-  create ("nest", NULL, true);
-  char *a = get ("nest");
-  char *b = get ("nest");
+  tl_create (&S, "nest", NULL, true);
+  char *a = tl_get (&S, "nest");
+  char *b = tl_get (&S, "nest");
   cr_assert_str_eq (a, b, "Get returns a stable path");
-  put ("nest");
+  tl_put (&S, "nest");
   cr_assert (pgd_is_mountpoint (a), "still mounted after one of two Puts");
-  put ("nest");
+  tl_put (&S, "nest");
   cr_assert_not (pgd_is_mountpoint (a), "unmounted at zero");
-  put ("nest"); /* a Put too many succeeds */
-  put ("never-created");
+  tl_put (&S, "nest"); /* a Put too many succeeds */
+  tl_put (&S, "never-created");
   free (a);
   free (b);
-  rm ("nest");
-  rm ("nest"); /* idempotent */
+  tl_remove (&S, "nest");
+  tl_remove (&S, "nest"); /* idempotent */
 }
 
 Test (layers, child_survives_parent_removal)
 {
-  create ("p", NULL, false);
-  char *dir = get ("p");
+  tl_create (&S, "p", NULL, false);
+  char *dir = tl_get (&S, "p");
   write_file (dir, "f", "parent data", 0644);
-  put ("p");
+  tl_put (&S, "p");
   free (dir);
-  create ("c", "p", false);
-  rm ("p");
-  dir = get ("c");
+  tl_create (&S, "c", "p", false);
+  tl_remove (&S, "p");
+  dir = tl_get (&S, "c");
   assert_file (dir, "f", "parent data");
-  put ("c");
+  tl_put (&S, "c");
   free (dir);
-  rm ("c");
+  tl_remove (&S, "c");
 }
 
 Test (layers, parent_with_child_is_read_only)
 {
   struct statvfs sv;
 
-  create ("ro-p", NULL, false);
-  create ("ro-c", "ro-p", false);
-  char *dir = get ("ro-p");
+  tl_create (&S, "ro-p", NULL, false);
+  tl_create (&S, "ro-c", "ro-p", false);
+  char *dir = tl_get (&S, "ro-p");
   cr_assert_eq (statvfs (dir, &sv), 0);
   cr_assert (sv.f_flag & ST_RDONLY, "a layer whose data a child shares is read-only");
-  put ("ro-p");
+  tl_put (&S, "ro-p");
   free (dir);
-  rm ("ro-c");
-  dir = get ("ro-p");
+  tl_remove (&S, "ro-c");
+  dir = tl_get (&S, "ro-p");
   cr_assert_eq (statvfs (dir, &sv), 0);
   cr_assert_not (sv.f_flag & ST_RDONLY, "writable again once the child is gone");
-  put ("ro-p");
+  tl_put (&S, "ro-p");
   free (dir);
 }
 
@@ -269,20 +231,20 @@ Test (layers, bad_requests_change_nothing)
   struct pgd_create_req req = { .id = "x", .storage_opt = &opt, .nstorage_opt = 1 };
   bool exists = true;
 
-  cr_assert_neq (ops->create (L, &req, &err), 0);
+  cr_assert_neq (ops->create (S.l, &req, &err), 0);
   cr_assert (strstr (err.msg, "Unknown option flavour"), "%s", err.msg);
   req = (struct pgd_create_req) { .id = "orphan", .parent = "missing" };
-  cr_assert_neq (ops->create (L, &req, &err), 0);
+  cr_assert_neq (ops->create (S.l, &req, &err), 0);
   cr_assert (strstr (err.msg, "missing"), "%s", err.msg);
-  cr_assert_eq (ops->exists (L, "orphan", &exists, &err), 0);
+  cr_assert_eq (ops->exists (S.l, "orphan", &exists, &err), 0);
   cr_assert_not (exists);
-  create ("dup", NULL, false);
+  tl_create (&S, "dup", NULL, false);
   req = (struct pgd_create_req) { .id = "dup" };
-  cr_assert_neq (ops->create (L, &req, &err), 0, "an existing ID is an error");
+  cr_assert_neq (ops->create (S.l, &req, &err), 0, "an existing ID is an error");
   char *dir = NULL;
-  cr_assert_neq (ops->get (L, "missing", NULL, &dir, &err), 0);
+  cr_assert_neq (ops->get (S.l, "missing", NULL, &dir, &err), 0);
   cr_assert (strstr (err.msg, "missing"), "%s", err.msg);
-  rm ("dup");
+  tl_remove (&S, "dup");
 }
 
 Test (layers, storage_opt_size)
@@ -292,50 +254,49 @@ Test (layers, storage_opt_size)
   struct pgd_create_req req = { .id = "big", .storage_opt = &opt, .nstorage_opt = 1, .rw = true };
   struct pgd_err err = { 0 };
 
-  create ("small-base", NULL, false);
+  tl_create (&S, "small-base", NULL, false);
   req.parent = "small-base";
-  cr_assert_eq (ops->create (L, &req, &err), 0, "%s", err.msg);
-  char *dir = get ("big");
+  cr_assert_eq (ops->create (S.l, &req, &err), 0, "%s", err.msg);
+  char *dir = tl_get (&S, "big");
   cr_assert_eq (statvfs (dir, &sv), 0);
   /* ext4 keeps some blocks for itself; 12 GiB shows as a bit less */
   uint64_t bytes = (uint64_t) sv.f_blocks * sv.f_frsize;
   cr_assert_gt (bytes, 11500ULL << 20, "size %llu", (unsigned long long) bytes);
   cr_assert_lt (bytes, 12300ULL << 20, "size %llu", (unsigned long long) bytes);
-  put ("big");
+  tl_put (&S, "big");
   free (dir);
   /* smaller than the parent is refused */
   opt.value = "2G";
   req.id = "small";
-  cr_assert_neq (ops->create (L, &req, &err), 0);
+  cr_assert_neq (ops->create (S.l, &req, &err), 0);
   cr_assert (strstr (err.msg, "smaller"), "%s", err.msg);
-  dir = get ("big");
-  put ("big");
+  dir = tl_get (&S, "big");
+  tl_put (&S, "big");
   free (dir);
-  rm ("big");
+  tl_remove (&S, "big");
 }
 
 Test (layers, init_persists_across_restart)
 {
-  create ("kept", NULL, false);
-  char *dir = get ("kept");
+  tl_create (&S, "kept", NULL, false);
+  char *dir = tl_get (&S, "kept");
   write_file (dir, "f", "still here", 0644);
   /* the plugin process goes away while the layer is mounted */
-  pgd_layers_close (L);
-  L = NULL;
-  open_store (); /* no Init: state comes from the state file */
+  tl_store_close (&S);
+  tl_store_open (&S); /* no Init: state comes from the state file */
   bool exists = false;
   struct pgd_err err = { 0 };
-  cr_assert_eq (ops->exists (L, "kept", &exists, &err), 0, "%s", err.msg);
+  cr_assert_eq (ops->exists (S.l, "kept", &exists, &err), 0, "%s", err.msg);
   cr_assert (exists);
-  char *again = get ("kept");
+  char *again = tl_get (&S, "kept");
   cr_assert_str_eq (again, dir, "same path after a restart");
   assert_file (again, "f", "still here");
-  put ("kept");
-  put ("kept"); /* the adopted reference */
+  tl_put (&S, "kept");
+  tl_put (&S, "kept"); /* the adopted reference */
   cr_assert_not (pgd_is_mountpoint (dir));
   free (dir);
   free (again);
-  rm ("kept");
+  tl_remove (&S, "kept");
 }
 
 Test (layers, apply_diff_once)
@@ -344,48 +305,48 @@ Test (layers, apply_diff_once)
   struct pgd_err err = { 0 };
   int64_t size = -1;
 
-  snprintf (src, sizeof src, "%s/src", tmp);
-  snprintf (tarpath, sizeof tarpath, "%s/l.tar", tmp);
+  snprintf (src, sizeof src, "%s/src", S.tmp);
+  snprintf (tarpath, sizeof tarpath, "%s/l.tar", S.tmp);
   snprintf (cmd, sizeof cmd,
             "mkdir -p %s/d && printf hello > %s/d/hello && tar -C %s -cf %s d", src, src, src,
             tarpath);
   cr_assert_eq (system (cmd), 0);
-  create ("applied", NULL, false);
+  tl_create (&S, "applied", NULL, false);
   int fd = open (tarpath, O_RDONLY);
-  cr_assert_eq (ops->apply_diff (L, "applied", "", fd, &size, &err), 0, "%s", err.msg);
+  cr_assert_eq (ops->apply_diff (S.l, "applied", "", fd, &size, &err), 0, "%s", err.msg);
   close (fd);
   cr_assert_eq (size, 5);
   fd = open (tarpath, O_RDONLY);
-  cr_assert_neq (ops->apply_diff (L, "applied", "", fd, &size, &err), 0, "twice is refused");
+  cr_assert_neq (ops->apply_diff (S.l, "applied", "", fd, &size, &err), 0, "twice is refused");
   close (fd);
   cr_assert (strstr (err.msg, "once"), "%s", err.msg);
-  char *dir = get ("applied");
+  char *dir = tl_get (&S, "applied");
   assert_file (dir, "d/hello", "hello");
-  put ("applied");
+  tl_put (&S, "applied");
   free (dir);
 
   /* a truncated stream fails and leaves a layer that refuses to be used */
-  create ("cut", NULL, false);
+  tl_create (&S, "cut", NULL, false);
   snprintf (cmd, sizeof cmd, "head -c 700 %s > %s.cut", tarpath, tarpath);
   cr_assert_eq (system (cmd), 0);
   strcat (tarpath, ".cut");
   fd = open (tarpath, O_RDONLY);
-  cr_assert_neq (ops->apply_diff (L, "cut", "", fd, &size, &err), 0);
+  cr_assert_neq (ops->apply_diff (S.l, "cut", "", fd, &size, &err), 0);
   close (fd);
-  cr_assert_neq (ops->get (L, "cut", NULL, &dir, &err), 0);
+  cr_assert_neq (ops->get (S.l, "cut", NULL, &dir, &err), 0);
   cr_assert (strstr (err.msg, "incomplete"), "%s", err.msg);
-  rm ("cut");
-  rm ("applied");
+  tl_remove (&S, "cut");
+  tl_remove (&S, "applied");
 }
 
 /* The store again with linger MS (state persisted by setup's Init). */
 static void
 reopen_with_linger (unsigned ms)
 {
-  pgd_layers_shutdown (L);
-  pgd_layers_close (L);
-  linger_ms = ms;
-  open_store ();
+  pgd_layers_shutdown (S.l);
+  pgd_layers_close (S.l);
+  S.linger_ms = ms;
+  tl_store_open (&S);
 }
 
 /* PID of the image server of mounted layer ID, from <Home>/run/<id>/server.pid. */
@@ -395,7 +356,7 @@ server_of (const char *id)
   char path[PATH_MAX * 2], *text = NULL;
   size_t len;
   struct pgd_err err;
-  snprintf (path, sizeof path, "%s/run/%s/server.pid", home, id);
+  snprintf (path, sizeof path, "%s/run/%s/server.pid", S.home, id);
   cr_assert_eq (pgd_read_file (path, &text, &len, &err), 0, "%s", err.msg);
   long pid = atol (text);
   free (text);
@@ -434,27 +395,27 @@ wait_unmounted (const char *dir)
 Test (layers, idle_mount_is_reused_then_reaped)
 {
   reopen_with_linger (300);
-  create ("idle", NULL, true);
-  char *a = get ("idle");
+  tl_create (&S, "idle", NULL, true);
+  char *a = tl_get (&S, "idle");
   write_file (a, "f", "kept\n", 0644);
   pid_t first = server_of ("idle");
-  put ("idle");
+  tl_put (&S, "idle");
   cr_assert (pgd_is_mountpoint (a), "the last Put left no idle mount");
-  char *b = get ("idle");
+  char *b = tl_get (&S, "idle");
   cr_assert_str_eq (a, b);
   cr_assert_eq (server_of ("idle"), first, "a Get within the linger mounted again");
   assert_file (b, "f", "kept\n");
-  put ("idle");
+  tl_put (&S, "idle");
   cr_assert (wait_unmounted (a), "the reaper never unmounted the idle layer");
   for (int i = 0; i < 1200 && running (first); i++) /* the server exits last */
     usleep (50 * 1000);
   cr_assert_not (running (first), "the image server outlived its unmount");
   free (b);
-  b = get ("idle"); /* mounts again, with a new server */
+  b = tl_get (&S, "idle"); /* mounts again, with a new server */
   cr_assert_neq (server_of ("idle"), first);
   assert_file (b, "f", "kept\n");
-  put ("idle");
-  rm ("idle");
+  tl_put (&S, "idle");
+  tl_remove (&S, "idle");
   cr_assert_not (pgd_is_mountpoint (a));
   free (a);
   free (b);
@@ -465,25 +426,25 @@ Test (layers, idle_mount_is_reused_then_reaped)
 Test (layers, idle_parent_is_closed_for_a_child)
 {
   reopen_with_linger (600000);
-  create ("p", NULL, true);
-  char *p = get ("p");
+  tl_create (&S, "p", NULL, true);
+  char *p = tl_get (&S, "p");
   write_file (p, "from-parent", "p\n", 0644);
-  put ("p");
+  tl_put (&S, "p");
   cr_assert (pgd_is_mountpoint (p));
-  create ("c", "p", true);
+  tl_create (&S, "c", "p", true);
   cr_assert_not (pgd_is_mountpoint (p), "the parent stayed mounted read-write under a clone");
-  char *c = get ("c");
+  char *c = tl_get (&S, "c");
   assert_file (c, "from-parent", "p\n");
-  put ("c");
+  tl_put (&S, "c");
   free (p);
-  p = get ("p");
+  p = tl_get (&S, "p");
   char path[PATH_MAX * 2];
   snprintf (path, sizeof path, "%s/new", p);
   cr_assert_lt (open (path, O_WRONLY | O_CREAT, 0644), 0);
   cr_assert_eq (errno, EROFS, "the parent of a clone must be read-only");
-  put ("p");
-  rm ("c");
-  rm ("p");
+  tl_put (&S, "p");
+  tl_remove (&S, "c");
+  tl_remove (&S, "p");
   free (p);
   free (c);
 }
@@ -491,19 +452,19 @@ Test (layers, idle_parent_is_closed_for_a_child)
 Test (layers, remove_and_shutdown_close_idle_mounts)
 {
   reopen_with_linger (600000);
-  create ("x", NULL, true);
-  create ("y", NULL, true);
-  char *x = get ("x");
-  char *y = get ("y");
-  put ("x");
-  put ("y");
+  tl_create (&S, "x", NULL, true);
+  tl_create (&S, "y", NULL, true);
+  char *x = tl_get (&S, "x");
+  char *y = tl_get (&S, "y");
+  tl_put (&S, "x");
+  tl_put (&S, "y");
   pid_t sy = server_of ("y");
-  rm ("x");
+  tl_remove (&S, "x");
   cr_assert_not (pgd_is_mountpoint (x), "Remove left the idle mount");
-  pgd_layers_shutdown (L);
+  pgd_layers_shutdown (S.l);
   cr_assert_not (pgd_is_mountpoint (y), "shutdown left the idle mount");
   cr_assert_not (running (sy), "shutdown left the image server");
-  rm ("y");
+  tl_remove (&S, "y");
   free (x);
   free (y);
 }
@@ -512,23 +473,23 @@ Test (layers, remove_and_shutdown_close_idle_mounts)
 Test (layers, idle_mount_with_dead_server_is_remounted)
 {
   reopen_with_linger (600000);
-  create ("z", NULL, true);
-  char *z = get ("z");
+  tl_create (&S, "z", NULL, true);
+  char *z = tl_get (&S, "z");
   write_file (z, "f", "durable\n", 0644);
   int fd = open (z, O_RDONLY | O_DIRECTORY);
   cr_assert_geq (fd, 0);
   cr_assert_eq (syncfs (fd), 0);
   close (fd);
-  put ("z");
+  tl_put (&S, "z");
   pid_t dead = server_of ("z");
   cr_assert_eq (kill (dead, SIGKILL), 0);
   for (int i = 0; i < 1200 && running (dead); i++)
     usleep (50 * 1000);
-  char *again = get ("z");
+  char *again = tl_get (&S, "z");
   cr_assert_neq (server_of ("z"), dead, "a dead server's mount was handed out");
   assert_file (again, "f", "durable\n");
-  put ("z");
-  rm ("z");
+  tl_put (&S, "z");
+  tl_remove (&S, "z");
   free (z);
   free (again);
 }

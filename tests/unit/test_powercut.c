@@ -7,8 +7,8 @@
    and read back against the model. */
 #include "ploop_fixture.h"
 
-#include "chain.h"
-#include "image.h"
+#include "engine/chain.h"
+#include "engine/image.h"
 
 /* 1536 clusters of 32 KiB: the BAT spans two 4 KiB pages (the first holds vc 0..1007) */
 #define CS 64

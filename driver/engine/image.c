@@ -22,6 +22,7 @@
 #include <ploop/ploop1_image.h> /* after ploop_if.h: uses PLOOP_FMT_V1 */
 
 #include "delta.h"
+#include "image_priv.h"
 #include "util.h"
 
 /* Exported by libploop 1.15 but not declared in its header (PLOOP.md §5.1). */
@@ -45,7 +46,6 @@ int ploop_grow_image (struct ploop_disk_images_data *di, off_t sectors);
 #define MAX_CLONE_DELTAS 127
 #define V1_MAX_SECTORS 0xffffffffULL
 #define NONE_UUID "{00000000-0000-0000-0000-000000000000}"
-#define TOPDELTA_GUID "{5fbaabe3-6958-40ff-92a7-860e329aab41}" /* the writable top (PLOOP.md §3) */
 #define GUID_LEN 64
 #define LOCK_FILE PGD_IMAGE_DD ".lck"
 /* libploop 1.15 copies about PATH_MAX bytes from path arguments (pitfall 1): every
@@ -95,69 +95,6 @@ libploop_error (struct pgd_err *err, int rc, const char *what, const char *obj)
 
   return pgd_error (err, 0, "%s %s: libploop rc %d: %s", what, obj, rc,
                     msg && *msg ? msg : "(no message)");
-}
-
-/* ---- delta header ---------------------------------------------------------- */
-
-/* A delta header in host byte order. */
-struct header
-{
-  bool v2;
-  uint32_t cluster_sectors;
-  uint32_t bat_entries;
-  uint64_t sectors; /* virtual size */
-  uint32_t in_use;
-  uint32_t first_block; /* sectors */
-  uint32_t flags;
-};
-
-static int
-parse_header (const char *path, const struct ploop_pvd_header *raw, struct header *h,
-              struct pgd_err *err)
-{
-  if (memcmp (raw->m_Sig, SIGNATURE_STRUCTURED_DISK_V1, sizeof raw->m_Sig) == 0)
-    h->v2 = false;
-  else if (memcmp (raw->m_Sig, SIGNATURE_STRUCTURED_DISK_V2, sizeof raw->m_Sig) == 0)
-    h->v2 = true;
-  else
-    return pgd_error (err, 0, "%s: not a ploop delta (wrong signature)", path);
-  if (le32toh (raw->m_Type) != PRL_IMAGE_COMPRESSED)
-    return pgd_error (err, 0, "%s: wrong delta type %u", path, le32toh (raw->m_Type));
-  h->cluster_sectors = le32toh (raw->m_Sectors);
-  h->bat_entries = le32toh (raw->m_Size);
-  h->in_use = le32toh (raw->m_DiskInUse);
-  h->first_block = le32toh (raw->m_FirstBlockOffset);
-  h->flags = le32toh (raw->m_Flags);
-  if (h->v2)
-    h->sectors = le64toh (raw->m_SizeInSectors_v2);
-  else
-    h->sectors = le32toh (raw->m_SizeInSectors_v1);
-  uint32_t cs = h->cluster_sectors;
-  if (cs == 0 || (cs & (cs - 1)) != 0 || cs > MAX_CLUSTER / SECTOR_BYTES)
-    return pgd_error (err, 0, "%s: wrong cluster size %u sectors", path, cs);
-  if (h->first_block == 0 || h->first_block % cs != 0
-      || 64 + 4ULL * h->bat_entries > (uint64_t)h->first_block * SECTOR_BYTES)
-    return pgd_error (err, 0, "%s: wrong first block offset %u", path, h->first_block);
-  return 0;
-}
-
-/* Read and validate the 64-byte header of the delta PATH. Plain reads: works while
-   the delta is served (in use, DD locked). */
-static int
-read_header (const char *path, struct header *h, struct pgd_err *err)
-{
-  struct ploop_pvd_header raw;
-  cleanup_close int fd = open (path, O_RDONLY | O_CLOEXEC);
-  ssize_t n;
-
-  if (fd < 0)
-    return pgd_error (err, errno, "open %s", path);
-  n = pread (fd, &raw, sizeof raw, 0);
-  if (n < 0)
-    return pgd_error (err, errno, "read %s", path);
-  if ((size_t)n < sizeof raw)
-    return pgd_error (err, 0, "%s: not a ploop delta (%zd bytes)", path, n);
-  return parse_header (path, &raw, h, err);
 }
 
 /* ---- DiskDescriptor.xml and the chain -------------------------------------- */
@@ -421,7 +358,7 @@ lock_parent (const char *dir, int *fd, struct pgd_err *err)
 static int
 check_parent (const struct chain *c, const char *dir, struct pgd_err *err)
 {
-  struct header h;
+  struct pgd_delta_hdr h;
 
   if (c->di->nimages + 1 > MAX_CLONE_DELTAS)
     return pgd_error (err, 0,
@@ -429,7 +366,7 @@ check_parent (const struct chain *c, const char *dir, struct pgd_err *err)
                       c->di->nimages, MAX_CLONE_DELTAS);
   if (top_is_raw (c))
     return 0;
-  if (read_header (c->files[c->n - 1], &h, err) < 0)
+  if (pgd_delta_read_header (c->files[c->n - 1], &h, err) < 0)
     return -1;
   if (h.in_use != 0)
     return pgd_error (err, EBUSY,
@@ -464,98 +401,6 @@ link_files (struct chain *c, const char *child, struct pgd_err *err)
   return 0;
 }
 
-/* Append a pointer to the malloc'd array *ARR of *N pointers (libploop frees it). */
-static int
-append_ptr (void ***arr, int *n, void *p)
-{
-  void **grown = realloc (*arr, (size_t)(*n + 1) * sizeof *grown);
-  if (grown == NULL)
-    return -1;
-  grown[(*n)++] = p;
-  *arr = grown;
-  return 0;
-}
-
-/* In DI, rename snapshot GUID OLD to NEW wherever it appears. */
-static int
-rename_guid (struct ploop_disk_images_data *di, const char *old, const char *new)
-{
-  char **slots[3];
-
-  for (int i = 0; i < di->nimages + di->nsnapshots; i++)
-    {
-      int n = 0;
-      if (i < di->nimages)
-        slots[n++] = &di->images[i]->guid;
-      else
-        {
-          slots[n++] = &di->snapshots[i - di->nimages]->guid;
-          slots[n++] = &di->snapshots[i - di->nimages]->parent_guid;
-        }
-      for (int k = 0; k < n; k++)
-        if (*slots[k] && strcmp (*slots[k], old) == 0)
-          {
-            char *copy = strdup (new);
-            if (copy == NULL)
-              return -1;
-            free (*slots[k]);
-            *slots[k] = copy;
-          }
-    }
-  return 0;
-}
-
-/* Record FILE as the new top of DI under TOPDELTA_GUID, the old top renamed to a fresh
-   GUID, as ploop_create_snapshot does (PLOOP.md §3). */
-static int
-di_push_top (struct ploop_disk_images_data *di, const char *file, struct pgd_err *err)
-{
-  char guid[GUID_LEN];
-  struct ploop_image_data *img = calloc (1, sizeof *img);
-  struct ploop_snapshot_data *snap = calloc (1, sizeof *snap);
-
-  if (img == NULL || snap == NULL || ploop_uuid_generate (guid, sizeof guid) != 0)
-    goto fail;
-  if (strcmp (di->top_guid, TOPDELTA_GUID) == 0 && rename_guid (di, TOPDELTA_GUID, guid) < 0)
-    goto fail;
-  img->guid = strdup (TOPDELTA_GUID);
-  img->file = strdup (file);
-  snap->guid = strdup (TOPDELTA_GUID);
-  snap->parent_guid = strdup (strcmp (di->top_guid, TOPDELTA_GUID) == 0 ? guid : di->top_guid);
-  if (!img->guid || !img->file || !snap->guid || !snap->parent_guid)
-    goto fail;
-  char *top = strdup (TOPDELTA_GUID);
-  if (top == NULL || append_ptr ((void ***)&di->images, &di->nimages, img) < 0)
-    {
-      free (top);
-      goto fail;
-    }
-  img = NULL;
-  if (append_ptr ((void ***)&di->snapshots, &di->nsnapshots, snap) < 0)
-    {
-      free (top);
-      goto fail; /* DI is freed by the caller on error; the dangling image is harmless */
-    }
-  free (di->top_guid);
-  di->top_guid = top;
-  return 0;
-
-fail:
-  if (img)
-    {
-      free (img->guid);
-      free (img->file);
-      free (img);
-    }
-  if (snap)
-    {
-      free (snap->guid);
-      free (snap->parent_guid);
-      free (snap);
-    }
-  return pgd_error (err, ENOMEM, "new top delta %s", file);
-}
-
 /* Give the child (DD in memory: C, files linked into CHILD) its private empty top, a
    thin delta of the parent top's size, and store the child's DD. libploop's snapshot
    would write the whole BAT of the new delta; ours writes one page. */
@@ -568,10 +413,10 @@ add_thin_top (struct chain *c, const char *child, const char *child_dd, struct p
 
   if (!top_is_raw (c))
     {
-      struct header h;
-      if (read_header (c->files[c->n - 1], &h, err) < 0)
+      struct pgd_delta_hdr h;
+      if (pgd_delta_read_header (c->files[c->n - 1], &h, err) < 0)
         return -1;
-      sectors = h.sectors;
+      sectors = h.size_sectors;
       cluster = h.cluster_sectors;
     }
   const char *first = c->di->images[0]->file;
@@ -580,7 +425,7 @@ add_thin_top (struct chain *c, const char *child, const char *child_dd, struct p
     return pgd_error (err, EIO, "new delta name: uuid");
   if (snprintf (file, sizeof file, "%s/%s.%s", child, base, guid) >= (int)sizeof file)
     return pgd_error (err, ENAMETOOLONG, "%s/%s.%s", child, base, guid);
-  if (pgd_delta_create_thin (file, sectors, cluster, err) < 0 || di_push_top (c->di, file, err) < 0)
+  if (pgd_delta_create_thin (file, sectors, cluster, err) < 0 || pgd_image_di_push_top (c->di, file, err) < 0)
     return -1;
   int rc = ploop_store_diskdescriptor (child_dd, c->di);
   if (rc != 0)
@@ -624,11 +469,11 @@ add_libploop_top (struct chain *c, const char *child, const char *child_dd, stru
 static int
 add_private_top (struct chain *c, const char *child, const char *child_dd, struct pgd_err *err)
 {
-  struct header h = { .v2 = false };
+  struct pgd_delta_hdr h = { .version = 1 };
 
-  if (!top_is_raw (c) && read_header (c->files[c->n - 1], &h, err) < 0)
+  if (!top_is_raw (c) && pgd_delta_read_header (c->files[c->n - 1], &h, err) < 0)
     return -1;
-  if (h.v2)
+  if (h.version == 2)
     return add_libploop_top (c, child, child_dd, err);
   return add_thin_top (c, child, child_dd, err);
 }
@@ -729,7 +574,7 @@ static int
 do_grow (const char *dir, uint64_t size, struct pgd_err *err)
 {
   cleanup_chain struct chain c = { 0 };
-  struct header h;
+  struct pgd_delta_hdr h;
   struct stat st;
 
   if (chain_read (dir, &c, err) < 0)
@@ -742,13 +587,13 @@ do_grow (const char *dir, uint64_t size, struct pgd_err *err)
   if (st.st_nlink != 1)
     return pgd_error (err, 0, "top delta %s is shared (%lu links): only a private top grows", top,
                       (unsigned long)st.st_nlink);
-  if (read_header (top, &h, err) < 0)
+  if (pgd_delta_read_header (top, &h, err) < 0)
     return -1;
   if (h.in_use != 0)
     return pgd_error (err, EBUSY, "top delta %s is in use", top);
 
   uint64_t cluster = (uint64_t)h.cluster_sectors * SECTOR_BYTES;
-  uint64_t cur = h.sectors * SECTOR_BYTES;
+  uint64_t cur = h.size_sectors * SECTOR_BYTES;
   if (size > UINT64_MAX - cluster)
     return pgd_error (err, EINVAL, "size %llu: too large", (unsigned long long)size);
   uint64_t want = round_up (size, cluster);
@@ -759,10 +604,11 @@ do_grow (const char *dir, uint64_t size, struct pgd_err *err)
                       (unsigned long long)size, (unsigned long long)cur);
   if (want == cur)
     return 0;
-  if (!h.v2 && want / SECTOR_BYTES > V1_MAX_SECTORS)
+  if (h.version == 1 && want / SECTOR_BYTES > V1_MAX_SECTORS)
     return pgd_error (err, EINVAL, "size %llu: over 2 TiB, the ploop v1 limit",
                       (unsigned long long)size);
-  if (!h.v2 && (h.flags & CIF_Empty) && (uint64_t)st.st_size == (uint64_t)h.first_block * SECTOR_BYTES)
+  if (h.version == 1 && (h.flags & PGD_DELTA_CIF_EMPTY)
+      && (uint64_t)st.st_size == (uint64_t)h.first_block_sectors * SECTOR_BYTES)
     return grow_empty (&c, dir, top, want / SECTOR_BYTES, h.cluster_sectors, err);
   int rc = ploop_grow_image (c.di, (off_t)(want / SECTOR_BYTES));
   if (rc != 0)
@@ -770,12 +616,12 @@ do_grow (const char *dir, uint64_t size, struct pgd_err *err)
   /* When the BAT needs more header clusters, libploop 1.15 clears CIF_Empty even
      if the delta holds no data; the read-only check then fails with rc 7
      ("CIF_Empty flag is incorrect"). A forced read-write check of the private,
-     closed top fixes the header. */
+     closed top fixes the header (and fills the holes of a thin top, thinned below). */
   char path[LPATH];
   __u32 bs = c.blocksize;
   if (lpath (path, err, "%s", top) < 0)
     return -1;
-  rc = ploop_check (path, PGD_CHECK_FORCE | PGD_CHECK_DETAILED, &bs);
+  rc = ploop_check (path, PGD_CHECK_FORCE | PGD_CHECK_DETAILED | PGD_CHECK_REPAIR_SPARSE, &bs);
   if (rc != 0)
     return libploop_error (err, rc, "check grown delta", top);
   /* libploop wrote the grown BAT in full; pgd_delta_thin fsyncs. libploop renamed the
@@ -924,10 +770,10 @@ do_info (const char *dir, struct pgd_image_info *info, struct pgd_err *err)
     }
   else
     {
-      struct header h;
-      if (read_header (top, &h, err) < 0)
+      struct pgd_delta_hdr h;
+      if (pgd_delta_read_header (top, &h, err) < 0)
         return -1;
-      info->virtual_size = h.sectors * SECTOR_BYTES; /* the DD's <Disk_size> can be stale */
+      info->virtual_size = h.size_sectors * SECTOR_BYTES; /* the DD's <Disk_size> can be stale */
       info->cluster_size = h.cluster_sectors * SECTOR_BYTES;
     }
   if (realpath (top, info->top_file) == NULL)

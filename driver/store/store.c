@@ -11,7 +11,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#include "image.h"
+#include "engine/image.h"
 #include "log.h"
 #include "store.h"
 #include "util.h"
@@ -149,7 +149,7 @@ collect_orphan_init_layers (struct pgd_layers *l)
       if (pgd_is_mountpoint (mnt))
         continue;
       struct pgd_err err;
-      if (pgd_layers_ops.remove (l, de->d_name, &err) < 0)
+      if (pgd_store_remove (l, de->d_name, &err) < 0)
         pgd_log (PGD_LOG_WARN, "collect orphan %s: %s", de->d_name, err.msg);
       else
         pgd_log (PGD_LOG_INFO, "collected orphan init layer %s", de->d_name);

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "diff.h"
+#include "diff/diff.h"
 #include "log.h"
 #include "store.h"
 #include "util.h"

@@ -14,7 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "image.h"
+#include "engine/image.h"
 #include "log.h"
 #include "store.h"
 #include "util.h"
@@ -448,8 +448,8 @@ build_layer (struct pgd_layers *l, const struct pgd_create_req *req, uint64_t si
   return resize_fs (l, staging, req->id, err);
 }
 
-static int
-layers_create (void *ctx, const struct pgd_create_req *req, struct pgd_err *err)
+int
+pgd_store_create (void *ctx, const struct pgd_create_req *req, struct pgd_err *err)
 {
   struct pgd_layers *l = ctx;
   char staging[PATH_MAX], final[PATH_MAX], layers_dir[PATH_MAX];
@@ -541,8 +541,8 @@ delete_layer_files (struct pgd_layers *l, const char *id, struct pgd_err *err)
   return 0;
 }
 
-static int
-layers_remove (void *ctx, const char *id, struct pgd_err *err)
+int
+pgd_store_remove (void *ctx, const char *id, struct pgd_err *err)
 {
   struct pgd_layers *l = ctx;
   char image[PATH_MAX], run[PATH_MAX], dir[PATH_MAX];
@@ -597,8 +597,8 @@ layers_remove (void *ctx, const char *id, struct pgd_err *err)
   return ret < 0 ? pgd_error_wrap (err, "remove layer %s", id) : 0;
 }
 
-static int
-layers_get (void *ctx, const char *id, const char *mount_label, char **dir, struct pgd_err *err)
+int
+pgd_store_get (void *ctx, const char *id, const char *mount_label, char **dir, struct pgd_err *err)
 {
   char path[PATH_MAX];
 
@@ -615,14 +615,14 @@ layers_get (void *ctx, const char *id, const char *mount_label, char **dir, stru
   return 0;
 }
 
-static int
-layers_put (void *ctx, const char *id, struct pgd_err *err)
+int
+pgd_store_put (void *ctx, const char *id, struct pgd_err *err)
 {
   return pgd_layer_release (ctx, id, 0, err);
 }
 
-static int
-layers_exists (void *ctx, const char *id, bool *exists, struct pgd_err *err)
+int
+pgd_store_exists (void *ctx, const char *id, bool *exists, struct pgd_err *err)
 {
   struct pgd_layers *l = ctx;
 
@@ -630,22 +630,6 @@ layers_exists (void *ctx, const char *id, bool *exists, struct pgd_err *err)
   if (pgd_store_ready (l, err) < 0)
     return -1;
   *exists = pgd_layer_on_disk (l, id);
-  return 0;
-}
-
-static int
-layers_init (void *ctx, const struct pgd_init_req *req, struct pgd_err *err)
-{
-  return pgd_store_init (ctx, req, true, err);
-}
-
-/* Unmount every layer nobody holds. */
-static int
-layers_cleanup (void *ctx, struct pgd_err *err)
-{
-  struct pgd_layers *l = ctx;
-  (void) err;
-  pgd_layers_shutdown (l);
   return 0;
 }
 
@@ -727,21 +711,3 @@ pgd_layers_close (struct pgd_layers *l)
   pthread_cond_destroy (&l->cond);
   free (l);
 }
-
-const struct pgd_ops pgd_layers_ops = {
-  .init = layers_init,
-  .create = layers_create,
-  .remove = layers_remove,
-  .get = layers_get,
-  .put = layers_put,
-  .exists = layers_exists,
-  .status = pgd_store_status,
-  .metadata = pgd_store_metadata,
-  .cleanup = layers_cleanup,
-  .diff_open = pgd_layers_diff_open,
-  .diff_write = pgd_layers_diff_write,
-  .diff_close = pgd_layers_diff_close,
-  .changes = pgd_layers_changes,
-  .apply_diff = pgd_layers_apply_diff,
-  .diff_size = pgd_layers_diff_size,
-};

@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 #include "driver.h"
-#include "engine.h"
+#include "engine/engine.h"
 #include "err.h"
 #include "layers.h"
 
@@ -125,6 +125,15 @@ int pgd_store_load (struct pgd_layers *l, struct pgd_err *err)
 
 /* Start-up recovery under Home: sweep staging, drop half-applied layers, adopt mounts. */
 void pgd_store_recover (struct pgd_layers *l);
+
+/* The operations of the table (ops.c checks IDs, then calls these). ID and PARENT are
+   valid IDs (pgd_id_valid): paths are built from them. */
+int pgd_store_create (void *ctx, const struct pgd_create_req *req, struct pgd_err *err);
+int pgd_store_remove (void *ctx, const char *id, struct pgd_err *err);
+int pgd_store_get (void *ctx, const char *id, const char *mount_label, char **dir,
+                   struct pgd_err *err);
+int pgd_store_put (void *ctx, const char *id, struct pgd_err *err);
+int pgd_store_exists (void *ctx, const char *id, bool *exists, struct pgd_err *err);
 
 /* The Status, GetMetadata and Cleanup operations. */
 int pgd_store_status (void *ctx, struct pgd_kvlist *out, struct pgd_err *err);

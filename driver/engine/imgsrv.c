@@ -7,7 +7,7 @@
    Memory: a fixed set of worker threads, each with one receive buffer that also holds
    the data of read replies; nothing is allocated per request by this file. The process
    is an I/O flusher (no recursion into I/O reclaim) and locks its pages once touched. */
-#include "engine.h"
+#include "imgsrv.h"
 
 #include <errno.h>
 #include <fcntl.h>

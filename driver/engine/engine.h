@@ -66,7 +66,4 @@ int pgd_engine_umount (const struct pgd_engine *e, const char *image_dir, const 
 bool pgd_engine_is_mounted (const struct pgd_engine *e, const char *image_dir, const char *run_dir,
                             const char *target);
 
-/* Entry point of the image server sub-mode ("ploop-graphdriver serve-image ..."). */
-int pgd_imgsrv_main (int argc, char **argv);
-
 #endif

@@ -1,0 +1,174 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* The user engine: our image server exports the delta chain as one file through FUSE,
+   a loop device sits on that file, ext4 is mounted on the loop device. */
+#include "engine_priv.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "chain.h"
+#include "image.h"
+#include "log.h"
+#include "loop.h"
+#include "util.h"
+
+/* Detach whatever loop device still serves our disk file. */
+static int
+release_loop (const struct pgd_srv_paths *p, struct pgd_err *err)
+{
+  int nr;
+
+  if (!pgd_loop_find (p->disk, &nr))
+    return 0;
+  /* autoclear detaches it once the filesystem lets go */
+  if (pgd_loop_wait_detached (nr, p->disk, LOOP_DETACH_TIMEOUT_MS, err) == 0)
+    return 0;
+  if (pgd_loop_detach (nr, err) < 0)
+    return pgd_error_wrap (err, "loop device of %s is still in use", p->dd);
+  return pgd_loop_wait_detached (nr, p->disk, LOOP_DETACH_TIMEOUT_MS, err);
+}
+
+/* A top left in use means its server died: repair it while nobody serves it. */
+static int
+repair_if_needed (const char *image_dir, const struct pgd_srv_paths *p, struct pgd_err *err)
+{
+  bool in_use = false;
+  int lock_fd, rc;
+
+  if (pgd_chain_lock (p->dd, &lock_fd, err) < 0)
+    return -1;
+  rc = pgd_chain_top_in_use (p->dd, &in_use, err);
+  /* libploop takes this lock itself (PLOOP.md §5.4 pitfall 12) */
+  close (lock_fd);
+  if (rc < 0 || !in_use)
+    return rc;
+  pgd_log (PGD_LOG_WARN, "image %s was not closed cleanly: checking and repairing it", image_dir);
+  return pgd_image_check (image_dir, true, err);
+}
+
+int
+pgd_user_mount (const struct pgd_engine *e, const char *image_dir, const char *run_dir,
+            const char *target, unsigned flags, const char *opts, struct pgd_err *err)
+{
+  bool ro = flags & PGD_MOUNT_RO;
+  uint64_t t0 = pgd_now_ns ();
+  unsigned t_srv, t_loop, t_mkfs = 0;
+  struct pgd_srv_paths p;
+  char dev[64];
+  int nr = -1, loop_fd = -1, file_fd = -1;
+  pid_t pid = 0;
+
+  if (pgd_mkdir_p (run_dir, 0700, err) < 0 || pgd_srv_paths (&p, image_dir, run_dir, err) < 0)
+    return -1;
+  if (mkdir (p.fuse, 0700) < 0 && errno != EEXIST)
+    return pgd_error (err, errno, "mkdir %s", p.fuse);
+  if (pgd_is_mountpoint (target))
+    return pgd_error (err, EBUSY, "%s is already mounted", target);
+  if (pgd_is_mountpoint (p.fuse))
+    {
+      if (pgd_srv_alive (&p))
+        return pgd_error (err, EBUSY, "image %s is already served at %s", image_dir, p.fuse);
+      /* left by a server that died */
+      if (umount2 (p.fuse, MNT_DETACH) < 0)
+        return pgd_error (err, errno, "umount stale %s", p.fuse);
+    }
+  if (repair_if_needed (image_dir, &p, err) < 0)
+    return -1;
+
+  if (pgd_srv_spawn (e, &p, ro, &pid, err) < 0)
+    goto undo;
+  if (pgd_srv_record (&p, pid, err) < 0)
+    goto undo;
+  t_srv = pgd_elapsed_ms (t0);
+  file_fd = open (p.disk, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+  if (file_fd < 0)
+    {
+      pgd_error (err, errno, "open %s", p.disk);
+      goto undo;
+    }
+  if (pgd_loop_attach (file_fd, (ro ? PGD_LOOP_RO : 0) | (e->loop_dio ? PGD_LOOP_DIO : 0), &nr,
+                       &loop_fd, err)
+      < 0)
+    goto undo;
+  close (file_fd);
+  file_fd = -1;
+  pgd_loop_path (nr, dev, sizeof dev);
+  t_loop = pgd_elapsed_ms (t0);
+  if (flags & PGD_MOUNT_MKFS)
+    {
+      if (ro)
+        {
+          pgd_error (err, EINVAL, "mkfs on a read-only mount");
+          goto undo;
+        }
+      if (pgd_mkfs_ext4 (dev, err) < 0)
+        goto undo;
+      t_mkfs = pgd_elapsed_ms (t0);
+    }
+  else if (flags & PGD_MOUNT_RESIZE)
+    {
+      if (ro)
+        {
+          pgd_error (err, EINVAL, "resize on a read-only mount");
+          goto undo;
+        }
+      if (pgd_resize_ext4 (dev, err) < 0)
+        goto undo;
+    }
+  if (pgd_mount_ext4 (dev, target, ro, opts, err) < 0)
+    goto undo;
+  /* the mount holds the device now; our close leaves autoclear to the umount */
+  close (loop_fd);
+  pgd_log (PGD_LOG_DEBUG,
+           "mounted %s at %s via %s (ms since start: server ready %u, loop %u, "
+           "mkfs %u, mounted %u)",
+           image_dir, target, dev, t_srv, t_loop, t_mkfs, pgd_elapsed_ms (t0));
+  return 0;
+
+undo:
+  pgd_error_wrap (err, "mount image %s", image_dir);
+  if (file_fd >= 0)
+    close (file_fd);
+  if (loop_fd >= 0)
+    close (loop_fd);
+  {
+    struct pgd_err e2 = { 0 };
+    if (release_loop (&p, &e2) < 0 || pgd_srv_stop (&p, &e2) < 0)
+      pgd_log (PGD_LOG_ERROR, "undo mount of %s: %s", image_dir, e2.msg);
+  }
+  return -1;
+}
+
+int
+pgd_user_umount (const struct pgd_engine *e, const char *image_dir, const char *run_dir,
+             const char *target, struct pgd_err *err)
+{
+  uint64_t t0 = pgd_now_ns ();
+  struct pgd_srv_paths p;
+  struct stat st;
+
+  (void)e;
+  if (pgd_is_mountpoint (target) && pgd_umount_retry (target, TARGET_UMOUNT_TIMEOUT_MS, err) < 0)
+    return pgd_error_wrap (err, "unmount image %s", image_dir);
+  if (stat (run_dir, &st) < 0 && errno == ENOENT)
+    return 0; /* never mounted by this engine */
+  unsigned t_fs = pgd_elapsed_ms (t0), t_loop;
+  if (pgd_srv_paths (&p, image_dir, run_dir, err) < 0 || release_loop (&p, err) < 0)
+    return pgd_error_wrap (err, "unmount image %s", image_dir);
+  t_loop = pgd_elapsed_ms (t0);
+  if (pgd_srv_stop (&p, err) < 0)
+    return pgd_error_wrap (err, "unmount image %s", image_dir);
+  pgd_log (PGD_LOG_DEBUG, "unmounted %s from %s (ms since start: ext4 %u, loop %u, server %u)",
+           image_dir, target, t_fs, t_loop, pgd_elapsed_ms (t0));
+  return 0;
+}

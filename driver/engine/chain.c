@@ -11,9 +11,10 @@
    lock. An allocating write reserves its top clusters under the mutex (the vcs marked
    pending, so a second writer of the same vc waits), writes their data outside it, and
    takes it again to publish the map entries. Discard and flush run under the mutex; a
-   flush therefore never writes a BAT entry published after its first fdatasync began,
-   and entries are published only after their data is written: data is durable before
-   the entry that points at it. */
+   flush first waits for the reservations in flight (and holds new ones back), so it
+   never writes a BAT entry published after its first fdatasync began nor one that
+   lies past a cluster still half written; entries are published only after their
+   data is written: data is durable before the entry that points at it. */
 #include "chain.h"
 
 #include <endian.h>
@@ -473,7 +474,15 @@ pgd_chain_flush (struct pgd_chain *c, struct pgd_err *err)
   if (c->ro)
     return 0;
   PGD_SCOPED_LOCK (&c->lock);
-  return flush_locked (c, err);
+  /* no append half written below one the BAT will name: a crash then leaves only whole
+     orphans at the tail, which the repair trims (PLOOP.md §2.3) */
+  c->draining = true;
+  while (c->inflight > 0)
+    pthread_cond_wait (&c->published, &c->lock);
+  int rc = flush_locked (c, err);
+  c->draining = false;
+  pthread_cond_broadcast (&c->published);
+  return rc;
 }
 
 int

@@ -322,14 +322,15 @@ prealloc (struct pgd_chain *c)
 
 /* Reserve (chain lock held) top clusters for the run of clusters starting at OFF that
    the top does not own and no other writer has reserved, at most BATCH_CLUSTERS. When
-   the first one is being written by another writer, wait for it. 0 clusters when the
-   first one is the top's after all (the caller overwrites it in place); -1 on ENOSPC. */
+   the first one is being written by another writer, or a flush drains the writes in
+   flight, wait. 0 clusters when the first one is the top's after all (the caller
+   overwrites it in place); -1 on ENOSPC. */
 static int
 reserve (struct pgd_chain *c, size_t len, uint64_t off, struct reservation *r, struct pgd_err *err)
 {
   PGD_SCOPED_LOCK (&c->lock);
 
-  while (bit_test (c->pending, off / c->cb))
+  while (c->draining || bit_test (c->pending, off / c->cb))
     pthread_cond_wait (&c->published, &c->lock);
   r->n = 0;
   r->done = 0;

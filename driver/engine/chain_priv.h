@@ -40,6 +40,7 @@ struct pgd_chain
   pthread_cond_t published; /* a reservation ended (its vcs are no longer pending) */
   uint64_t *pending;    /* bitmap: vc has a top cluster reserved, its data being written */
   unsigned inflight;    /* reservations whose data is being written outside the lock */
+  bool draining;        /* a flush waits for them: no new reservation meanwhile */
   uint64_t freed[PGD_CHAIN_FREE_MAX]; /* clusters of failed appends, reused first */
   unsigned nfreed;
   bool freed_dirty;     /* some freed cluster may be partly written: zero it at flush */

@@ -15,8 +15,8 @@
 
 #include "util.h"
 
-#define FS_PAGE 4096            /* punch / fill granularity (ext4 block) */
-#define SCAN_CHUNK (64 * 1024)  /* bytes read per pread while looking for zero pages */
+#define FS_PAGE 4096           /* punch / fill granularity (ext4 block) */
+#define SCAN_CHUNK (64 * 1024) /* bytes read per pread while looking for zero pages */
 #define V1_MAX_SECTORS 0xffffffffull
 
 static int
@@ -48,7 +48,8 @@ pgd_delta_geometry (uint64_t size_sectors, uint32_t cluster_sectors, struct pgd_
   if (cluster_sectors < PGD_DELTA_MIN_CLUSTER_SECTORS
       || cluster_sectors > PGD_DELTA_MAX_CLUSTER_SECTORS
       || (cluster_sectors & (cluster_sectors - 1)) != 0)
-    return pgd_error (err, EINVAL, "cluster of %u sectors: not a power of two from 32 KiB to 64 MiB",
+    return pgd_error (err, EINVAL,
+                      "cluster of %u sectors: not a power of two from 32 KiB to 64 MiB",
                       cluster_sectors);
   if (size_sectors == 0 || size_sectors > V1_MAX_SECTORS)
     return pgd_error (err, EINVAL, "size of %llu sectors: not between 1 and 2^32-1 (ploop v1)",
@@ -58,8 +59,8 @@ pgd_delta_geometry (uint64_t size_sectors, uint32_t cluster_sectors, struct pgd_
   h->cluster_sectors = cluster_sectors;
   h->bat_entries = (uint32_t)((size_sectors + cluster_sectors - 1) / cluster_sectors);
   h->size_sectors = size_sectors;
-  uint64_t hdr_clusters = (PGD_DELTA_HDR_SIZE + 4ull * h->bat_entries + cluster_bytes - 1)
-                          / cluster_bytes;
+  uint64_t hdr_clusters
+      = (PGD_DELTA_HDR_SIZE + 4ull * h->bat_entries + cluster_bytes - 1) / cluster_bytes;
   h->first_block_sectors = (uint32_t)(hdr_clusters * cluster_sectors);
   h->flags = PGD_DELTA_CIF_EMPTY;
   return 0;
@@ -282,8 +283,8 @@ pgd_delta_check_thin (const char *path, struct pgd_err *err)
   else if (pgd_delta_scan_bat (&d, count_entry, &mapped, err) < 0)
     ;
   else if ((mapped > 0) == !!(d.h.flags & PGD_DELTA_CIF_EMPTY))
-    pgd_error (err, EUCLEAN, "delta %s: CIF_Empty flag is incorrect (%llu clusters mapped)",
-               path, (unsigned long long)mapped);
+    pgd_error (err, EUCLEAN, "delta %s: CIF_Empty flag is incorrect (%llu clusters mapped)", path,
+               (unsigned long long)mapped);
   else
     rc = 0;
   pgd_delta_close (&d);

@@ -10,7 +10,7 @@
 /* Record FILE as the new top of the in-memory DD DI under TOPDELTA_UUID, the old top
    renamed to a fresh GUID, as ploop_create_snapshot does; DI stays the caller's to
    store and to free (also on error). */
-int pgd_image_di_push_top (struct ploop_disk_images_data *di, const char *file,
-                           struct pgd_err *err) __attribute__ ((warn_unused_result, nonnull));
+int pgd_image_di_push_top (struct ploop_disk_images_data *di, const char *file, struct pgd_err *err)
+    __attribute__ ((warn_unused_result, nonnull));
 
 #endif

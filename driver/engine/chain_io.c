@@ -221,6 +221,18 @@ thread_bounce (struct pgd_err *err)
   return b;
 }
 
+int
+pgd_chain_thread_prepare (struct pgd_chain *c, struct pgd_err *err)
+{
+  if (c->ro)
+    return 0;
+  char *b = thread_bounce (err);
+  if (b == NULL)
+    return -1;
+  memset (b, 0, PGD_CHAIN_BOUNCE);
+  return 0;
+}
+
 /* Copy LEN bytes of lower delta L at SRC into the top at DST through this thread's
    bounce buffer: direct I/O both ways when aligned. */
 static int

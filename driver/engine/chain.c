@@ -190,7 +190,7 @@ build_map (struct pgd_chain *c, struct pgd_err *err)
                           c->nlevels);
     }
   c->alloc_head = t->file_clusters > t->header_clusters ? t->file_clusters : t->header_clusters;
-  c->prealloc_end = c->alloc_head;
+  c->prealloc_end = c->open_head = c->alloc_head;
   c->max_alloc = pgd_delta_max_cluster (t) + 1;
   if (c->idx_bits < 64 && c->max_alloc > (1ULL << c->idx_bits) - 1)
     c->max_alloc = (1ULL << c->idx_bits) - 1;

@@ -310,16 +310,22 @@ struct reservation
   uint64_t fresh_first, fresh_end;
 };
 
-/* Extend the top by PGD_CHAIN_PREALLOC past the allocation head (chain lock held), as
-   unwritten extents: they read as zeros, every append writes its clusters whole, and a
-   crash leaves them as orphans at the tail, which a repair trims (PLOOP.md §2.3).
-   Best effort: without it the appends extend the file themselves. */
+/* Extend the top past the allocation head (chain lock held) by what this session
+   appended, at most PGD_CHAIN_PREALLOC, as unwritten extents: they read as zeros, every
+   append writes its clusters whole, and a crash leaves them as orphans at the tail,
+   which a repair trims (PLOOP.md §2.3). Best effort: without it the appends extend the
+   file themselves. */
 static void
 prealloc (struct pgd_chain *c)
 {
   const struct pgd_delta *t = &c->levels[0];
-  uint64_t end = c->alloc_head + (PGD_CHAIN_PREALLOC + c->cb - 1) / c->cb;
+  uint64_t appended = c->alloc_head - c->open_head;
+  uint64_t ahead = (PGD_CHAIN_PREALLOC + c->cb - 1) / c->cb;
+  uint64_t end;
 
+  if (appended * c->cb < PGD_CHAIN_PREALLOC_START)
+    return;
+  end = c->alloc_head + (appended < ahead ? appended : ahead);
   if (end > c->max_alloc)
     end = c->max_alloc;
   if (end <= c->alloc_head

@@ -14,10 +14,14 @@
 #define PGD_CHAIN_BOUNCE (256 * 1024) /* copy-on-write buffer (direct I/O, no page cache) */
 #define PGD_CHAIN_IO_ALIGN 4096       /* buffers usable for direct I/O */
 #define PGD_CHAIN_FREE_MAX 64         /* clusters of failed appends kept for reuse */
-/* Appends are fallocated this far ahead: ext4 runs a direct write that extends the file,
-   or that fills a hole, under the inode lock held exclusively (measured: a third of the
-   server's waits), and one into allocated blocks under the shared lock. */
+/* Once a session has appended PGD_CHAIN_PREALLOC_START, appends are fallocated ahead
+   by as much as it appended, up to PGD_CHAIN_PREALLOC: ext4 runs a direct write that
+   extends the file, or that fills a hole, under the inode lock held exclusively
+   (measured: a third of the server's waits), and one into allocated blocks under the
+   shared lock. Small writers (a container's -init layer) never preallocate: the space
+   is taken from the disk until the image is closed. */
 #define PGD_CHAIN_PREALLOC (32ULL << 20)
+#define PGD_CHAIN_PREALLOC_START (4ULL << 20)
 #define BAT_ENTRIES_PER_PAGE (PGD_DELTA_BAT_PAGE / 4)
 #define HDR_ENTRIES (PGD_DELTA_HDR_SIZE / 4) /* vc i is u32 index i + 16 */
 
@@ -46,6 +50,7 @@ struct pgd_chain
   bool freed_dirty;     /* some freed cluster may be partly written: zero it at flush */
   uint64_t alloc_head;  /* next file cluster of the top */
   uint64_t prealloc_end; /* file clusters the top's size covers (fallocated past alloc_head) */
+  uint64_t open_head;    /* alloc_head at open: what this session appended is the rest */
   uint64_t max_alloc;   /* first file cluster that may not be allocated */
   uint64_t top_mapped;  /* entries the top maps (CIF_Empty) */
   int data_dirty;       /* written since the last flush (atomic) */

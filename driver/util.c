@@ -355,6 +355,20 @@ pgd_now_ns (void)
   return (uint64_t) ts.tv_sec * 1000000000ULL + ts.tv_nsec;
 }
 
+unsigned
+pgd_elapsed_ms (uint64_t since)
+{
+  return (unsigned) ((pgd_now_ns () - since) / 1000000ULL);
+}
+
+void
+pgd_sleep_ms (unsigned ms)
+{
+  struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long) (ms % 1000) * 1000000L };
+  while (nanosleep (&ts, &ts) < 0 && errno == EINTR)
+    ;
+}
+
 /* mountinfo escapes space, tab, newline and backslash as \ooo */
 static void
 unescape_mountinfo (char *s)

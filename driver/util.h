@@ -79,6 +79,12 @@ int pgd_parse_size (const char *s, uint64_t *out, struct pgd_err *err) PGD_WUR;
 /* Monotonic clock in nanoseconds. */
 uint64_t pgd_now_ns (void);
 
+/* Milliseconds since SINCE (a pgd_now_ns value). */
+unsigned pgd_elapsed_ms (uint64_t since);
+
+/* Sleep MS milliseconds (resumed after a signal). */
+void pgd_sleep_ms (unsigned ms);
+
 /* The mount point (5th field) of a /proc/self/mountinfo LINE, decoded in place, or
    NULL; LINE is cut up by strtok_r, *SAVE left for reading the fields after it. */
 char *pgd_mountinfo_point (char *line, char **save);

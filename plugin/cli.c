@@ -12,7 +12,6 @@
 
 #include "cli.h"
 #include "engine/engine.h"
-#include "engine/image.h"
 #include "log.h"
 #include "util.h"
 

@@ -10,7 +10,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-#include "apply.h"
+#include "unpack.h"
 #include "beneath.h"
 #include "util.h"
 

@@ -10,6 +10,9 @@
 #include <stdbool.h>
 
 #include "err.h"
+/* The engine's one public header: serving images (below) and making them (image.h:
+   create, clone, grow, check, info through libploop). */
+#include "image.h"
 
 enum pgd_engine_kind
 {

@@ -51,12 +51,6 @@ struct pgd_srv_paths
   char log[PATH_MAX];
 };
 
-/* Sleep MS milliseconds (EINTR resumed). */
-void pgd_sleep_ms (unsigned ms);
-
-/* Milliseconds since SINCE (a pgd_now_ns value). */
-unsigned pgd_elapsed_ms (uint64_t since);
-
 /* Fill P for IMAGE_DIR and RUN_DIR (which must exist; resolved so that paths match what
    sysfs shows); ENAMETOOLONG when a path does not fit. ERR may be NULL. */
 int pgd_srv_paths (struct pgd_srv_paths *p, const char *image_dir, const char *run_dir,

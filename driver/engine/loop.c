@@ -17,14 +17,6 @@
 #define ATTACH_TRIES 16   /* another process may take the free device first */
 #define NODE_WAIT_MS 2000 /* for devtmpfs to show a new /dev/loopN */
 
-static void
-sleep_ms (unsigned ms)
-{
-  struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
-  while (nanosleep (&ts, &ts) < 0 && errno == EINTR)
-    ;
-}
-
 void
 pgd_loop_path (int nr, char *buf, size_t len)
 {
@@ -43,7 +35,7 @@ open_node (int nr, bool ro, struct pgd_err *err)
       fd = open (path, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
       if (fd >= 0 || errno != ENOENT || waited >= NODE_WAIT_MS)
         break;
-      sleep_ms (1);
+      pgd_sleep_ms (1);
     }
   if (fd < 0)
     return pgd_error (err, errno, "open %s", path);
@@ -145,7 +137,7 @@ pgd_loop_wait_detached (int nr, const char *backing, unsigned timeout_ms, struct
     {
       if (pgd_now_ns () >= deadline)
         return pgd_error (err, ETIMEDOUT, "/dev/loop%d still serves %s", nr, backing);
-      sleep_ms (nap);
+      pgd_sleep_ms (nap);
       if (nap < 64)
         nap *= 2;
     }

@@ -22,20 +22,6 @@
 #include "log.h"
 #include "util.h"
 
-void
-pgd_sleep_ms (unsigned ms)
-{
-  struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
-  while (nanosleep (&ts, &ts) < 0 && errno == EINTR)
-    ;
-}
-
-unsigned
-pgd_elapsed_ms (uint64_t since)
-{
-  return (unsigned)((pgd_now_ns () - since) / 1000000ULL);
-}
-
 /* RUN_DIR must exist; it is resolved so that paths match what sysfs shows. */
 int
 pgd_srv_paths (struct pgd_srv_paths *p, const char *image_dir, const char *run_dir, struct pgd_err *err)

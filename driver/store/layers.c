@@ -14,7 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "engine/image.h"
+#include "engine/engine.h"
 #include "log.h"
 #include "store.h"
 #include "util.h"

@@ -11,7 +11,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#include "engine/image.h"
+#include "engine/engine.h"
 #include "log.h"
 #include "store.h"
 #include "util.h"

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* Internals of ApplyDiff shared by apply.c (the stream and the per-entry rules) and
-   applyfs.c (creating each kind of node, AUFS hardlink sources). */
-#ifndef PGD_APPLY_H
-#define PGD_APPLY_H
+/* Private to ApplyDiff: what apply.c (the stream and the per-entry rules), applyfs.c
+   (creating each kind of node, AUFS hardlink sources) and applymeta.c (an entry's
+   metadata and data) share. apply.c uses the other two; applyfs.c uses applymeta.c. */
+#ifndef PGD_UNPACK_H
+#define PGD_UNPACK_H
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -61,6 +62,16 @@ struct pgd_meta_at
   bool symlink;  /* no chmod */
   bool no_times; /* no times (a hardlink of a symlink) */
 };
+
+/* libarchive's "this worked" (a warning included). */
+static inline bool
+pgd_la_ok (int r)
+{
+  return r == ARCHIVE_OK || r == ARCHIVE_WARN;
+}
+
+/* E's access, then modification time; access is never earlier than modification. */
+void pgd_apply_entry_times (struct archive_entry *e, struct timespec ts[2]);
 
 /* Apply owner (mapped to the host), xattrs, mode and times of E, in dockerd's order. */
 int pgd_apply_meta (struct pgd_apply *ap, struct archive_entry *e, const struct pgd_meta_at *at,

@@ -95,7 +95,11 @@ visit_entry (void *p, uint32_t vc, uint64_t cluster)
   if (v->level > 0)
     bit_set (c->lower, vc);
   else
-    c->top_mapped++;
+    {
+      c->top_mapped++;
+      if (cluster + 1 > c->top_high)
+        c->top_high = cluster + 1;
+    }
 }
 
 static unsigned
@@ -362,12 +366,20 @@ trim_tail (struct pgd_chain *c, struct pgd_err *err)
   uint64_t head = t->header_clusters;
   struct stat st;
 
-  for (uint64_t vc = 0; vc < c->nclusters; vc++)
+  /* the whole map only after an unmap: at 1 TiB it is 16 M entries (30 ms) */
+  if (c->rescan)
     {
-      uint32_t v = map_get (c, vc);
-      if (top_owns (c, v) && map_cluster (c, v) + 1 > head)
-        head = map_cluster (c, v) + 1;
+      c->top_high = 0;
+      for (uint64_t vc = 0; vc < c->nclusters; vc++)
+        {
+          uint32_t v = map_get (c, vc);
+          if (top_owns (c, v) && map_cluster (c, v) + 1 > c->top_high)
+            c->top_high = map_cluster (c, v) + 1;
+        }
+      c->rescan = false;
     }
+  if (c->top_high > head)
+    head = c->top_high;
   if (head < c->alloc_head)
     c->alloc_head = head;
   unsigned kept = 0;

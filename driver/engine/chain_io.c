@@ -494,6 +494,8 @@ finish (struct pgd_chain *c, const struct reservation *r, bool written)
       /* the data is written: only now may the map (and later the BAT) point at it */
       map_set (c, r->vcs[i], map_enc (c, 0, r->blks[i]));
       mark_dirty (c, r->vcs[i]);
+      if (r->blks[i] + 1 > c->top_high)
+        c->top_high = r->blks[i] + 1;
     }
   if (written)
     {
@@ -591,6 +593,7 @@ unmap_cluster (struct pgd_chain *c, uint64_t vc)
   mark_dirty (c, vc);
   c->top_mapped--;
   c->trim = true;
+  c->rescan = true;
   stat_add (&c->st.unmaps, 1);
   return true;
 }

@@ -55,6 +55,8 @@ struct pgd_chain
   uint64_t top_mapped;  /* entries the top maps (CIF_Empty) */
   int data_dirty;       /* written since the last flush (atomic) */
   bool trim;            /* clusters were unmapped: cut orphans off the tail at flush */
+  uint64_t top_high;    /* 1 + the highest file cluster the top maps, unless rescan */
+  bool rescan;          /* clusters were unmapped since top_high was computed */
   uint32_t *page; /* one BAT page being written (aligned) */
   int broken;     /* errno of a failed fdatasync of the top: writes refused (atomic) */
   struct pgd_chain_stats st;

@@ -12,9 +12,10 @@
 
 #include "cli.h"
 #include "engine/imgsrv.h"
-#include "store/layers.h"
 #include "log.h"
 #include "server.h"
+#include "signals.h"
+#include "store/layers.h"
 #include "util.h"
 
 #define DEFAULT_SOCKET "/run/docker/plugins/ploop.sock"
@@ -36,30 +37,6 @@ struct options
   int log_level;
   unsigned linger_ms;
 };
-
-/* The write end of the self-pipe: the only thing the signal handler touches. */
-static int signal_pipe_w = -1;
-
-static void
-on_stop_signal (int signo)
-{
-  int saved = errno;
-  unsigned char b = (unsigned char)signo;
-
-  if (write (signal_pipe_w, &b, 1) < 0)
-    {
-      /* the pipe is full: a stop is already pending */
-    }
-  errno = saved;
-}
-
-/* SIGPIPE is caught rather than set to SIG_IGN: writes to a closed pipe still fail with
-   EPIPE, and the helpers we exec get the default disposition back. */
-static void
-on_sigpipe (int signo)
-{
-  (void)signo;
-}
 
 static void
 usage (FILE *f, const char *prog)
@@ -171,48 +148,6 @@ parse_options (int argc, char **argv, struct options *opt)
   return 0;
 }
 
-/* Route SIGTERM and SIGINT to the self-pipe whose read end goes to *READ_FD. */
-static int
-install_signals (int *read_fd, struct pgd_err *err)
-{
-  struct sigaction sa = { 0 };
-  int fds[2];
-
-  if (pipe2 (fds, O_CLOEXEC) < 0)
-    return pgd_error (err, errno, "signal pipe");
-  if (fcntl (fds[1], F_SETFL, O_NONBLOCK) < 0)
-    return pgd_error (err, errno, "signal pipe");
-  signal_pipe_w = fds[1];
-  *read_fd = fds[0];
-  sigemptyset (&sa.sa_mask);
-  sa.sa_flags = SA_RESTART;
-  sa.sa_handler = on_stop_signal;
-  if (sigaction (SIGTERM, &sa, NULL) < 0 || sigaction (SIGINT, &sa, NULL) < 0)
-    return pgd_error (err, errno, "sigaction");
-  sa.sa_handler = on_sigpipe;
-  if (sigaction (SIGPIPE, &sa, NULL) < 0)
-    return pgd_error (err, errno, "sigaction SIGPIPE");
-  return 0;
-}
-
-/* Block until SIGTERM or SIGINT; returns the signal number. */
-static int
-wait_for_stop (int read_fd)
-{
-  unsigned char b = 0;
-
-  for (;;)
-    {
-      ssize_t n = read (read_fd, &b, 1);
-      if (n == 1)
-        return b;
-      if (n < 0 && errno == EINTR)
-        continue;
-      pgd_log (PGD_LOG_ERROR, "signal pipe: %s", n < 0 ? strerror (errno) : "closed");
-      return SIGTERM;
-    }
-}
-
 /* The listening socket: systemd's when socket-activated, else our own at PATH. */
 static int
 open_listener (const char *path, int *fd, struct pgd_err *err)
@@ -248,7 +183,7 @@ serve (const struct options *opt)
   int listen_fd = -1;
   int signo;
 
-  if (install_signals (&sig_fd, &err) < 0)
+  if (pgd_stop_signals_install (&sig_fd, &err) < 0)
     goto fail;
   /* listen before the (possibly slow) store start: early clients wait in the backlog */
   if (open_listener (opt->socket, &listen_fd, &err) < 0)
@@ -266,7 +201,7 @@ serve (const struct options *opt)
     }
   pgd_log (PGD_LOG_INFO, "ready");
 
-  signo = wait_for_stop (sig_fd);
+  signo = pgd_stop_signals_wait (sig_fd);
   pgd_log (PGD_LOG_INFO, "%s: shutting down", strsignal (signo));
   bool stopped = pgd_server_stop (server, SHUTDOWN_GRACE_MS);
   pgd_layers_shutdown (layers);

@@ -31,6 +31,27 @@ void pgd_layers_close (struct pgd_layers *l);
 /* Unmount every layer nobody holds, idle ones included (shutdown, Cleanup). */
 void pgd_layers_shutdown (struct pgd_layers *l);
 
+/* Keep layer ID mounted until pgd_layers_unpin or its removal, whoever else takes and
+   drops references meanwhile; its directory goes to DIR (PATH_MAX). Idempotent: a
+   mounted layer (also one adopted at start) is only marked held. Not concurrent for
+   one ID. For a face whose objects are served for their whole life (the snapshotter). */
+int pgd_layers_pin (struct pgd_layers *l, const char *id, char *dir, struct pgd_err *err)
+    __attribute__ ((warn_unused_result));
+
+/* Unmount layer ID now, dropping every reference (the data is closed and clean on
+   return); not mounted or unknown: success. On failure it stays mounted and held. */
+int pgd_layers_unpin (struct pgd_layers *l, const char *id, struct pgd_err *err)
+    __attribute__ ((warn_unused_result));
+
+/* Disk bytes of what layer ID itself adds: its private top delta (not its parents');
+   a mounted layer's filesystem is synced first so that what was written counts. */
+int pgd_layers_usage (struct pgd_layers *l, const char *id, uint64_t *bytes,
+                      struct pgd_err *err) __attribute__ ((warn_unused_result));
+
+/* Append the ID of every complete-or-not layer on disk to OUT (values empty). */
+int pgd_layers_list (struct pgd_layers *l, struct pgd_kvlist *out, struct pgd_err *err)
+    __attribute__ ((warn_unused_result));
+
 /* The operation table; pass the struct pgd_layers * as its ctx. */
 extern const struct pgd_ops pgd_layers_ops;
 

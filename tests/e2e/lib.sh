@@ -315,7 +315,7 @@ e2e_created_entry() { echo "$1" >>"$D/created-entries"; }
 
 e2e_dump_logs() {
 	local dir=$1 f
-	for f in "$dir/dockerd.log" "$dir/plugin.log" "$dir/containerd.log"; do
+	for f in "$dir/dockerd.log" "$dir/plugin.log" "$dir/containerd.log" "$dir/snapshotter.log"; do
 		[ -s "$f" ] || continue
 		printf -- '----- last lines of %s\n' "$f" >&2
 		grep -v -e '\[core\]' -e 'loading plugin' -e 'level=info msg="serving' "$f" | tail -40 >&2
@@ -339,7 +339,12 @@ e2e_cleanup_instance() {
 		log "leftover shim $p: $(pid_cmdline "$p")"
 		e2e_kill_shim "$dir" "$p"
 	done
-	# 4. the plugin (legacy: we started it; managed: dockerd did) and image servers
+	# 4. the plugin (legacy: we started it; managed: dockerd did), the containerd
+	#    snapshotter, and image servers
+	pid=$(cat "$dir/snapshotter.pid" 2>/dev/null || true)
+	if [ -n "$pid" ] && pid_alive "$pid"; then
+		stop_pid "$pid" 30 ploop-snapshotter || E2E_CLEAN_STOP=0
+	fi
 	pid=$(cat "$dir/plugin.pid" 2>/dev/null || true)
 	if [ -n "$pid" ] && pid_alive "$pid"; then
 		stop_pid "$pid" 30 ploop-graphdriver || E2E_CLEAN_STOP=0
@@ -368,6 +373,9 @@ e2e_cleanup_instance() {
 		umount_under "$e"
 		rm -rf "$e"
 	done <"$dir/created-entries"
+	# 6b. runc's state directory of the ctr namespace named after this instance
+	#     (lib_snapshotter.sh), empty once its containers are gone
+	rmdir "/run/containerd/runc/$(basename "$dir" | tr . -)" 2>/dev/null || true
 	# 7. the directory itself, unless something is still mounted there
 	if mounts_under "$dir" | grep -q .; then
 		log "warning: mounts remain under $dir; not removing it"
@@ -440,6 +448,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   address = "$D/ctrd/containerd-debug.sock"
 [metrics]
   address = ""
+${E2E_CTRD_EXTRA:-}
 EOF
 	setsid containerd --config "$D/ctrd/config.toml" >>"$D/containerd.log" 2>&1 </dev/null 9>&- &
 	pid=$!

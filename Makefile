@@ -59,7 +59,7 @@ DEB_PKGS := build-essential pkg-config libmicrohttpd-dev libjansson-dev libploop
             libgrpc-dev protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev \
             golang-github-containerd-containerd-dev
 
-.PHONY: all deps run test unit protocol e2e asan bench plugin clean install fuzz format format-check
+.PHONY: all deps run test unit protocol e2e asan tsan bench plugin clean install fuzz format format-check
 all: $(BIN) $(SERVE_BIN) $(SNAP_BIN) $(UNIT_BIN)
 
 deps:
@@ -143,6 +143,14 @@ unit: all
 asan:
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all
 
+# ThreadSanitizer: the plugin and image server built into build-tsan/, driven by the
+# plain protocol suites (Criterion cannot run under TSan: Snaipe/Criterion#274).
+TSAN_SUITES ?= test_races_proto test_stress test_layers_proto test_protocol test_faults_proto
+tsan: all
+	$(MAKE) BUILD=build-tsan CFLAGS="-O1 -g -fsanitize=thread -fno-omit-frame-pointer" \
+	  build-tsan/ploop-graphdriver build-tsan/ploop-graphdriver-serve-image
+	tests/run-tsan.sh $(BUILD) build-tsan $(TSAN_SUITES)
+
 e2e: all
 	tests/e2e/run.sh $(BUILD)
 
@@ -214,6 +222,6 @@ format-check:
 	if [ -n "$$bad" ]; then echo "not formatted (make format):$$bad"; exit 1; fi
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-tsan build-fuzz
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

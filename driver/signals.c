@@ -44,7 +44,13 @@ pgd_stop_signals_install (int *read_fd, struct pgd_err *err)
   signal_pipe_w = fds[1];
   *read_fd = fds[0];
   sigemptyset (&sa.sa_mask);
+#ifdef __SANITIZE_THREAD__
+  /* TSan runs a handler only once the thread leaves its blocking call, which a
+     restarted read never does (make tsan): let pgd_stop_signals_wait see EINTR */
+  sa.sa_flags = 0;
+#else
   sa.sa_flags = SA_RESTART;
+#endif
   sa.sa_handler = on_stop_signal;
   if (sigaction (SIGTERM, &sa, NULL) < 0 || sigaction (SIGINT, &sa, NULL) < 0)
     return pgd_error (err, errno, "sigaction");

@@ -252,6 +252,16 @@ pgd_read_file (const char *path, char **data, size_t *len, struct pgd_err *err)
 int
 pgd_run (char *const argv[], struct pgd_err *err)
 {
+  int code;
+
+  if (pgd_run_code (argv, &code, err) < 0)
+    return -1;
+  return code == 0 ? 0 : -1;
+}
+
+int
+pgd_run_code (char *const argv[], int *code, struct pgd_err *err)
+{
   int pfd[2];
   char out[1024];
   size_t used = 0;
@@ -297,12 +307,12 @@ pgd_run (char *const argv[], struct pgd_err *err)
   while (waitpid (pid, &status, 0) < 0)
     if (errno != EINTR)
       return pgd_error (err, errno, "wait for %s", argv[0]);
-  if (WIFEXITED (status) && WEXITSTATUS (status) == 0)
-    return 0;
-  if (WIFEXITED (status))
-    return pgd_error (err, 0, "%s exited with %d%s%s", argv[0], WEXITSTATUS (status),
-                      used ? ": " : "", out);
-  return pgd_error (err, 0, "%s killed by signal %d", argv[0], WTERMSIG (status));
+  if (!WIFEXITED (status))
+    return pgd_error (err, 0, "%s killed by signal %d", argv[0], WTERMSIG (status));
+  *code = WEXITSTATUS (status);
+  if (*code != 0)
+    pgd_error (err, 0, "%s exited with %d%s%s", argv[0], *code, used ? ": " : "", out);
+  return 0;
 }
 
 int

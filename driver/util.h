@@ -73,6 +73,10 @@ int pgd_read_file (const char *path, char **data, size_t *len, struct pgd_err *e
    Its stderr is captured into the error message. */
 int pgd_run (char *const argv[], struct pgd_err *err) PGD_WUR;
 
+/* Run ARGV like pgd_run, its exit code into *CODE: 0 when it ran to an exit (a code other
+   than 0 also fills ERR with its stderr), -1 when it could not run or was killed. */
+int pgd_run_code (char *const argv[], int *code, struct pgd_err *err) PGD_WUR;
+
 /* Parse a Docker-style size ("10G", "512M", "1.5g", "1048576"; binary units). */
 int pgd_parse_size (const char *s, uint64_t *out, struct pgd_err *err) PGD_WUR;
 

@@ -11,11 +11,13 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "engine/engine.h"
 #include "engine/imgsrv.h"
 #include "log.h"
 #include "server.h"
 #include "signals.h"
 #include "store/layers.h"
+#include "supervise.h"
 #include "util.h"
 
 #define DEFAULT_SOCKET "/run/docker/plugins/ploop.sock"
@@ -36,6 +38,8 @@ struct options
   const char *engine;
   int log_level;
   unsigned linger_ms;
+  unsigned stall_ms;
+  bool supervise;
 };
 
 static void
@@ -55,8 +59,13 @@ usage (FILE *f, const char *prog)
            "  --log-level LEVEL  error, warn, info or debug (default info)\n"
            "  --linger MS        keep a layer mounted MS milliseconds after its last Put,\n"
            "                     so that a Get soon after reuses it (default %u; 0: never)\n"
+           "  --server-stall MS  an image server that makes no progress for MS milliseconds\n"
+           "                     while a request waits on it is declared dead: killed, its\n"
+           "                     FUSE connection aborted (default %u; 0: wait forever)\n"
+           "  --supervise        run the plugin as a child, restarted when it dies, image\n"
+           "                     servers kept (the managed plugin's PID 1)\n"
            "  --help             show this help\n",
-           prog, prog, prog, PGD_LINGER_DEFAULT_MS);
+           prog, prog, prog, PGD_LINGER_DEFAULT_MS, PGD_SERVER_STALL_MS);
 }
 
 /* Parse the command line into OPT; returns -1 (message printed) on a usage error. */
@@ -71,6 +80,8 @@ parse_options (int argc, char **argv, struct options *opt)
     OPT_ENGINE,
     OPT_LOG_LEVEL,
     OPT_LINGER,
+    OPT_STALL,
+    OPT_SUPERVISE,
     OPT_HELP,
   };
   static const struct option longopts[] = {
@@ -80,6 +91,8 @@ parse_options (int argc, char **argv, struct options *opt)
     { "engine", required_argument, NULL, OPT_ENGINE },
     { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
     { "linger", required_argument, NULL, OPT_LINGER },
+    { "server-stall", required_argument, NULL, OPT_STALL },
+    { "supervise", no_argument, NULL, OPT_SUPERVISE },
     { "help", no_argument, NULL, OPT_HELP },
     { NULL, 0, NULL, 0 },
   };
@@ -127,6 +140,23 @@ parse_options (int argc, char **argv, struct options *opt)
           opt->linger_ms = (unsigned)ms;
           break;
         }
+      case OPT_STALL:
+        {
+          char *end;
+          errno = 0;
+          unsigned long ms = strtoul (optarg, &end, 10);
+          if (errno || end == optarg || *end || optarg[0] == '-' || ms > 3600000)
+            {
+              fprintf (stderr, "%s: --server-stall must be milliseconds from 0 to 3600000\n",
+                       argv[0]);
+              return -1;
+            }
+          opt->stall_ms = (unsigned)ms;
+          break;
+        }
+      case OPT_SUPERVISE:
+        opt->supervise = true;
+        break;
       case OPT_HELP:
         usage (stdout, argv[0]);
         exit (EXIT_SUCCESS);
@@ -175,6 +205,7 @@ serve (const struct options *opt)
     .home = opt->home,
     .engine = opt->engine,
     .linger_ms = opt->linger_ms,
+    .stall_ms = opt->stall_ms,
   };
   struct pgd_layers *layers = NULL;
   struct pgd_server *server = NULL;
@@ -225,6 +256,7 @@ main (int argc, char **argv)
     .engine = "auto",
     .log_level = PGD_LOG_INFO,
     .linger_ms = PGD_LINGER_DEFAULT_MS,
+    .stall_ms = PGD_SERVER_STALL_MS,
   };
 
   if (argc > 1 && strcmp (argv[1], "serve-image") == 0)
@@ -234,5 +266,7 @@ main (int argc, char **argv)
   if (parse_options (argc, argv, &opt) < 0)
     return 2;
   pgd_log_set_level ((enum pgd_log_level)opt.log_level);
+  if (opt.supervise)
+    return pgd_supervise (argc, argv);
   return serve (&opt);
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make test`: unit + protocol suites, end-to-end through a real dockerd, then the
-# unit + protocol suites again built with ASan/UBSan, then a short run of the fuzz
+# unit + protocol suites again built with ASan/UBSan, the racing protocol suites
+# against a ThreadSanitizer build of the plugin, then a short run of the fuzz
 # harnesses. Ends with "N passed, N failed, N skipped"; every skip prints its reason.
 # SPDX-License-Identifier: GPL-2.0-or-later
 set -u
@@ -39,6 +40,16 @@ if [ "${PGD_SKIP_ASAN:-0}" != 1 ]; then
       "$here/run-unit.sh" "$top/build-asan" || rc=1
   else
     echo "ASan build failed"; echo "0 1" >>"$PGD_COUNTS"; rc=1
+  fi
+fi
+
+if [ "${PGD_SKIP_TSAN:-0}" != 1 ]; then
+  # the plugin built with ThreadSanitizer under the protocol suites that race requests
+  echo "== protocol suites against the ThreadSanitizer build"
+  before=$(wc -l <"$PGD_COUNTS")
+  if ! make -C "$top" -s -j2 tsan BUILD="$build"; then
+    rc=1
+    [ "$(wc -l <"$PGD_COUNTS")" -gt "$before" ] || { echo "TSan build failed"; echo "0 1 0" >>"$PGD_COUNTS"; }
   fi
 fi
 

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "util.h"
+#include "watchdog.h"
 
 #define PLOOP_MODULE_PROBE "/proc/vz/ploop_minor"
 
@@ -63,6 +64,7 @@ pgd_engine_setup (struct pgd_engine *e, const char *name, const char *exe, struc
   e->loop_dio = DEFAULT_LOOP_DIO;
   e->delta_dio = DEFAULT_DELTA_DIO;
   e->fuse_dio = false;
+  e->stall_ms = PGD_SERVER_STALL_MS;
   return 0;
 }
 
@@ -94,6 +96,9 @@ pgd_engine_is_mounted (const struct pgd_engine *e, const char *image_dir, const 
     return false;
   if (e->kind == PGD_ENGINE_KERNEL)
     return true;
+  /* a stopped server (SIGSTOP) answers nothing: the mount is not handed out again */
+  unsigned long long start;
+  pid_t pid;
   return pgd_srv_paths (&p, image_dir, run_dir, NULL) == 0 && pgd_is_mountpoint (p.fuse)
-         && pgd_srv_alive (&p);
+         && pgd_srv_alive (&p) && pgd_srv_read (&p, &pid, &start) && !pgd_proc_stopped (pid);
 }

@@ -32,7 +32,12 @@ struct pgd_engine
   bool delta_dio;       /* the server reads and writes delta data with O_DIRECT */
   unsigned srv_threads; /* FUSE worker threads per image server */
   unsigned srv_max_io;  /* bytes per FUSE request (64 KiB .. 1 MiB) */
+  unsigned stall_ms;    /* an image server with no progress this long while a step waits
+                           on it is declared dead (killed, FUSE aborted); 0: no bound */
 };
+
+/* Default bound on a wait for an image server that makes no progress at all. */
+#define PGD_SERVER_STALL_MS 30000
 
 enum
 {

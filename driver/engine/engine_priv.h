@@ -59,6 +59,9 @@ int pgd_srv_paths (struct pgd_srv_paths *p, const char *image_dir, const char *r
 /* True when the server recorded in P's pid file is that very process and still runs. */
 bool pgd_srv_alive (const struct pgd_srv_paths *p);
 
+/* The server recorded in P's pid file: its pid and start time; false when none. */
+bool pgd_srv_read (const struct pgd_srv_paths *p, pid_t *pid, unsigned long long *start);
+
 /* Start the image server of P (read-only deltas when RO) and wait for its READY line:
    its FUSE mount then holds the disk file. *PID is the server. */
 int pgd_srv_spawn (const struct pgd_engine *e, const struct pgd_srv_paths *p, bool ro, pid_t *pid,

@@ -21,6 +21,7 @@
 #include "image.h"
 #include "log.h"
 #include "util.h"
+#include "watchdog.h"
 
 /* RUN_DIR must exist; it is resolved so that paths match what sysfs shows. */
 int
@@ -41,41 +42,16 @@ pgd_srv_paths (struct pgd_srv_paths *p, const char *image_dir, const char *run_d
 
 /* ---- server process identity --------------------------------------------------------- */
 
-/* Start time of PID in clock ticks since boot (field 22 of /proc/PID/stat); 0 if gone
-   or exited (a zombie). */
-static unsigned long long
-proc_starttime (pid_t pid)
-{
-  char path[64];
-  cleanup_free char *data = NULL;
-  unsigned long long st = 0;
-  char *p;
-
-  snprintf (path, sizeof path, "/proc/%ld/stat", (long)pid);
-  if (pgd_read_file (path, &data, NULL, NULL) < 0)
-    return 0;
-  p = strrchr (data, ')');
-  if (p == NULL || p[1] != ' ' || p[2] == 'Z' || p[2] == 'X')
-    return 0; /* a zombie has exited: its FUSE connection is dead */
-  p++;
-  for (int field = 3; field < 22 && p; field++)
-    p = strchr (p + 1, ' ');
-  if (p == NULL || sscanf (p, " %llu", &st) != 1)
-    return 0;
-  return st;
-}
-
 int
 pgd_srv_record (const struct pgd_srv_paths *p, pid_t pid, struct pgd_err *err)
 {
   char line[64];
-  int n = snprintf (line, sizeof line, "%ld %llu\n", (long)pid, proc_starttime (pid));
+  int n = snprintf (line, sizeof line, "%ld %llu\n", (long)pid, pgd_proc_starttime (pid));
   return pgd_write_file_atomic (p->pid, line, (size_t)n, err);
 }
 
-/* The server recorded in the pid file, if that very process still runs. */
-static bool
-read_server (const struct pgd_srv_paths *p, pid_t *pid, unsigned long long *start)
+bool
+pgd_srv_read (const struct pgd_srv_paths *p, pid_t *pid, unsigned long long *start)
 {
   cleanup_free char *data = NULL;
   long v;
@@ -94,7 +70,7 @@ pgd_srv_alive (const struct pgd_srv_paths *p)
   unsigned long long start;
   pid_t pid;
 
-  return read_server (p, &pid, &start) && start != 0 && proc_starttime (pid) == start;
+  return pgd_srv_read (p, &pid, &start) && start != 0 && pgd_proc_starttime (pid) == start;
 }
 
 /* Wait until the server recorded in the pid file has exited. */
@@ -106,13 +82,13 @@ wait_server_exit (const struct pgd_srv_paths *p, struct pgd_err *err)
   pid_t pid;
   int rc;
 
-  if (!read_server (p, &pid, &start))
+  if (!pgd_srv_read (p, &pid, &start))
     return 0;
   pfd.fd = (int)syscall (SYS_pidfd_open, pid, 0);
   if (pfd.fd < 0)
     return errno == ESRCH ? 0 : pgd_error (err, errno, "pidfd of server %ld", (long)pid);
   /* the pidfd pins the process: check it is still ours */
-  if (proc_starttime (pid) != start)
+  if (pgd_proc_starttime (pid) != start)
     {
       close (pfd.fd);
       return 0;

@@ -21,6 +21,8 @@
 #include "log.h"
 #include "loop.h"
 #include "util.h"
+#include "fsck.h"
+#include "watchdog.h"
 
 /* Detach whatever loop device still serves our disk file. */
 static int
@@ -104,6 +106,8 @@ pgd_user_mount (const struct pgd_engine *e, const char *image_dir, const char *r
   file_fd = -1;
   pgd_loop_path (nr, dev, sizeof dev);
   t_loop = pgd_elapsed_ms (t0);
+  if (!ro && !(flags & PGD_MOUNT_MKFS) && pgd_fs_check (image_dir, dev, err) < 0)
+    goto undo;
   if (flags & PGD_MOUNT_MKFS)
     {
       if (ro)
@@ -149,26 +153,77 @@ undo:
   return -1;
 }
 
-int
-pgd_user_umount (const struct pgd_engine *e, const char *image_dir, const char *run_dir,
-             const char *target, struct pgd_err *err)
+/* The steps of pgd_user_umount; P is NULL when the engine never mounted IMAGE_DIR. A
+   failed flush still unmounts everything, then fails: closed, but not cleanly. */
+static int
+umount_steps (const char *image_dir, const struct pgd_srv_paths *p, const char *target,
+              struct pgd_err *err)
 {
   uint64_t t0 = pgd_now_ns ();
+  struct pgd_err flush = { 0 };
+  int flushed = 0;
+
+  if (pgd_is_mountpoint (target))
+    {
+      /* umount succeeds even when the write-back failed: ask first */
+      flushed = pgd_fs_flush (image_dir, target, &flush);
+      if (pgd_umount_retry (target, TARGET_UMOUNT_TIMEOUT_MS, err) < 0)
+        return -1;
+    }
+  if (flushed < 0)
+    pgd_log (PGD_LOG_ERROR, "%s", flush.msg);
+  unsigned t_fs = pgd_elapsed_ms (t0), t_loop;
+  if (p != NULL)
+    {
+      if (release_loop (p, err) < 0)
+        return -1;
+      t_loop = pgd_elapsed_ms (t0);
+      if (pgd_srv_stop (p, err) < 0)
+        return -1;
+      pgd_log (PGD_LOG_DEBUG,
+               "unmounted %s from %s (ms since start: ext4 %u, loop %u, server %u)", image_dir,
+               target, t_fs, t_loop, pgd_elapsed_ms (t0));
+    }
+  if (flushed < 0)
+    {
+      *err = flush;
+      return -1;
+    }
+  return 0;
+}
+
+int
+pgd_user_umount (const struct pgd_engine *e, const char *image_dir, const char *run_dir,
+                 const char *target, struct pgd_err *err)
+{
   struct pgd_srv_paths p;
   struct stat st;
+  struct pgd_watch w;
+  unsigned long long start = 0;
+  pid_t pid = 0;
 
-  (void)e;
-  if (pgd_is_mountpoint (target) && pgd_umount_retry (target, TARGET_UMOUNT_TIMEOUT_MS, err) < 0)
+  bool ours = !(stat (run_dir, &st) < 0 && errno == ENOENT); /* else never mounted here */
+  if (ours && pgd_srv_paths (&p, image_dir, run_dir, err) < 0)
     return pgd_error_wrap (err, "unmount image %s", image_dir);
-  if (stat (run_dir, &st) < 0 && errno == ENOENT)
-    return 0; /* never mounted by this engine */
-  unsigned t_fs = pgd_elapsed_ms (t0), t_loop;
-  if (pgd_srv_paths (&p, image_dir, run_dir, err) < 0 || release_loop (&p, err) < 0)
-    return pgd_error_wrap (err, "unmount image %s", image_dir);
-  t_loop = pgd_elapsed_ms (t0);
-  if (pgd_srv_stop (&p, err) < 0)
-    return pgd_error_wrap (err, "unmount image %s", image_dir);
-  pgd_log (PGD_LOG_DEBUG, "unmounted %s from %s (ms since start: ext4 %u, loop %u, server %u)",
-           image_dir, target, t_fs, t_loop, pgd_elapsed_ms (t0));
-  return 0;
+  if (ours && !pgd_srv_read (&p, &pid, &start))
+    pid = 0;
+  /* each step below may wait on the server: bounded by its progress */
+  pgd_watch_start (&w, pid, start, ours ? p.fuse : "", image_dir, e->stall_ms);
+  int ret = umount_steps (image_dir, ours ? &p : NULL, target, err);
+  if (pgd_watch_end (&w))
+    {
+      pgd_error (err, ETIMEDOUT,
+                 "image server %ld made no progress for %u ms and was declared dead (killed, "
+                 "its FUSE connection aborted)",
+                 (long)pid, e->stall_ms);
+      if (ret == 0 || !pgd_is_mountpoint (target))
+        {
+          /* torn down all the same: what was left of the server goes too */
+          struct pgd_err e2;
+          if (umount_steps (image_dir, &p, target, &e2) < 0)
+            pgd_log (PGD_LOG_WARN, "unmount image %s: %s", image_dir, e2.msg);
+        }
+      ret = -1;
+    }
+  return ret < 0 ? pgd_error_wrap (err, "unmount image %s", image_dir) : 0;
 }

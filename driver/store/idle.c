@@ -2,10 +2,13 @@
 /* Idle mounts: a layer whose last reference went away stays mounted for linger_ms, so
    the Put-then-Get pairs dockerd makes (docker create then start, a container's stop
    then diff or commit) do not pay a whole unmount and mount of the user engine. One
-   thread unmounts each idle layer once its time is up. Anything that needs the layer
+   thread finds each idle layer whose time is up and hands its unmount to a thread of its
+   own: an unmount stuck on one image server (stopped, until the engine declares it dead)
+   never holds up the others. Anything that needs the layer
    closed (Remove, a clone of it as a parent, shutdown, ApplyDiff's end) unmounts it at
    once instead. */
 #include <errno.h>
+#include <stdlib.h>
 #include <time.h>
 
 #include "log.h"
@@ -34,6 +37,68 @@ due_layer (struct pgd_layers *l, uint64_t now, uint64_t *next)
   return NULL;
 }
 
+/* Unmount LAY, claimed by the reaper; unclaim it. Called with l->lock held. */
+static void
+unmount_idle (struct pgd_layers *l, struct layer *lay)
+{
+  struct pgd_err err;
+
+  if (pgd_layer_unmount (l, lay, &err) < 0)
+    {
+      pgd_log (PGD_LOG_WARN, "idle layer %s: %s; retrying later", lay->id, err.msg);
+      if (lay->state == LAYER_MOUNTED)
+        lay->idle_since = pgd_now_ns ();
+    }
+  pgd_layer_unclaim (l, lay);
+}
+
+struct reap_job
+{
+  struct pgd_layers *l;
+  struct layer *lay;
+};
+
+static void *
+reap_job_main (void *arg)
+{
+  struct reap_job *job = arg;
+  struct pgd_layers *l = job->l;
+
+  pthread_mutex_lock (&l->lock);
+  unmount_idle (l, job->lay);
+  l->reap_jobs--;
+  pthread_cond_broadcast (&l->cond); /* pgd_reaper_stop waits for the last one */
+  pthread_mutex_unlock (&l->lock);
+  free (job);
+  return NULL;
+}
+
+/* Unmount LAY (claimed) in a thread of its own; inline when none can be started. Called
+   with l->lock held. */
+static void
+reap (struct pgd_layers *l, struct layer *lay)
+{
+  struct reap_job *job = malloc (sizeof *job);
+  pthread_attr_t attr;
+  pthread_t t;
+
+  if (job != NULL)
+    {
+      *job = (struct reap_job){ .l = l, .lay = lay };
+      pthread_attr_init (&attr);
+      pthread_attr_setdetachstate (&attr, PTHREAD_CREATE_DETACHED);
+      int rc = pthread_create (&t, &attr, reap_job_main, job);
+      pthread_attr_destroy (&attr);
+      if (rc == 0)
+        {
+          l->reap_jobs++;
+          return;
+        }
+      free (job);
+    }
+  unmount_idle (l, lay);
+}
+
 static void *
 reaper_main (void *arg)
 {
@@ -46,15 +111,8 @@ reaper_main (void *arg)
       struct layer *lay = due_layer (l, pgd_now_ns (), &next);
       if (lay)
         {
-          struct pgd_err err;
-          pgd_layer_claim (l, lay);
-          if (pgd_layer_unmount (l, lay, &err) < 0)
-            {
-              pgd_log (PGD_LOG_WARN, "idle layer %s: %s; retrying later", lay->id, err.msg);
-              if (lay->state == LAYER_MOUNTED)
-                lay->idle_since = pgd_now_ns ();
-            }
-          pgd_layer_unclaim (l, lay);
+          if (pgd_layer_claim (l, lay)) /* immediate: a due layer is not busy */
+            reap (l, lay);
           continue;
         }
       if (next == 0)
@@ -94,4 +152,8 @@ pgd_reaper_stop (struct pgd_layers *l)
   pthread_mutex_unlock (&l->lock);
   pthread_join (l->reaper, NULL);
   l->reaper_running = false;
+  pthread_mutex_lock (&l->lock);
+  while (l->reap_jobs > 0)
+    pthread_cond_wait (&l->cond, &l->lock);
+  pthread_mutex_unlock (&l->lock);
 }

@@ -24,10 +24,9 @@ pgd_layers_pin (struct pgd_layers *l, const char *id, char *dir, struct pgd_err 
     PGD_SCOPED_LOCK (&l->lock);
     if (pgd_store_ready (l, err) < 0)
       return -1;
-    struct layer *lay = pgd_layer_find (l, id, false);
+    struct layer *lay = pgd_layer_claim_id (l, id, false);
     if (lay != NULL)
       {
-        pgd_layer_claim (l, lay);
         bool mounted = lay->state == LAYER_MOUNTED;
         if (mounted && lay->refs == 0)
           lay->refs = 1; /* an idle mount (linger): take it back */
@@ -51,10 +50,9 @@ pgd_layers_unpin (struct pgd_layers *l, const char *id, struct pgd_err *err)
   PGD_SCOPED_LOCK (&l->lock);
   if (pgd_store_ready (l, err) < 0)
     return -1;
-  struct layer *lay = pgd_layer_find (l, id, false);
+  struct layer *lay = pgd_layer_claim_id (l, id, false);
   if (lay == NULL)
     return 0;
-  pgd_layer_claim (l, lay);
   int ret = 0;
   if (lay->state == LAYER_MOUNTED)
     {

@@ -72,6 +72,13 @@ pgd_layer_find (struct pgd_layers *l, const char *id, bool create)
   return lay;
 }
 
+static void
+free_layer (struct layer *lay)
+{
+  free (lay->id);
+  free (lay);
+}
+
 void
 pgd_layer_forget (struct pgd_layers *l, const char *id)
 {
@@ -82,8 +89,14 @@ pgd_layer_forget (struct pgd_layers *l, const char *id)
       {
         struct layer *dead = *pp;
         *pp = dead->next;
-        free (dead->id);
-        free (dead);
+        if (dead->pins == 0)
+          free_layer (dead);
+        else
+          {
+            /* a thread holds or waits for its claim: the last of them frees it */
+            dead->gone = true;
+            pthread_cond_broadcast (&l->cond);
+          }
         return;
       }
 }
@@ -121,12 +134,38 @@ pgd_layer_usable (const struct pgd_layers *l, const char *id, struct pgd_err *er
                     id);
 }
 
-void
+/* Drop one pin of LAY; the last pin of an entry already out of the table frees it. */
+static void
+unpin (struct layer *lay)
+{
+  if (--lay->pins == 0 && lay->gone)
+    free_layer (lay);
+}
+
+bool
 pgd_layer_claim (struct pgd_layers *l, struct layer *lay)
 {
-  while (lay->busy)
+  lay->pins++;
+  while (lay->busy && !lay->gone)
     pthread_cond_wait (&l->cond, &l->lock);
-  lay->busy = true;
+  if (lay->gone)
+    {
+      unpin (lay);
+      return false;
+    }
+  lay->busy = true; /* the pin stays until the unclaim */
+  return true;
+}
+
+struct layer *
+pgd_layer_claim_id (struct pgd_layers *l, const char *id, bool create)
+{
+  for (;;)
+    {
+      struct layer *lay = pgd_layer_find (l, id, create);
+      if (lay == NULL || pgd_layer_claim (l, lay))
+        return lay;
+    }
 }
 
 void
@@ -134,6 +173,16 @@ pgd_layer_unclaim (struct pgd_layers *l, struct layer *lay)
 {
   lay->busy = false;
   pthread_cond_broadcast (&l->cond);
+  unpin (lay);
+}
+
+/* Unclaim LAY, claimed for an ID found absent: its entry goes unless it tracks a mount. */
+static void
+unclaim_absent (struct pgd_layers *l, struct layer *lay)
+{
+  if (lay->state == LAYER_UNMOUNTED && lay->refs == 0)
+    pgd_layer_forget (l, lay->id);
+  pgd_layer_unclaim (l, lay);
 }
 
 int
@@ -149,14 +198,20 @@ pgd_layer_acquire (struct pgd_layers *l, const char *id, const char *mount_label
   PGD_SCOPED_LOCK (&l->lock);
   if (pgd_store_ready (l, err) < 0)
     return -1;
-  if (!pgd_layer_on_disk (l, id))
-    return pgd_error (err, ENOENT, "layer %s", id);
-  if (!(flags & PGD_ACQ_APPLYING) && pgd_layer_usable (l, id, err) < 0)
-    return -1;
-  lay = pgd_layer_find (l, id, true);
+  /* claimed first: a Remove that held the claim has deleted the layer by now */
+  lay = pgd_layer_claim_id (l, id, true);
   if (lay == NULL)
     return pgd_error (err, ENOMEM, "layer %s", id);
-  pgd_layer_claim (l, lay);
+  ret = 0;
+  if (!pgd_layer_on_disk (l, id))
+    ret = pgd_error (err, ENOENT, "layer %s", id);
+  else if (!(flags & PGD_ACQ_APPLYING))
+    ret = pgd_layer_usable (l, id, err);
+  if (ret < 0)
+    {
+      unclaim_absent (l, lay);
+      return -1;
+    }
   pgd_store_path (l, dir, "mnt", id);
   pgd_store_path (l, image, "layers", id);
   pgd_store_path (l, run, "run", id);
@@ -168,7 +223,7 @@ pgd_layer_acquire (struct pgd_layers *l, const char *id, const char *mount_label
       pthread_mutex_lock (&l->lock);
       if (!alive)
         {
-          pgd_log (PGD_LOG_WARN, "idle layer %s lost its image server; mounting it again", id);
+          pgd_log (PGD_LOG_WARN, "idle layer %s lost its image server (dead or stopped); mounting it again", id);
           /* the teardown reports the unclean close; the mount below checks the image */
           if (pgd_layer_unmount (l, lay, err) < 0 && lay->state == LAYER_MOUNTED)
             {
@@ -254,10 +309,9 @@ pgd_layer_release (struct pgd_layers *l, const char *id, unsigned flags, struct 
   PGD_SCOPED_LOCK (&l->lock);
   if (pgd_store_ready (l, err) < 0)
     return -1;
-  lay = pgd_layer_find (l, id, false);
+  lay = pgd_layer_claim_id (l, id, false);
   if (lay == NULL)
     return 0;
-  pgd_layer_claim (l, lay);
   if (lay->state != LAYER_MOUNTED || lay->refs == 0 || --lay->refs > 0)
     {
       pgd_layer_unclaim (l, lay);
@@ -398,24 +452,24 @@ build_layer (struct pgd_layers *l, const struct pgd_create_req *req, uint64_t si
       struct layer *play;
 
       pthread_mutex_lock (&l->lock);
-      if (!pgd_layer_on_disk (l, req->parent))
-        {
-          pthread_mutex_unlock (&l->lock);
-          return pgd_error (err, ENOENT, "parent layer %s", req->parent);
-        }
-      if (pgd_layer_usable (l, req->parent, err) < 0)
-        {
-          pthread_mutex_unlock (&l->lock);
-          return pgd_error_wrap (err, "parent");
-        }
-      play = pgd_layer_find (l, req->parent, true);
+      /* claimed first: a Remove that held the claim has deleted the parent by now */
+      play = pgd_layer_claim_id (l, req->parent, true);
       if (play == NULL)
         {
           pthread_mutex_unlock (&l->lock);
           return pgd_error (err, ENOMEM, "parent layer %s", req->parent);
         }
-      pgd_layer_claim (l, play);
       ret = 0;
+      if (!pgd_layer_on_disk (l, req->parent))
+        ret = pgd_error (err, ENOENT, "parent layer %s", req->parent);
+      else if (pgd_layer_usable (l, req->parent, err) < 0)
+        ret = pgd_error_wrap (err, "parent");
+      if (ret < 0)
+        {
+          unclaim_absent (l, play);
+          pthread_mutex_unlock (&l->lock);
+          return -1;
+        }
       /* an idle read-write mount of the parent is closed first: a clone shares its deltas */
       if (play->state == LAYER_MOUNTED && !play->ro && play->refs == 0)
         ret = pgd_layer_unmount (l, play, err);
@@ -465,13 +519,12 @@ pgd_store_create (void *ctx, const struct pgd_create_req *req, struct pgd_err *e
       pthread_mutex_unlock (&l->lock);
       return -1;
     }
-  lay = pgd_layer_find (l, req->id, true);
+  lay = pgd_layer_claim_id (l, req->id, true);
   if (lay == NULL)
     {
       pthread_mutex_unlock (&l->lock);
       return pgd_error (err, ENOMEM, "create layer %s", req->id);
     }
-  pgd_layer_claim (l, lay);
   bool exists = pgd_layer_on_disk (l, req->id);
   pthread_mutex_unlock (&l->lock);
   if (exists)
@@ -506,9 +559,10 @@ pgd_store_create (void *ctx, const struct pgd_create_req *req, struct pgd_err *e
         }
     }
   pthread_mutex_lock (&l->lock);
-  pgd_layer_unclaim (l, lay);
   if (ret < 0 && !exists)
-    pgd_layer_forget (l, req->id);
+    unclaim_absent (l, lay);
+  else
+    pgd_layer_unclaim (l, lay);
   pthread_mutex_unlock (&l->lock);
   if (ret == 0)
     pgd_log (PGD_LOG_DEBUG, "created %s%s%s", req->id, req->parent ? " on " : "",
@@ -555,13 +609,12 @@ pgd_store_remove (void *ctx, const char *id, struct pgd_err *err)
       pthread_mutex_unlock (&l->lock);
       return -1;
     }
-  lay = pgd_layer_find (l, id, true);
+  lay = pgd_layer_claim_id (l, id, true);
   if (lay == NULL)
     {
       pthread_mutex_unlock (&l->lock);
       return pgd_error (err, ENOMEM, "remove layer %s", id);
     }
-  pgd_layer_claim (l, lay);
   pthread_mutex_unlock (&l->lock);
 
   pgd_store_path (l, image, "layers", id);
@@ -589,10 +642,11 @@ pgd_store_remove (void *ctx, const char *id, struct pgd_err *err)
     {
       lay->state = LAYER_UNMOUNTED;
       lay->refs = 0;
+      /* out of the table before the unclaim: a waiter wakes, sees it gone and looks
+         the ID up again (it no longer exists) */
+      pgd_layer_forget (l, id);
     }
   pgd_layer_unclaim (l, lay);
-  if (ret == 0)
-    pgd_layer_forget (l, id);
   pthread_mutex_unlock (&l->lock);
   return ret < 0 ? pgd_error_wrap (err, "remove layer %s", id) : 0;
 }
@@ -644,7 +698,8 @@ pgd_layers_shutdown (struct pgd_layers *l)
         if (lay->busy || lay->state != LAYER_MOUNTED || lay->refs > 0)
           continue;
         struct pgd_err err;
-        pgd_layer_claim (l, lay);
+        if (!pgd_layer_claim (l, lay))
+          break; /* never: it is in the table and not busy, so the claim is immediate */
         if (pgd_layer_unmount (l, lay, &err) < 0)
           pgd_log (PGD_LOG_WARN, "cleanup: %s", err.msg);
         pgd_layer_unclaim (l, lay);
@@ -660,6 +715,7 @@ pgd_layers_open (struct pgd_layers **out, const struct pgd_layers_config *cfg,
 
   if (l == NULL)
     return pgd_error (err, ENOMEM, "layer store");
+  l->home_lock_fd = -1;
   pthread_mutex_init (&l->lock, NULL);
   pthread_mutex_init (&l->template_lock, NULL);
   pthread_condattr_t ca;
@@ -676,6 +732,7 @@ pgd_layers_open (struct pgd_layers **out, const struct pgd_layers_config *cfg,
   snprintf (l->exe, sizeof l->exe, "%s", cfg->exe ? cfg->exe : "/proc/self/exe");
   if (pgd_engine_setup (&l->engine, l->engine_name, l->exe, err) < 0)
     goto fail;
+  l->engine.stall_ms = l->stall_ms = cfg->stall_ms;
   if (cfg->home)
     {
       struct pgd_init_req req = { .home = cfg->home };
@@ -706,6 +763,7 @@ pgd_layers_close (struct pgd_layers *l)
       pgd_layer_forget (l, l->table[b]->id);
   free (l->maps.uid);
   free (l->maps.gid);
+  pgd_home_unlock (l);
   pthread_mutex_destroy (&l->lock);
   pthread_mutex_destroy (&l->template_lock);
   pthread_cond_destroy (&l->cond);

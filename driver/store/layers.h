@@ -18,6 +18,8 @@ struct pgd_layers_config
   const char *exe;        /* binary with the serve-image sub-mode (NULL = /proc/self/exe) */
   unsigned linger_ms;     /* keep a layer mounted this long after its last Put, so that a
                              Get soon after reuses the mount (0: unmount at once) */
+  unsigned stall_ms;      /* bound on a wait for an image server that makes no progress
+                             (the binary's default: PGD_SERVER_STALL_MS; 0: none) */
 };
 
 /* Open the store: load the persisted Init state, sweep staging, adopt live mounts. */

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "engine/engine.h"
@@ -60,7 +61,10 @@ apply_option (struct pgd_layers *l, const char *opt, struct pgd_err *err)
       if (strcmp (val, "auto") && strcmp (val, "user") && strcmp (val, "kernel"))
         return pgd_error (err, 0, "ploop.engine=%s: must be auto, user or kernel", val);
       snprintf (l->engine_name, sizeof l->engine_name, "%s", val);
-      return pgd_engine_setup (&l->engine, l->engine_name, l->exe, err);
+      if (pgd_engine_setup (&l->engine, l->engine_name, l->exe, err) < 0)
+        return -1;
+      l->engine.stall_ms = l->stall_ms;
+      return 0;
     }
   return pgd_error (err, 0, "unknown storage option %.*s", (int) klen, opt);
 }
@@ -187,6 +191,9 @@ pgd_store_init (struct pgd_layers *l, const struct pgd_init_req *req, bool save,
     return pgd_error_wrap (err, "Init");
   {
     PGD_SCOPED_LOCK (&l->lock);
+    /* first: a Home another plugin serves is left untouched */
+    if (pgd_home_lock (l, req->home, err) < 0)
+      return pgd_error_wrap (err, "Init");
     same_home = l->ready && strcmp (l->home, req->home) == 0;
     l->default_size = PGD_DEFAULT_SIZE;
     l->cluster = PGD_DEFAULT_CLUSTER;
@@ -219,63 +226,127 @@ pgd_store_init (struct pgd_layers *l, const struct pgd_init_req *req, bool save,
   return 0;
 }
 
+/* One ID-map field of the state file: absent, null or an array of objects with three
+   integers within 32 bits. */
 static int
-maps_from_json (json_t *a, struct pgd_idmap **out, size_t *n)
+maps_from_json (json_t *a, const char *name, struct pgd_idmap **out, size_t *n,
+                struct pgd_err *err)
 {
+  static const char *const keys[] = { "container_id", "host_id", "size" };
   size_t i;
   json_t *v;
 
   *out = NULL;
   *n = 0;
-  if (!json_is_array (a) || json_array_size (a) == 0)
+  if (a == NULL || json_is_null (a))
+    return 0;
+  if (!json_is_array (a))
+    return pgd_error (err, 0, "%s is not an array", name);
+  if (json_array_size (a) == 0)
     return 0;
   *out = calloc (json_array_size (a), sizeof **out);
   if (*out == NULL)
-    return -1;
+    return pgd_error (err, ENOMEM, "%s", name);
   json_array_foreach (a, i, v)
   {
-    (*out)[i].container_id = json_integer_value (json_object_get (v, "container_id"));
-    (*out)[i].host_id = json_integer_value (json_object_get (v, "host_id"));
-    (*out)[i].size = json_integer_value (json_object_get (v, "size"));
+    json_int_t x[3];
+    for (size_t k = 0; k < 3; k++)
+      {
+        json_t *f = json_is_object (v) ? json_object_get (v, keys[k]) : NULL;
+        if (!json_is_integer (f) || json_integer_value (f) < 0
+            || json_integer_value (f) > UINT32_MAX)
+          return pgd_error (err, 0, "%s[%zu].%s is not an integer from 0 to %u", name, i,
+                            keys[k], UINT32_MAX);
+        x[k] = json_integer_value (f);
+      }
+    (*out)[i] = (struct pgd_idmap){ .container_id = (uint32_t) x[0],
+                                    .host_id = (uint32_t) x[1],
+                                    .size = (uint32_t) x[2] };
   }
   *n = json_array_size (a);
   return 0;
 }
 
-int
-pgd_store_load (struct pgd_layers *l, struct pgd_err *err)
+/* The persisted Init of ROOT into REQ, every field type-checked; REQ's arrays are
+   malloc'd (free them whether or not this fails). */
+static int
+state_from_json (json_t *root, struct pgd_init_req *req, struct pgd_err *err)
+{
+  json_t *home, *opts, *v;
+  size_t i;
+
+  if (!json_is_object (root))
+    return pgd_error (err, 0, "not a JSON object");
+  home = json_object_get (root, "Home");
+  if (!json_is_string (home))
+    return pgd_error (err, 0, "Home is not a string");
+  req->home = json_string_value (home);
+  opts = json_object_get (root, "Opts");
+  if (opts != NULL && !json_is_null (opts) && !json_is_array (opts))
+    return pgd_error (err, 0, "Opts is not an array");
+  req->nopts = json_is_array (opts) ? json_array_size (opts) : 0;
+  req->opts = calloc (req->nopts + 1, sizeof *req->opts);
+  if (req->opts == NULL)
+    return pgd_error (err, ENOMEM, "Opts");
+  json_array_foreach (opts, i, v)
+  {
+    if (!json_is_string (v))
+      return pgd_error (err, 0, "Opts[%zu] is not a string", i);
+    req->opts[i] = (char *) json_string_value (v);
+  }
+  if (maps_from_json (json_object_get (root, "UIDMaps"), "UIDMaps", &req->maps.uid,
+                      &req->maps.nuid, err) < 0
+      || maps_from_json (json_object_get (root, "GIDMaps"), "GIDMaps", &req->maps.gid,
+                         &req->maps.ngid, err) < 0)
+    return -1;
+  return 0;
+}
+
+/* Resume from the state file: parse it, check every field, apply it as an Init. */
+static int
+resume_state (struct pgd_layers *l, struct pgd_err *err)
 {
   json_error_t jerr;
   struct pgd_init_req req = { 0 };
-  cleanup_free char *opts_buf = NULL;
   int ret;
 
-  if (access (l->state_file, F_OK) < 0)
-    return 0; /* first start: wait for Init */
-  json_t *root = json_load_file (l->state_file, 0, &jerr);
+  json_t *root = json_load_file (l->state_file, JSON_REJECT_DUPLICATES, &jerr);
   if (root == NULL)
-    return pgd_error (err, 0, "state file %s: %s", l->state_file, jerr.text);
-  json_t *home = json_object_get (root, "Home");
-  json_t *opts = json_object_get (root, "Opts");
-  req.home = json_string_value (home);
-  req.nopts = json_is_array (opts) ? json_array_size (opts) : 0;
-  char **optv = calloc (req.nopts + 1, sizeof *optv);
-  for (size_t i = 0; optv && i < req.nopts; i++)
-    optv[i] = (char *) json_string_value (json_array_get (opts, i));
-  req.opts = optv;
-  if (optv == NULL
-      || maps_from_json (json_object_get (root, "UIDMaps"), &req.maps.uid, &req.maps.nuid) < 0
-      || maps_from_json (json_object_get (root, "GIDMaps"), &req.maps.gid, &req.maps.ngid) < 0)
-    ret = pgd_error (err, ENOMEM, "state file %s", l->state_file);
-  else
+    return pgd_error (err, 0, "line %d: %s", jerr.line, jerr.text);
+  ret = state_from_json (root, &req, err);
+  if (ret == 0)
     ret = pgd_store_init (l, &req, false, err);
-  free (optv);
+  free (req.opts);
   free (req.maps.uid);
   free (req.maps.gid);
   json_decref (root);
-  if (ret == 0)
-    pgd_log (PGD_LOG_INFO, "resumed from state %s", l->state_file);
-  return ret < 0 ? pgd_error_wrap (err, "state file %s", l->state_file) : 0;
+  return ret;
+}
+
+int
+pgd_store_load (struct pgd_layers *l, struct pgd_err *err)
+{
+  char aside[PATH_MAX + 64];
+
+  if (access (l->state_file, F_OK) < 0)
+    return 0; /* first start: wait for Init */
+  if (resume_state (l, err) == 0)
+    {
+      pgd_log (PGD_LOG_INFO, "resumed from state %s", l->state_file);
+      return 0;
+    }
+  if (err->errnum == EBUSY)
+    return pgd_error_wrap (err, "state file %s", l->state_file); /* a good file, a busy Home */
+  /* a damaged file must not stop every start (a crash loop under systemd that
+     dockerd's Init never reaches): keep it for a person, start empty, wait for Init */
+  snprintf (aside, sizeof aside, "%s.damaged-%llu", l->state_file,
+            (unsigned long long) time (NULL));
+  if (rename (l->state_file, aside) < 0)
+    return pgd_error_wrap (err, "state file %s (cannot move it aside: %s)", l->state_file,
+                           strerror (errno));
+  pgd_log (PGD_LOG_WARN, "state file %s: %s; moved to %s; waiting for Init", l->state_file,
+           err->msg, aside);
+  return 0;
 }
 
 /* Unmount whatever the engine left of ID (mount, device, server), quietly. */

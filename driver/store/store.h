@@ -33,6 +33,9 @@ struct layer
   enum layer_state state;
   bool ro;               /* mounted read-only */
   bool busy;             /* a mount, unmount, clone or remove is in progress */
+  unsigned pins;         /* threads holding or waiting for the claim: the entry is freed
+                            only when it has left the table and nobody pins it */
+  bool gone;             /* dropped from the table while pinned (its ID was removed) */
   uint64_t idle_since;   /* pgd_now_ns of the last Put to 0 refs while still mounted; 0 = not idle */
 };
 
@@ -56,7 +59,19 @@ struct pgd_layers
   pthread_t reaper;     /* unmounts idle layers once they have lingered (idle.c) */
   bool reaper_running;
   bool reaper_stop;
+  unsigned reap_jobs;   /* idle unmounts under way, one thread each (idle.c) */
+  unsigned stall_ms;    /* the engine's stall bound, kept across engine changes */
+  int home_lock_fd;     /* flock'ed <Home>/.lock (homelock.c); -1 when none */
+  char locked_home[PATH_MAX];
 };
+
+/* Take the exclusive lock of HOME (kept while the store serves it; a lock of another
+   Home is let go). EBUSY, naming the holder's pid, when another process has it. */
+int pgd_home_lock (struct pgd_layers *l, const char *home, struct pgd_err *err)
+    __attribute__ ((warn_unused_result));
+
+/* Let go of the Home lock, if held. */
+void pgd_home_unlock (struct pgd_layers *l);
 
 /* Path helpers: write "<home>/<sub>/<id>" into BUF (PATH_MAX). */
 void pgd_store_path (const struct pgd_layers *l, char *buf, const char *sub, const char *id);
@@ -67,7 +82,8 @@ int pgd_store_ready (const struct pgd_layers *l, struct pgd_err *err);
 /* Find (and with CREATE, add) the entry of ID. Called with l->lock held. */
 struct layer *pgd_layer_find (struct pgd_layers *l, const char *id, bool create);
 
-/* Drop the entry of ID from the table. Called with l->lock held. */
+/* Drop the entry of ID from the table; freed now, or by the last thread that pins it
+   (whose claim then fails). Called with l->lock held. */
 void pgd_layer_forget (struct pgd_layers *l, const char *id);
 
 /* True when layers/<id> holds an image. */
@@ -105,9 +121,18 @@ int pgd_layer_release (struct pgd_layers *l, const char *id, unsigned flags, str
 int pgd_layer_unmount (struct pgd_layers *l, struct layer *lay, struct pgd_err *err)
     __attribute__ ((warn_unused_result));
 
-/* Wait until LAY is not busy, then mark it busy / clear busy and wake waiters. Called
-   with l->lock held. */
-void pgd_layer_claim (struct pgd_layers *l, struct layer *lay);
+/* Wait until LAY is not busy, then mark it busy. False (and LAY may be freed) when the
+   entry left the table while waiting: look the ID up again. Called with l->lock held. */
+bool pgd_layer_claim (struct pgd_layers *l, struct layer *lay)
+    __attribute__ ((warn_unused_result));
+
+/* Find (with CREATE, add) the entry of ID and claim it, looking it up again when a
+   Remove dropped it meanwhile. NULL: no entry (without CREATE) or out of memory.
+   Called with l->lock held. */
+struct layer *pgd_layer_claim_id (struct pgd_layers *l, const char *id, bool create);
+
+/* Clear busy on a claimed LAY and wake waiters; LAY may be freed after it (when
+   forgotten meanwhile). Called with l->lock held. */
 void pgd_layer_unclaim (struct pgd_layers *l, struct layer *lay);
 
 /* Start and stop the thread that unmounts layers idle for l->linger_ms (idle.c). Start

@@ -1,8 +1,10 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0-or-later
-# The managed plugin dies (SIGKILL) while a container runs. dockerd starts it again
-# without Init; the new process must serve from its persisted state: docker run
-# works, and the old container can be removed.
+# The managed plugin dies (SIGKILL) while a container runs. First the plugin process
+# under the supervising PID 1 (--supervise): the supervisor restarts it, the image
+# servers live on, the running container keeps reading and writing (asserted). Then
+# PID 1 itself: dockerd starts it again without Init; the new process must serve from
+# its persisted state: docker run works, and the old container can be removed.
 #
 # What happens to the running container's filesystem is recorded, not asserted:
 # in its own PID namespace the plugin is PID 1 and its image servers die with it
@@ -39,6 +41,23 @@ for p in $procs; do
 done
 [ -n "$main" ] || fail "cannot find the plugin's main process"
 log "plugin main $main, image servers: ${servers:-none}"
+
+# the plugin under the supervisor: the child of main that serves the socket
+child=""
+for p in $servers; do
+	tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q -- '--socket' && child=$p
+done
+[ -n "$child" ] || fail "no supervised plugin process under $main"
+servers=$(tr ' ' '\n' <<<"$servers" | grep -vxF "$child" | tr '\n' ' ')
+kill -KILL "$child"
+wait_pid_gone "$child" 10 || fail "the supervised plugin survived SIGKILL"
+w=$( (echo during >>"/proc/$m1/root/data" && sync -f "/proc/$m1/root/data" && echo ok) 2>&1 || true)
+assert_eq "ok" "$w" "m1 writes and syncs while the plugin process is down"
+run_ok "run --rm after the supervisor restarted the plugin" \
+	dk run --rm --network none busybox:local true
+assert_contains "$(cat "/proc/$m1/root/data")" "during" "m1 kept its write"
+log "after a kill of the supervised plugin: m1 kept writing; image servers: ${servers:-none}"
+
 kill -KILL "$main"
 wait_pid_gone "$main" 10 || fail "the plugin survived SIGKILL"
 sleep 1

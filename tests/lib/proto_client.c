@@ -166,8 +166,17 @@ spawn (struct pc_server *s, bool with_home, int activation_fd, const char *socke
         }
       dup2 (logfd, STDOUT_FILENO);
       dup2 (logfd, STDERR_FILENO);
-      char *argv[] = { bin,           "--socket", (char *)socket_arg,          "--state", s->state,
-                       "--log-level", "debug",    with_home ? "--home" : NULL, s->home,   NULL };
+      char *argv[12] = { bin, "--socket", (char *)socket_arg, "--state", s->state,
+                         "--log-level", "debug" };
+      int n = 7;
+      if (s->extra_arg)
+        argv[n++] = (char *)s->extra_arg;
+      if (with_home)
+        {
+          argv[n++] = "--home";
+          argv[n++] = s->home;
+        }
+      argv[n] = NULL;
       execv (bin, argv);
       _exit (127);
     }
@@ -196,7 +205,14 @@ pc_spawn_activated (struct pc_server *s, bool with_home, int listen_fd, const ch
 int
 pc_start (struct pc_server *s, bool with_home)
 {
+  return pc_start_with (s, with_home, NULL);
+}
+
+int
+pc_start_with (struct pc_server *s, bool with_home, const char *extra_arg)
+{
   memset (s, 0, sizeof *s);
+  s->extra_arg = extra_arg;
   snprintf (s->dir, sizeof s->dir, "/tmp/pgd-proto-XXXXXX");
   if (mkdtemp (s->dir) == NULL)
     {

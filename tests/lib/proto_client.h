@@ -24,6 +24,7 @@ struct pc_server
   char state[PATH_MAX];  /* <dir>/state.json */
   char home[PATH_MAX];   /* <dir>/home */
   char log[PATH_MAX];    /* <dir>/server.log: the server's stderr */
+  const char *extra_arg; /* one more option for the binary, or NULL */
 };
 
 /* One header line of a response. */
@@ -61,6 +62,9 @@ struct pc_reader
 /* Make a fresh temporary directory for S and start the server in it; WITH_HOME passes
    --home <dir>/home. Returns 0, or -1 with a message on stderr. */
 int pc_start (struct pc_server *s, bool with_home);
+
+/* pc_start with EXTRA_ARG (e.g. "--supervise") added to the command line. */
+int pc_start_with (struct pc_server *s, bool with_home, const char *extra_arg);
 
 /* Start the server again in S's existing directory (after it stopped). */
 int pc_spawn (struct pc_server *s, bool with_home);

@@ -39,7 +39,8 @@ int
 tl_store_open_rc (struct tl_store *s, struct pgd_err *err)
 {
   struct pgd_layers_config cfg = {
-    .state_file = s->state, .engine = "user", .exe = s->exe, .linger_ms = s->linger_ms
+    .state_file = s->state, .engine = "user", .exe = s->exe, .linger_ms = s->linger_ms,
+    .stall_ms = s->stall_ms
   };
   return pgd_layers_open (&s->l, &cfg, err);
 }
@@ -177,4 +178,21 @@ tl_remove (struct tl_store *s, const char *id)
 {
   struct pgd_err err = { 0 };
   cr_assert_eq (pgd_layers_ops.remove (s->l, id, &err), 0, "remove %s: %s", id, err.msg);
+}
+
+void
+tl_fill (const char *dir, const char *name, int mib, bool sync)
+{
+  static char buf[1 << 20];
+  char path[PATH_MAX * 2];
+
+  snprintf (path, sizeof path, "%s/%s", dir, name);
+  int fd = open (path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  cr_assert_geq (fd, 0, "open %s", path);
+  memset (buf, 'x', sizeof buf);
+  for (int i = 0; i < mib; i++)
+    cr_assert_eq (write (fd, buf, sizeof buf), (ssize_t) sizeof buf, "write %s", path);
+  if (sync)
+    cr_assert_eq (fsync (fd), 0, "fsync %s", path);
+  close (fd);
 }

@@ -19,6 +19,7 @@ struct tl_store
   char state[PATH_MAX + 16]; /* the persisted Init */
   char exe[PATH_MAX];        /* BUILD/ploop-graphdriver (PGD_BUILD, default build) */
   unsigned linger_ms;        /* idle-mount linger of the next open (default 0) */
+  unsigned stall_ms;         /* image-server stall bound of the next open (0: none) */
   struct pgd_layers *l;      /* NULL while closed */
 };
 
@@ -43,6 +44,9 @@ int tl_servers_under (const char *dir, pid_t *out, int max);
 
 /* Wait, without a time limit, until PID has exited. */
 void tl_wait_gone (pid_t pid);
+
+/* Write MIB mebibytes into the new file DIR/NAME, fsync'ed when SYNC, or fail the test. */
+void tl_fill (const char *dir, const char *name, int mib, bool sync);
 
 /* Store operations that fail the test on error. */
 void tl_create (struct tl_store *s, const char *id, const char *parent, bool rw);

@@ -507,7 +507,10 @@ pgd_chain_close (struct pgd_chain *c, struct pgd_err *err)
   if (!c->ro)
     {
       struct pgd_delta *t = &c->levels[0];
-      /* clusters fallocated ahead are cut off: a closed delta ends at its last cluster */
+      /* clusters fallocated ahead are cut off first (nothing is in flight at close, so
+         nothing lies there): on a full disk the flush and the status need that space */
+      if (c->prealloc_end > c->alloc_head && ftruncate (t->fd, (off_t)(c->alloc_head * c->cb)) == 0)
+        c->prealloc_end = c->alloc_head;
       if (c->prealloc_end > c->alloc_head)
         c->trim = true;
       /* after a failed flush the top stays in use: the next open checks it */

@@ -439,44 +439,53 @@ zero_cluster (struct pgd_chain *c, uint64_t blk, struct pgd_err *err)
   return 0;
 }
 
-/* A failed append publishes none of its clusters. When its fresh clusters are still
-   the last ones, give them back and cut off whatever part of them reached the file, so
-   that the next append starts there again; otherwise (another append took clusters
-   after them) keep every cluster for reuse, to be zeroed at the next flush. Left
-   behind as they are, they would be a hole inside the delta, or a partial cluster at
-   its end, both of which ploop_check rejects in a delta closed cleanly. */
+/* Drop the kept clusters that end the file from the list and the allocation head, so
+   that the next append starts there again, and cut off whatever part of them (and of
+   the preallocation) reached the file. */
+static void
+shrink_tail (struct pgd_chain *c)
+{
+  const struct pgd_delta *t = &c->levels[0];
+  uint64_t old = c->alloc_head;
+  struct stat st;
+
+  for (unsigned i = 0; i < c->nfreed;)
+    if (c->freed[i] + 1 == c->alloc_head)
+      {
+        c->alloc_head--;
+        c->freed[i] = c->freed[--c->nfreed];
+        i = 0;
+      }
+    else
+      i++;
+  if (c->alloc_head == old && c->prealloc_end <= old)
+    return;
+  if (fstat (t->fd, &st) < 0 || (uint64_t)st.st_size <= c->alloc_head * c->cb)
+    return;
+  if (ftruncate (t->fd, (off_t)(c->alloc_head * c->cb)) < 0)
+    c->trim = true; /* the next flush tries again */
+  else
+    c->prealloc_end = c->alloc_head;
+}
+
+/* A failed append publishes none of its clusters: they are kept for reuse; those that
+   end the file (once every append after them failed too, or there was none) are cut
+   off, the others zeroed at the next flush. Left behind as they are, they would be a
+   hole inside the delta, or a partial cluster at its end, both of which ploop_check
+   rejects in a delta closed cleanly; and a full disk would fail that flush. */
 static void
 give_back (struct pgd_chain *c, const struct reservation *r)
 {
-  const struct pgd_delta *t = &c->levels[0];
-  bool tail = c->alloc_head == r->fresh_end;
-  struct stat st;
-
   for (unsigned i = 0; i < r->n; i++)
-    {
-      bool fresh = r->blks[i] >= r->fresh_first && r->blks[i] < r->fresh_end;
-      if (fresh && tail)
-        continue;
-      if (c->nfreed < PGD_CHAIN_FREE_MAX)
-        {
-          c->freed[c->nfreed++] = r->blks[i];
-          c->freed_dirty = true;
-        }
-      else
-        {
-          struct pgd_err ignored;
-          (void)zero_cluster (c, r->blks[i], &ignored); /* an orphan, but whole */
-        }
-    }
-  if (!tail || r->fresh_end == r->fresh_first)
-    return;
-  c->alloc_head = r->fresh_first;
-  if (fstat (t->fd, &st) < 0 || (uint64_t)st.st_size <= r->fresh_first * c->cb)
-    return;
-  if (ftruncate (t->fd, (off_t)(r->fresh_first * c->cb)) < 0)
-    c->trim = true; /* the next flush tries again */
-  else
-    c->prealloc_end = r->fresh_first;
+    if (c->nfreed < PGD_CHAIN_FREE_MAX)
+      c->freed[c->nfreed++] = r->blks[i];
+    else
+      {
+        struct pgd_err ignored;
+        (void)zero_cluster (c, r->blks[i], &ignored); /* an orphan, but whole */
+      }
+  shrink_tail (c);
+  c->freed_dirty = c->nfreed > 0;
 }
 
 /* Publish the written clusters of R in the map (then in the BAT at the next flush), or

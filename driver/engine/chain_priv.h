@@ -13,7 +13,7 @@
 
 #define PGD_CHAIN_BOUNCE (256 * 1024) /* copy-on-write buffer (direct I/O, no page cache) */
 #define PGD_CHAIN_IO_ALIGN 4096       /* buffers usable for direct I/O */
-#define PGD_CHAIN_FREE_MAX 64         /* clusters of failed appends kept for reuse */
+#define PGD_CHAIN_FREE_MAX 512        /* clusters of failed appends kept for reuse */
 /* Once a session has appended PGD_CHAIN_PREALLOC_START, appends are fallocated ahead
    by as much as it appended, up to PGD_CHAIN_PREALLOC: ext4 runs a direct write that
    extends the file, or that fills a hole, under the inode lock held exclusively

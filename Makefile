@@ -55,7 +55,7 @@ SNAP_LIBS     = $(shell pkg-config --libs $(SNAP_PKGS) 2>/dev/null)
 DEB_PKGS := build-essential pkg-config libmicrohttpd-dev libjansson-dev libploop-dev ploop \
             libarchive-dev libfuse3-dev fuse3 libcriterion-dev e2fsprogs util-linux \
             qemu-utils qemu-system-common curl docker.io containerd runc busybox-static psmisc gnuplot-nox strace \
-            clang libclang-rt-14-dev clang-format \
+            clang libclang-rt-14-dev clang-format docker-registry \
             libgrpc-dev protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev \
             golang-github-containerd-containerd-dev
 
@@ -154,9 +154,13 @@ tsan: all
 e2e: all
 	tests/e2e/run.sh $(BUILD)
 
+# make bench BENCH_ONLY=bigimage: only the big-image section (bench/bigimage.sh)
 bench: deps all
+ifneq ($(BENCH_ONLY),bigimage)
 	bench/run.sh $(BUILD)
 	bench/containerd.sh $(BUILD)
+endif
+	bench/bigimage.sh $(BUILD)
 
 # The containerd section alone: ploop-snapshotter vs overlayfs in one containerd.
 .PHONY: bench-containerd

@@ -181,6 +181,13 @@ pgd_fsync_dir (const char *path, struct pgd_err *err)
 int
 pgd_write_file_atomic (const char *path, const void *data, size_t len, struct pgd_err *err)
 {
+  return pgd_write_file_as (path, data, len, 0, err);
+}
+
+int
+pgd_write_file_as (const char *path, const void *data, size_t len, unsigned flags,
+                   struct pgd_err *err)
+{
   char tmp[PATH_MAX];
   char dir[PATH_MAX];
   const char *p = data;
@@ -201,10 +208,12 @@ pgd_write_file_atomic (const char *path, const void *data, size_t len, struct pg
       p += n;
       len -= n;
     }
-  if (fsync (fd) < 0)
+  if (!(flags & PGD_WRITE_NO_FSYNC) && fsync (fd) < 0)
     return pgd_error (err, errno, "fsync %s", tmp);
   if (rename (tmp, path) < 0)
     return pgd_error (err, errno, "rename %s to %s", tmp, path);
+  if (flags & (PGD_WRITE_NO_FSYNC | PGD_WRITE_NO_DIRSYNC))
+    return 0;
   snprintf (dir, sizeof dir, "%s", path);
   char *slash = strrchr (dir, '/');
   if (slash == NULL)

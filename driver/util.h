@@ -66,6 +66,17 @@ int pgd_fsync_dir (const char *path, struct pgd_err *err) PGD_WUR;
 int pgd_write_file_atomic (const char *path, const void *data, size_t len,
                            struct pgd_err *err) PGD_WUR;
 
+enum
+{
+  PGD_WRITE_NO_DIRSYNC = 1 << 0, /* the rename need not be durable (old state is safe) */
+  PGD_WRITE_NO_FSYNC = 1 << 1,   /* nothing need be durable (a torn file is safe) */
+};
+
+/* pgd_write_file_atomic with less durability, by FLAGS (PGD_WRITE_*): still all or
+   nothing when it survives. */
+int pgd_write_file_as (const char *path, const void *data, size_t len, unsigned flags,
+                       struct pgd_err *err) PGD_WUR;
+
 /* Read the whole (small) file PATH into a NUL-terminated malloc'd buffer. */
 int pgd_read_file (const char *path, char **data, size_t *len, struct pgd_err *err) PGD_WUR;
 

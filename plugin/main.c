@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +24,8 @@
 #define DEFAULT_SOCKET "/run/docker/plugins/ploop.sock"
 #define DEFAULT_STATE "/var/lib/ploop-graphdriver/state.json"
 
-/* How long requests in flight may finish after SIGTERM; dockerd SIGKILLs after 10 s. */
+/* How long requests in flight may finish after SIGTERM; then Diff streams are cut and
+   get PGD_STREAM_CUT_MS more (5 + 2 s: dockerd SIGKILLs after 10 s). */
 #define SHUTDOWN_GRACE_MS 5000
 
 /* Long enough for dockerd's Put-then-Get pairs (create then start, stop then diff),
@@ -178,12 +180,15 @@ parse_options (int argc, char **argv, struct options *opt)
   return 0;
 }
 
-/* The listening socket: systemd's when socket-activated, else our own at PATH. */
+/* The listening socket: systemd's when socket-activated (*OWN false: systemd owns the
+   file), else our own at PATH (*OWN true, FILE filled: we remove it at exit). */
 static int
-open_listener (const char *path, int *fd, struct pgd_err *err)
+open_listener (const char *path, int *fd, struct pgd_socket_file *file, bool *own,
+               struct pgd_err *err)
 {
   int rc = pgd_server_activated_fd (fd, err);
 
+  *own = false;
   if (rc < 0)
     return -1;
   if (rc > 0)
@@ -191,8 +196,9 @@ open_listener (const char *path, int *fd, struct pgd_err *err)
       pgd_log (PGD_LOG_INFO, "serving the socket passed by systemd (fd %d)", *fd);
       return 0;
     }
-  if (pgd_server_bind_unix (path, fd, err) < 0)
+  if (pgd_server_bind_unix (path, file, fd, err) < 0)
     return -1;
+  *own = true;
   pgd_log (PGD_LOG_INFO, "listening on %s", path);
   return 0;
 }
@@ -210,14 +216,16 @@ serve (const struct options *opt)
   struct pgd_layers *layers = NULL;
   struct pgd_server *server = NULL;
   cleanup_close int sig_fd = -1;
+  struct pgd_socket_file sock_file;
   struct pgd_err err = { 0 };
+  bool own_socket = false;
   int listen_fd = -1;
   int signo;
 
   if (pgd_stop_signals_install (&sig_fd, &err) < 0)
     goto fail;
   /* listen before the (possibly slow) store start: early clients wait in the backlog */
-  if (open_listener (opt->socket, &listen_fd, &err) < 0)
+  if (open_listener (opt->socket, &listen_fd, &sock_file, &own_socket, &err) < 0)
     goto fail;
   if (pgd_layers_open (&layers, &cfg, &err) < 0)
     {
@@ -235,6 +243,9 @@ serve (const struct options *opt)
   signo = pgd_stop_signals_wait (sig_fd);
   pgd_log (PGD_LOG_INFO, "%s: shutting down", strsignal (signo));
   bool stopped = pgd_server_stop (server, SHUTDOWN_GRACE_MS);
+  /* no one listens any more: a client now gets "no such file", not "refused" */
+  if (own_socket)
+    pgd_server_unlink_unix (&sock_file);
   pgd_layers_shutdown (layers);
   if (!stopped)
     _exit (EXIT_SUCCESS); /* threads still use the store: do not free it under them */
@@ -243,6 +254,8 @@ serve (const struct options *opt)
   return EXIT_SUCCESS;
 
 fail:
+  if (own_socket)
+    pgd_server_unlink_unix (&sock_file);
   pgd_log (PGD_LOG_ERROR, "%s", err.msg);
   return EXIT_FAILURE;
 }

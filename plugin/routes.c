@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "log.h"
@@ -119,6 +120,9 @@ do_cleanup (struct pgd_routes *r, const char *body, size_t len, char **out, stru
   if (pgd_proto_decode_empty (body, len, err) < 0)
     return -1;
   NEED_OP (r, cleanup, "Cleanup");
+  /* a Diff still streaming holds its layers: Cleanup would skip them and answer while
+     they stay mounted */
+  (void)pgd_routes_drain_streams (r, "Cleanup");
   if (r->ops->cleanup (r->ctx, err) < 0)
     return -1;
   *out = pgd_proto_encode_empty ();
@@ -357,8 +361,9 @@ pgd_routes_release (struct pgd_routes *r)
     pthread_cond_broadcast (&r->idle);
 }
 
-bool
-pgd_routes_wait_idle (struct pgd_routes *r, unsigned timeout_ms)
+/* The CLOCK_MONOTONIC time TIMEOUT_MS from now, for pthread_cond_timedwait on IDLE. */
+static struct timespec
+deadline_in (unsigned timeout_ms)
 {
   struct timespec until;
 
@@ -370,11 +375,91 @@ pgd_routes_wait_idle (struct pgd_routes *r, unsigned timeout_ms)
       until.tv_sec++;
       until.tv_nsec -= 1000000000L;
     }
+  return until;
+}
+
+bool
+pgd_routes_wait_idle (struct pgd_routes *r, unsigned timeout_ms)
+{
+  struct timespec until = deadline_in (timeout_ms);
+
   PGD_SCOPED_LOCK (&r->lock);
   while (r->active > 0)
     if (pthread_cond_timedwait (&r->idle, &r->lock, &until) == ETIMEDOUT)
       break;
   return r->active == 0;
+}
+
+void
+pgd_routes_stream_begin (struct pgd_routes *r, struct pgd_stream_ref *ref)
+{
+  PGD_SCOPED_LOCK (&r->lock);
+  ref->next = r->streams;
+  r->streams = ref;
+}
+
+void
+pgd_routes_stream_end (struct pgd_routes *r, struct pgd_stream_ref *ref)
+{
+  PGD_SCOPED_LOCK (&r->lock);
+  for (struct pgd_stream_ref **pp = &r->streams; *pp; pp = &(*pp)->next)
+    if (*pp == ref)
+      {
+        *pp = ref->next;
+        break;
+      }
+  pthread_cond_broadcast (&r->idle);
+}
+
+/* Wait up to TIMEOUT_MS for no Diff stream to be in flight; called with R->lock held. */
+static bool
+wait_streams_locked (struct pgd_routes *r, unsigned timeout_ms)
+{
+  struct timespec until = deadline_in (timeout_ms);
+
+  while (r->streams != NULL)
+    if (pthread_cond_timedwait (&r->idle, &r->lock, &until) == ETIMEDOUT)
+      break;
+  return r->streams == NULL;
+}
+
+/* Shut the connections of the streams in flight down; called with R->lock held. The
+   sender then fails, libmicrohttpd frees the response, and its worker and layers go. */
+static void
+cut_streams_locked (struct pgd_routes *r, const char *who)
+{
+  for (struct pgd_stream_ref *s = r->streams; s; s = s->next)
+    {
+      pgd_log (PGD_LOG_WARN, "%s: the Diff of %s is still streaming; cutting its connection", who,
+               s->id);
+      if (shutdown (s->conn_fd, SHUT_RDWR) < 0 && errno != ENOTCONN)
+        pgd_log (PGD_LOG_WARN, "%s: shut the Diff of %s down: %s", who, s->id, strerror (errno));
+    }
+}
+
+void
+pgd_routes_cut_streams (struct pgd_routes *r, const char *who)
+{
+  PGD_SCOPED_LOCK (&r->lock);
+  cut_streams_locked (r, who);
+}
+
+bool
+pgd_routes_drain_streams (struct pgd_routes *r, const char *who)
+{
+  PGD_SCOPED_LOCK (&r->lock);
+  if (r->streams == NULL)
+    return true;
+  pgd_log (PGD_LOG_INFO, "%s: waiting up to %u ms for Diff streams in flight", who,
+           (unsigned)PGD_STREAM_DRAIN_MS);
+  if (wait_streams_locked (r, PGD_STREAM_DRAIN_MS))
+    return true;
+  cut_streams_locked (r, who);
+  if (wait_streams_locked (r, PGD_STREAM_CUT_MS))
+    return true;
+  pgd_log (PGD_LOG_WARN, "%s: Diff streams still hold their layers %u ms after the cut", who,
+           (unsigned)PGD_STREAM_CUT_MS);
+  return false;
 }
 
 /* pgd_routes_reply, plus an Allow header when ALLOW is not NULL. */
@@ -548,7 +633,7 @@ request_answer (struct request *req, struct MHD_Connection *conn, const char *ur
 
       if (pgd_proto_decode_layer (req->body, req->len, &lreq, &req->err) < 0)
         return reply_err (conn, url, MHD_HTTP_INTERNAL_SERVER_ERROR, &req->err);
-      int rc = pgd_diff_response (req->r, lreq.id, lreq.parent, &resp, &req->err);
+      int rc = pgd_diff_response (req->r, conn, lreq.id, lreq.parent, &resp, &req->err);
       pgd_proto_layer_req_free (&lreq);
       if (rc < 0)
         return reply_err (conn, url, MHD_HTTP_INTERNAL_SERVER_ERROR, &req->err);

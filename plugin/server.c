@@ -51,11 +51,13 @@ remove_stale_socket (const char *path, const struct sockaddr_un *sa, struct pgd_
 }
 
 int
-pgd_server_bind_unix (const char *path, int *out, struct pgd_err *err)
+pgd_server_bind_unix (const char *path, struct pgd_socket_file *file, int *out,
+                      struct pgd_err *err)
 {
   struct sockaddr_un sa = { .sun_family = AF_UNIX };
   char dir[PATH_MAX];
   cleanup_close int fd = -1;
+  struct stat st;
   mode_t old_mask;
   int rc;
 
@@ -86,9 +88,37 @@ pgd_server_bind_unix (const char *path, int *out, struct pgd_err *err)
     return pgd_error (err, errno, "chmod %s", path);
   if (listen (fd, SOMAXCONN) < 0)
     return pgd_error (err, errno, "listen on %s", path);
+  if (lstat (path, &st) < 0)
+    return pgd_error (err, errno, "stat %s", path);
+  memcpy (file->path, sa.sun_path, sizeof file->path);
+  file->dev = st.st_dev;
+  file->ino = st.st_ino;
   *out = fd;
   fd = -1;
   return 0;
+}
+
+void
+pgd_server_unlink_unix (const struct pgd_socket_file *file)
+{
+  struct stat st;
+
+  if (lstat (file->path, &st) < 0)
+    {
+      if (errno != ENOENT)
+        pgd_log (PGD_LOG_WARN, "stat socket %s: %s", file->path, strerror (errno));
+      return;
+    }
+  if (st.st_dev != file->dev || st.st_ino != file->ino)
+    {
+      pgd_log (PGD_LOG_INFO, "socket %s was bound anew by another server; left in place",
+               file->path);
+      return;
+    }
+  if (unlink (file->path) < 0 && errno != ENOENT)
+    pgd_log (PGD_LOG_WARN, "remove socket %s: %s", file->path, strerror (errno));
+  else
+    pgd_log (PGD_LOG_DEBUG, "removed socket %s", file->path);
 }
 
 /* Parse a decimal environment value; -1 when absent or malformed. */
@@ -214,8 +244,15 @@ pgd_server_stop (struct pgd_server *s, unsigned grace_ms)
     pgd_log (PGD_LOG_WARN, "could not stop accepting connections");
   if (!pgd_routes_wait_idle (&s->routes, grace_ms))
     {
-      pgd_log (PGD_LOG_WARN, "requests still running after %u ms; not waiting for them", grace_ms);
-      return false;
+      /* a Diff stream to a client that stopped reading would hold its layers mounted
+         past our exit: cut it, and give it a moment to let them go */
+      pgd_routes_cut_streams (&s->routes, "shutdown");
+      if (!pgd_routes_wait_idle (&s->routes, PGD_STREAM_CUT_MS))
+        {
+          pgd_log (PGD_LOG_WARN, "requests still running after %u ms; not waiting for them",
+                   grace_ms + PGD_STREAM_CUT_MS);
+          return false;
+        }
     }
   MHD_stop_daemon (s->daemon);
   close (s->fd);

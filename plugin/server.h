@@ -5,6 +5,8 @@
 #define PGD_SERVER_H
 
 #include <stdbool.h>
+#include <sys/types.h>
+#include <sys/un.h>
 
 #include "driver.h"
 #include "err.h"
@@ -14,10 +16,23 @@
 
 struct pgd_server;
 
+/* The socket file a server bound, as found right after bind: removed at exit only
+   while that very file is still there (a successor may have bound the path anew). */
+struct pgd_socket_file
+{
+  char path[sizeof ((struct sockaddr_un *)0)->sun_path];
+  dev_t dev;
+  ino_t ino;
+};
+
 /* Listen on the Unix socket PATH: create its directory, remove a stale socket (but
-   fail if a live server answers there), bind, chmod 0600, listen. */
-int pgd_server_bind_unix (const char *path, int *fd, struct pgd_err *err)
-    __attribute__ ((warn_unused_result));
+   fail if a live server answers there), bind, chmod 0600, listen; FILE records what
+   was bound for pgd_server_unlink_unix. */
+int pgd_server_bind_unix (const char *path, struct pgd_socket_file *file, int *fd,
+                          struct pgd_err *err) __attribute__ ((warn_unused_result));
+
+/* Remove the socket file FILE names if it is still the one we bound; logs what it did. */
+void pgd_server_unlink_unix (const struct pgd_socket_file *file);
 
 /* The socket systemd passed (LISTEN_PID = us, LISTEN_FDS >= 1, fd 3): 1 with *FD set,
    0 when not socket-activated, -1 when the passed fd is unusable. */
@@ -27,7 +42,8 @@ int pgd_server_activated_fd (int *fd, struct pgd_err *err) __attribute__ ((warn_
 int pgd_server_start (struct pgd_server **out, int fd, const struct pgd_ops *ops, void *ctx,
                       struct pgd_err *err) __attribute__ ((warn_unused_result));
 
-/* Stop accepting, give requests in flight up to GRACE_MS, then stop and free S.
+/* Stop accepting, give requests in flight up to GRACE_MS, then cut the connections of
+   Diff streams still running and give them PGD_STREAM_CUT_MS more; then stop and free S.
    False when requests were still running: S is left alive and CTX may still be in
    use, so the caller must not free CTX (it should just exit). */
 bool pgd_server_stop (struct pgd_server *s, unsigned grace_ms);

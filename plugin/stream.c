@@ -167,6 +167,8 @@ pgd_apply_finish (struct pgd_apply *a, int64_t *size, struct pgd_err *err)
 struct diff_stream
 {
   struct pgd_routes *r;
+  struct pgd_stream_ref ref; /* registered on R while the layers are held */
+  bool registered;
   void *stream; /* from diff_open */
   char *id;
   int rfd; /* ours: the response reads it */
@@ -234,14 +236,31 @@ diff_free (void *cls)
   close_fd (&d->wfd);
   if (d->stream)
     d->r->ops->diff_close (d->stream);
+  /* only now are the layers released: Cleanup may take them down */
+  if (d->registered)
+    pgd_routes_stream_end (d->r, &d->ref);
+  close_fd (&d->ref.conn_fd);
   pgd_routes_release (d->r);
   free (d->id);
   free (d);
 }
 
+/* Our own descriptor of CONN's socket, so that it can be shut down from another
+   thread without racing libmicrohttpd's close of its own; -1 when unavailable. */
+static int
+dup_connection_fd (struct MHD_Connection *conn)
+{
+  const union MHD_ConnectionInfo *ci
+      = MHD_get_connection_info (conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+  if (ci == NULL)
+    return -1;
+  return fcntl (ci->connect_fd, F_DUPFD_CLOEXEC, 3);
+}
+
 int
-pgd_diff_response (struct pgd_routes *r, const char *id, const char *parent,
-                   struct MHD_Response **out, struct pgd_err *err)
+pgd_diff_response (struct pgd_routes *r, struct MHD_Connection *conn, const char *id,
+                   const char *parent, struct MHD_Response **out, struct pgd_err *err)
 {
   const struct pgd_ops *ops = r->ops;
   struct MHD_Response *resp;
@@ -260,13 +279,23 @@ pgd_diff_response (struct pgd_routes *r, const char *id, const char *parent,
     }
   d->r = r;
   d->rfd = d->wfd = -1;
+  d->ref.id = d->id;
+  d->ref.conn_fd = dup_connection_fd (conn);
   pgd_routes_hold (r); /* released by diff_free */
+  if (d->ref.conn_fd < 0)
+    {
+      pgd_error (err, errno, "Diff %s: the connection's socket", id);
+      diff_free (d);
+      return -1;
+    }
   if (ops->diff_open (r->ctx, id, parent, &d->stream, err) < 0)
     {
       d->stream = NULL;
       diff_free (d);
       return -1;
     }
+  pgd_routes_stream_begin (r, &d->ref);
+  d->registered = true;
   if (make_pipe (fds, err) < 0)
     {
       diff_free (d);

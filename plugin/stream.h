@@ -31,10 +31,11 @@ int pgd_apply_finish (struct pgd_apply *a, int64_t *size, struct pgd_err *err)
 void pgd_apply_free (struct pgd_apply *a);
 
 /* Open the Diff of ID against PARENT (NULL = none) and return a chunked response that
-   streams the tar; errors before the first byte come back as -1 with ERR. A failure
-   after streaming started cuts the connection without the final chunk. */
-int pgd_diff_response (struct pgd_routes *r, const char *id, const char *parent,
-                       struct MHD_Response **out, struct pgd_err *err)
+   streams the tar on CONN; errors before the first byte come back as -1 with ERR. A
+   failure after streaming started cuts the connection without the final chunk. The
+   stream is registered on R until its layers are released (pgd_routes_drain_streams). */
+int pgd_diff_response (struct pgd_routes *r, struct MHD_Connection *conn, const char *id,
+                       const char *parent, struct MHD_Response **out, struct pgd_err *err)
     __attribute__ ((warn_unused_result));
 
 #endif

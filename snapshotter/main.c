@@ -153,7 +153,8 @@ open_store (const struct options *opt, struct pgd_layers **out, struct pgd_err *
       snprintf (bs, sizeof bs, "ploop.blocksize=%s", opt->blocksize);
       opts[nopts++] = bs;
     }
-  struct pgd_layers_config cfg = { .state_file = state, .engine = opt->engine };
+  /* containerd computes its diffs itself: no change tracker */
+  struct pgd_layers_config cfg = { .state_file = state, .engine = opt->engine, .no_tracker = true };
   struct pgd_init_req req = { .home = home, .opts = opts, .nopts = nopts };
   if (pgd_mkdir_p (opt->root, 0700, err) < 0 || pgd_layers_open (out, &cfg, err) < 0)
     return -1;

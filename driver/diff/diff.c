@@ -18,7 +18,15 @@ int
 pgd_diff_changes (const char *new_root, const char *old_root, struct pgd_changes *out,
                   struct pgd_err *err)
 {
-  if (pgd_tree_walk (new_root, old_root, 0, add_change, out, NULL, err) < 0)
+  return pgd_diff_changes_hint (new_root, old_root, NULL, out, err);
+}
+
+int
+pgd_diff_changes_hint (const char *new_root, const char *old_root,
+                       const struct pgd_diff_hint *hint, struct pgd_changes *out,
+                       struct pgd_err *err)
+{
+  if (pgd_tree_walk_hint (new_root, old_root, hint, 0, add_change, out, NULL, err) < 0)
     return pgd_error_wrap (err, "changes of %s", new_root);
   return 0;
 }
@@ -51,12 +59,26 @@ add_size (void *opaque, const struct pgd_tree_change *c, struct pgd_err *err)
 int
 pgd_diff_size (const char *new_root, const char *old_root, int64_t *size, struct pgd_err *err)
 {
+  return pgd_diff_size_hint (new_root, old_root, NULL, size, err);
+}
+
+int
+pgd_diff_size_hint (const char *new_root, const char *old_root, const struct pgd_diff_hint *hint,
+                    int64_t *size, struct pgd_err *err)
+{
   struct size_sum s = { 0 };
-  int r = pgd_tree_walk (new_root, old_root, 0, add_size, &s, NULL, err);
+  int r = pgd_tree_walk_hint (new_root, old_root, hint, 0, add_size, &s, NULL, err);
 
   pgd_keymap_free (&s.inodes);
   if (r < 0)
     return pgd_error_wrap (err, "size of %s", new_root);
   *size = s.total;
   return 0;
+}
+
+void
+pgd_diff_hint_free (struct pgd_diff_hint *h)
+{
+  pgd_keymap_free (&h->visit);
+  pgd_keymap_free (&h->full);
 }

@@ -8,9 +8,11 @@
 #define PGD_DIFF_H
 
 #include <stdint.h>
+#include <time.h>
 
 #include "driver.h"
 #include "err.h"
+#include "keymap.h" /* the tracker's hint is a set of paths */
 
 /* Extract the tar read from FD (until EOF, trailing bytes included) into ROOT, honouring
    whiteouts and opaque directories, mapping owners through MAPS, refusing any entry
@@ -39,6 +41,30 @@ int pgd_diff_write (const char *new_root, const char *old_root, int fd,
 /* lstat sizes of the non-directories reported Add or Modify (hardlinked inodes once,
    symlinks by their length, deletions 0): dockerd's DiffSize. */
 int pgd_diff_size (const char *new_root, const char *old_root, int64_t *size, struct pgd_err *err)
+    __attribute__ ((warn_unused_result));
+
+/* The change tracker's hint: absolute paths ("/a/b"; "" is the root). */
+struct pgd_diff_hint
+{
+  struct pgd_keymap visit; /* directories that may hold changes, and their ancestors */
+  struct pgd_keymap full;  /* of those, the ones whose own entries may have changed */
+};
+
+/* Free both sets of H and leave it empty. */
+void pgd_diff_hint_free (struct pgd_diff_hint *h);
+
+/* The three above walking only what HINT names (see pgd_tree_walk_hint; NULL =
+   everything): same entries, same order, same bytes. NOW (0 = the clock) is the
+   mtime of the whiteouts, fixed so two runs compare. */
+int pgd_diff_changes_hint (const char *new_root, const char *old_root,
+                           const struct pgd_diff_hint *hint, struct pgd_changes *out,
+                           struct pgd_err *err) __attribute__ ((warn_unused_result));
+int pgd_diff_write_hint (const char *new_root, const char *old_root,
+                         const struct pgd_diff_hint *hint, time_t now, int fd,
+                         const struct pgd_idmaps *maps, struct pgd_err *err)
+    __attribute__ ((warn_unused_result));
+int pgd_diff_size_hint (const char *new_root, const char *old_root,
+                        const struct pgd_diff_hint *hint, int64_t *size, struct pgd_err *err)
     __attribute__ ((warn_unused_result));
 
 #endif

@@ -306,11 +306,12 @@ stream_open (struct tarout *t, struct pgd_err *err)
 /* Write the tar with SIGPIPE held back: a consumer that goes away must give EPIPE
    here, not kill the process. */
 static int
-stream_all (struct tarout *t, const char *new_root, const char *old_root, struct pgd_err *err)
+stream_all (struct tarout *t, const char *new_root, const char *old_root,
+            const struct pgd_diff_hint *hint, struct pgd_err *err)
 {
   if (stream_open (t, err) < 0)
     return -1;
-  if (pgd_tree_walk (new_root, old_root, 0, write_entry, t, NULL, err) < 0)
+  if (pgd_tree_walk_hint (new_root, old_root, hint, 0, write_entry, t, NULL, err) < 0)
     return -1;
   if (archive_write_close (t->a) != ARCHIVE_OK)
     return archive_fail (t, "finish", "tar stream", err);
@@ -321,7 +322,14 @@ int
 pgd_diff_write (const char *new_root, const char *old_root, int fd, const struct pgd_idmaps *maps,
                 struct pgd_err *err)
 {
-  struct tarout t = { .maps = maps, .fd = fd, .now = time (NULL) };
+  return pgd_diff_write_hint (new_root, old_root, NULL, 0, fd, maps, err);
+}
+
+int
+pgd_diff_write_hint (const char *new_root, const char *old_root, const struct pgd_diff_hint *hint,
+                     time_t now, int fd, const struct pgd_idmaps *maps, struct pgd_err *err)
+{
+  struct tarout t = { .maps = maps, .fd = fd, .now = now ? now : time (NULL) };
   sigset_t pipe_set, old_mask, pending;
   bool was_pending;
   int r;
@@ -332,7 +340,7 @@ pgd_diff_write (const char *new_root, const char *old_root, int fd, const struct
   sigpending (&pending);
   was_pending = sigismember (&pending, SIGPIPE);
 
-  r = stream_all (&t, new_root, old_root, err);
+  r = stream_all (&t, new_root, old_root, hint, err);
   if (t.a != NULL)
     {
       if (r < 0)

@@ -18,6 +18,8 @@
 #include <unistd.h>
 
 #include "beneath.h"
+#include "diff.h"
+#include "keymap.h"
 #include "util.h"
 
 #define CAP_XATTR "security.capability"
@@ -28,6 +30,7 @@ struct walk
 {
   bool fast; /* (inode, ctime) equality proves "unchanged" */
   bool proc; /* /proc/self/fd paths work */
+  const struct pgd_diff_hint *hint; /* the change tracker's (NULL: compare all) */
   pgd_tree_fn fn;
   void *opaque;
   struct pgd_tree_stats *stats;
@@ -45,6 +48,7 @@ struct frame
   struct stat st;
   size_t pathlen;
   bool emitted; /* already reported (or the root, which never is) */
+  bool listed;  /* only its entries named in the hint's visit set may differ */
 };
 
 /* The sorted names of one directory, stored in a single buffer. */
@@ -274,14 +278,20 @@ untouched (const struct walk *w, const struct stat *ns, const struct stat *os)
   return ns->st_dev == os->st_dev || ns->st_ctim.tv_nsec != 0;
 }
 
+static bool
+hinted (const struct pgd_keymap *set, const struct walk *w)
+{
+  return pgd_keymap_get (set, w->path, w->len, NULL);
+}
+
 static int walk_dir (struct walk *w, struct frame *fr, int newfd, int oldfd, struct pgd_err *err);
 
 /* Descend into directory NAME of NEWFD (and of OLDFD when it is a directory there too). */
 static int
 descend (struct walk *w, struct frame *fr, int newfd, int oldfd, const char *name,
-         const struct stat *st, bool emitted, struct pgd_err *err)
+         const struct stat *st, bool emitted, bool listed, struct pgd_err *err)
 {
-  struct frame sub = { fr, newfd, name, *st, w->len, emitted };
+  struct frame sub = { fr, newfd, name, *st, w->len, emitted, listed };
   cleanup_close int nfd = openat (newfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   cleanup_close int ofd = -1;
 
@@ -305,7 +315,7 @@ added (struct walk *w, struct frame *fr, int newfd, const char *name, const stru
     return -1;
   if (!S_ISDIR (st->st_mode))
     return 0;
-  return descend (w, fr, newfd, -1, name, st, true, err);
+  return descend (w, fr, newfd, -1, name, st, true, false, err);
 }
 
 /* NAME exists on both sides. */
@@ -330,7 +340,17 @@ compared (struct walk *w, struct frame *fr, int newfd, int oldfd, const char *na
     return -1;
   if (!S_ISDIR (ns->st_mode))
     return 0;
-  return descend (w, fr, newfd, S_ISDIR (os->st_mode) ? oldfd : -1, name, ns, d, err);
+  /* the same directory on both sides (one lineage keeps inode numbers): the hint says
+     whether anything beneath it changed, and whether its own entries did */
+  bool same = w->hint && S_ISDIR (os->st_mode) && ns->st_ino == os->st_ino;
+  if (same && !hinted (&w->hint->visit, w))
+    {
+      if (w->stats)
+        w->stats->pruned++;
+      return 0;
+    }
+  bool listed = same && !hinted (&w->hint->full, w);
+  return descend (w, fr, newfd, S_ISDIR (os->st_mode) ? oldfd : -1, name, ns, d, listed, err);
 }
 
 /* lstat NAME in FD; 1 when present, 0 when it vanished meanwhile, -1 on error. */
@@ -385,7 +405,7 @@ walk_dir (struct walk *w, struct frame *fr, int newfd, int oldfd, struct pgd_err
       const char *name = c <= 0 ? nn.v[i] : on.v[j];
 
       r = path_push (w, name, err);
-      if (r == 0)
+      if (r == 0 && (!fr->listed || hinted (&w->hint->visit, w)))
         r = walk_entry (w, fr, newfd, oldfd, name, c <= 0, c >= 0, err);
       path_pop (w, base);
       i += c <= 0;
@@ -418,6 +438,14 @@ int
 pgd_tree_walk (const char *new_root, const char *old_root, unsigned flags, pgd_tree_fn fn,
                void *opaque, struct pgd_tree_stats *stats, struct pgd_err *err)
 {
+  return pgd_tree_walk_hint (new_root, old_root, NULL, flags, fn, opaque, stats, err);
+}
+
+int
+pgd_tree_walk_hint (const char *new_root, const char *old_root, const struct pgd_diff_hint *hint,
+                    unsigned flags, pgd_tree_fn fn, void *opaque, struct pgd_tree_stats *stats,
+                    struct pgd_err *err)
+{
   struct walk w = { .fn = fn, .opaque = opaque, .stats = stats };
   struct frame root = { .pdirfd = -1, .name = "", .emitted = true };
   cleanup_close int nfd = open (new_root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -430,6 +458,9 @@ pgd_tree_walk (const char *new_root, const char *old_root, unsigned flags, pgd_t
     return pgd_error (err, errno, "open %s", old_root);
   w.fast = ofd >= 0 && !(flags & PGD_TREE_NO_FASTPATH) && same_lineage (nfd, ofd);
   w.proc = access ("/proc/self/fd", X_OK) == 0;
+  /* the hint speaks of inodes of one lineage: without the clone relation, walk all */
+  w.hint = w.fast ? hint : NULL;
+  root.listed = w.hint && !pgd_keymap_get (&w.hint->full, "", 0, NULL);
   if (stats)
     *stats = (struct pgd_tree_stats){ .fastpath = w.fast };
   w.cap = 256;

@@ -36,12 +36,25 @@ struct pgd_tree_stats
   uint64_t compared; /* paths present on both sides */
   uint64_t fast;     /* of which found unchanged by (inode, ctime) alone */
   int fastpath;      /* 1 when the two trees were seen as clones of one filesystem */
+  uint64_t pruned;   /* directories left out on the tracker's hint */
 };
 
 /* Report every change of NEW_ROOT relative to OLD_ROOT (NULL = empty) to FN. A root
    lost+found is ignored. STATS may be NULL. */
 int pgd_tree_walk (const char *new_root, const char *old_root, unsigned flags, pgd_tree_fn fn,
                    void *opaque, struct pgd_tree_stats *stats, struct pgd_err *err)
+    __attribute__ ((warn_unused_result));
+
+struct pgd_diff_hint;
+
+/* pgd_tree_walk guided by HINT (diff.h): in a directory of HINT->full, or one new or
+   replaced (another inode) in NEW, every entry is compared; in any other directory
+   only the entries named in HINT->visit, and only those directories are entered.
+   HINT NULL, or trees that are not clones of one filesystem: everything. The caller
+   vouches that nothing changed outside (the change tracker's hint). */
+int pgd_tree_walk_hint (const char *new_root, const char *old_root,
+                        const struct pgd_diff_hint *hint, unsigned flags, pgd_tree_fn fn,
+                        void *opaque, struct pgd_tree_stats *stats, struct pgd_err *err)
     __attribute__ ((warn_unused_result));
 
 #endif

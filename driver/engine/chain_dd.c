@@ -11,6 +11,7 @@
 
 #include "chain.h"
 #include "delta.h"
+#include "image.h"
 #include "util.h"
 
 /* Exported by libploop 1.15 but not declared (PLOOP.md §5.1). */
@@ -41,7 +42,7 @@ pgd_chain_list (const char *dd_path, char ***files, bool *raw_base, struct pgd_e
   if (strlen (dd_path) >= PATH_MAX)
     return pgd_error (err, ENAMETOOLONG, "read %s", dd_path);
   strcpy (dd, dd_path);
-  ploop_set_verbose_level (PLOOP_LOG_NOSTDOUT);
+  pgd_image_lib_init ();
   rc = ploop_read_disk_descr (&di, dd);
   if (rc != 0)
     return pgd_error (err, EINVAL, "read %s: %s (rc %d)", dd_path, ploop_get_last_error (), rc);

@@ -23,6 +23,7 @@
 
 #include "delta.h"
 #include "image_priv.h"
+#include "log.h"
 #include "util.h"
 
 /* Exported by libploop 1.15 but not declared in its header (PLOOP.md §5.1). */
@@ -41,9 +42,6 @@ int ploop_grow_image (struct ploop_disk_images_data *di, off_t sectors);
 #define MIN_CLUSTER (32u << 10) /* 64 sectors: libploop refuses 32 */
 #define MAX_CLUSTER (64u << 20) /* 131072 sectors */
 #define MAX_DELTAS 128          /* images per DiskDescriptor.xml (PLOOP.md §3) */
-/* libploop 1.15 refuses a snapshot of a DD that already has 127 images ("The maximum
-   number of snapshots (126) has been reached", measured): a chain ends at 127. */
-#define MAX_CLONE_DELTAS 127
 #define V1_MAX_SECTORS 0xffffffffULL
 #define NONE_UUID "{00000000-0000-0000-0000-000000000000}"
 #define GUID_LEN 64
@@ -57,14 +55,24 @@ static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
 static void
 lib_init_once (void)
 {
-  /* libploop logs progress on stdout otherwise; errors still go to stderr */
-  ploop_set_verbose_level (PLOOP_LOG_NOSTDOUT);
+  /* libploop prints progress on stdout and every message of level "error" on stderr,
+     bare ("Error in ploop_check (check.c:581): ..."), also for states it then repairs.
+     Nothing on the console: a failure's message comes back through
+     ploop_get_last_error into our error, which names the object (libploop_error), and
+     what a successful call reported is logged with its context (libploop_note). */
+  ploop_set_verbose_level (PLOOP_LOG_NOCONSOLE);
+}
+
+void
+pgd_image_lib_init (void)
+{
+  pthread_once (&lib_once, lib_init_once);
 }
 
 static void
 lib_init (void)
 {
-  pthread_once (&lib_once, lib_init_once);
+  pgd_image_lib_init ();
 }
 
 /* Format a path into BUF (LPATH bytes, zero-filled first, so libploop may read
@@ -95,6 +103,26 @@ libploop_error (struct pgd_err *err, int rc, const char *what, const char *obj)
 
   return pgd_error (err, 0, "%s %s: libploop rc %d: %s", what, obj, rc,
                     msg && *msg ? msg : "(no message)");
+}
+
+/* libploop's last message, copied into BUF (before a call, for libploop_note). */
+static void
+libploop_last (char *buf, size_t cap)
+{
+  const char *msg = ploop_get_last_error ();
+
+  snprintf (buf, cap, "%s", msg ? msg : "");
+}
+
+/* A call that succeeded may still have reported what it found and fixed: log a new
+   message (not BEFORE) at LEVEL with WHAT and OBJ, never bare. */
+static void
+libploop_note (enum pgd_log_level level, const char *before, const char *what, const char *obj)
+{
+  const char *msg = ploop_get_last_error ();
+
+  if (msg && *msg && strcmp (msg, before) != 0)
+    pgd_log (level, "%s %s: libploop reported (and fixed): %s", what, obj, msg);
 }
 
 /* ---- DiskDescriptor.xml and the chain -------------------------------------- */
@@ -360,10 +388,10 @@ check_parent (const struct chain *c, const char *dir, struct pgd_err *err)
 {
   struct pgd_delta_hdr h;
 
-  if (c->di->nimages + 1 > MAX_CLONE_DELTAS)
+  if (c->di->nimages + 1 > PGD_IMAGE_MAX_DELTAS)
     return pgd_error (err, 0,
                       "parent %s has %d deltas: a clone would exceed libploop's limit of %d", dir,
-                      c->di->nimages, MAX_CLONE_DELTAS);
+                      c->di->nimages, PGD_IMAGE_MAX_DELTAS);
   if (top_is_raw (c))
     return 0;
   if (pgd_delta_read_header (c->files[c->n - 1], &h, err) < 0)
@@ -617,13 +645,16 @@ do_grow (const char *dir, uint64_t size, struct pgd_err *err)
      if the delta holds no data; the read-only check then fails with rc 7
      ("CIF_Empty flag is incorrect"). A forced read-write check of the private,
      closed top fixes the header (and fills the holes of a thin top, thinned below). */
-  char path[LPATH];
+  char path[LPATH], before[512];
   __u32 bs = c.blocksize;
   if (lpath (path, err, "%s", top) < 0)
     return -1;
+  libploop_last (before, sizeof before);
   rc = ploop_check (path, PGD_CHECK_FORCE | PGD_CHECK_DETAILED | PGD_CHECK_REPAIR_SPARSE, &bs);
   if (rc != 0)
     return libploop_error (err, rc, "check grown delta", top);
+  /* the expected CIF_Empty fix and hole filling: debug */
+  libploop_note (PGD_LOG_DEBUG, before, "check grown delta", top);
   /* libploop wrote the grown BAT in full; pgd_delta_thin fsyncs. libploop renamed the
      DD into place without a directory fsync (pitfall 20) */
   if (pgd_delta_thin (top, err) < 0)
@@ -658,14 +689,16 @@ repair_top (struct chain *c, struct pgd_err *err)
   /* the top alone, as check_dd would treat it (read-write: clear in-use, trim the tail,
      fix CIF_Empty, fill holes), but not check_dd itself: it calls the thin lower deltas
      sparse. Then thin again. */
-  char path[LPATH];
+  char path[LPATH], before[512];
   __u32 bs = c->blocksize;
   if (lpath (path, err, "%s", top) < 0)
     return -1;
+  libploop_last (before, sizeof before);
   int rc = ploop_check (path, PGD_CHECK_FORCE | PGD_CHECK_DROPINUSE | PGD_CHECK_REPAIR_SPARSE
                                   | PGD_CHECK_DETAILED, &bs);
   if (rc != 0)
     return libploop_error (err, rc, "repair", top);
+  libploop_note (PGD_LOG_INFO, before, "repair", top);
   return pgd_delta_thin (top, err);
 }
 
@@ -763,6 +796,7 @@ do_info (const char *dir, struct pgd_image_info *info, struct pgd_err *err)
     return -1;
   const char *top = c.files[c.n - 1];
   info->ndeltas = c.n;
+  info->raw_base = c.raw_base;
   if (top_is_raw (&c))
     {
       info->virtual_size = c.di->size * SECTOR_BYTES;

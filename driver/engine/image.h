@@ -11,6 +11,10 @@
 
 #define PGD_IMAGE_DD "DiskDescriptor.xml"
 #define PGD_IMAGE_BASE "root.hdd"
+/* libploop 1.15 refuses a snapshot of a DD that already has 127 images ("The maximum
+   number of snapshots (126) has been reached", measured): a chain ends at 127 deltas,
+   so pgd_image_clone needs a parent of at most 126. */
+#define PGD_IMAGE_MAX_DELTAS 127
 
 /* What pgd_image_info reports about an image. */
 struct pgd_image_info
@@ -18,10 +22,15 @@ struct pgd_image_info
   uint64_t virtual_size;  /* bytes, from the top delta's header */
   uint32_t cluster_size;  /* bytes */
   unsigned ndeltas;       /* levels in the chain */
+  bool raw_base;          /* the base is a raw file, not a ploop delta */
   bool top_shared;        /* the top delta has other hard links (a child uses it) */
   uint64_t own_bytes;     /* disk bytes of delta files only this image links */
   char top_file[4096];    /* absolute path of the top delta */
 };
+
+/* Set libploop up, once per process: nothing of it on the console; its messages
+   reach our errors and log with the object named. Call before any libploop call. */
+void pgd_image_lib_init (void);
 
 /* Create an empty ploop v1 image (no filesystem) in the existing empty directory DIR:
    root.hdd + DiskDescriptor.xml, SIZE bytes virtual, clusters of CLUSTER bytes. */
@@ -32,6 +41,14 @@ int pgd_image_create (const char *dir, uint64_t size, uint32_t cluster,
    parent's deltas hard-linked, plus a new private empty top delta. O(1) in data. */
 int pgd_image_clone (const char *parent_dir, const char *child_dir,
                      struct pgd_err *err) __attribute__ ((warn_unused_result));
+
+/* Make DST_DIR (existing, empty) a standalone image of one private delta holding the
+   same disk as the closed image SRC_DIR: a sparse copy of its delta when it has just
+   one, else every cluster its chain maps merged into one delta (cost: the data).
+   *COPIED (may be NULL) gets the bytes of data copied. SRC_DIR may be served
+   read-only meanwhile. */
+int pgd_image_copy (const char *src_dir, const char *dst_dir, uint64_t *copied,
+                    struct pgd_err *err) __attribute__ ((warn_unused_result));
 
 /* Grow the closed image DIR to SIZE bytes virtual (top delta private); never shrinks. */
 int pgd_image_grow (const char *dir, uint64_t size,

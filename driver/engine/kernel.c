@@ -29,7 +29,7 @@ read_di (const char *image_dir, struct ploop_disk_images_data **di, struct pgd_e
   if (dd == NULL)
     return pgd_error (err, ENOMEM, "read %s", image_dir);
   snprintf (dd, PATH_MAX, "%s/%s", image_dir, PGD_IMAGE_DD);
-  ploop_set_verbose_level (PLOOP_LOG_NOSTDOUT);
+  pgd_image_lib_init ();
   int rc = ploop_read_disk_descr (di, dd);
   if (rc != 0)
     return pgd_error (err, EIO, "read %s: %s (rc %d)", dd, ploop_get_last_error (), rc);

@@ -17,6 +17,7 @@
 #include "engine/engine.h"
 #include "log.h"
 #include "store.h"
+#include "track.h"
 #include "util.h"
 
 #define PARENT_FILE "parent"
@@ -255,12 +256,20 @@ pgd_layer_acquire (struct pgd_layers *l, const char *id, const char *mount_label
     ret = pgd_mkdir_p (dir, 0755, err);
   if (ret == 0)
     ret = pgd_mkdir_p (run, 0700, err);
+  if (ret == 0 && (flags & PGD_ACQ_APPLYING))
+    pgd_track_drop (l->tracker, id, image); /* an ApplyDiff is no clone's change */
+  else if (ret == 0)
+    pgd_track_open (l->tracker, id, image, info.top_file, !info.top_shared);
   opts[0] = '\0';
   if (mount_label && *mount_label)
     snprintf (opts, sizeof opts, "context=\"%s\"", mount_label);
   if (ret == 0)
     ret = pgd_engine_mount (&l->engine, image, run, dir, info.top_shared ? PGD_MOUNT_RO : 0,
                             opts[0] ? opts : NULL, err);
+  if (ret == 0 && !info.top_shared && !(flags & PGD_ACQ_APPLYING))
+    pgd_track_watch (l->tracker, id, dir);
+  else if (ret < 0)
+    pgd_track_close (l->tracker, id, image, false);
   pthread_mutex_lock (&l->lock);
   if (ret == 0)
     {
@@ -286,6 +295,8 @@ pgd_layer_unmount (struct pgd_layers *l, struct layer *lay, struct pgd_err *err)
   pgd_store_path (l, dir, "mnt", lay->id);
   int ret = pgd_engine_umount (&l->engine, image, run, dir, err);
   bool gone = ret == 0 || !pgd_is_mountpoint (dir);
+  if (gone)
+    pgd_track_close (l->tracker, lay->id, image, ret == 0);
   pthread_mutex_lock (&l->lock);
   lay->idle_since = 0;
   if (gone)
@@ -430,6 +441,29 @@ resize_fs (struct pgd_layers *l, const char *image, const char *tag, struct pgd_
   return ret < 0 ? pgd_error_wrap (err, "resize %s", tag) : 0;
 }
 
+/* STAGING becomes a clone of the closed image SRC (parent ID): its deltas linked plus
+   a private top; or, when SRC's chain is as deep as libploop allows, a flattened copy
+   of one private delta (costs a copy of SRC's data; logged with what it cost). */
+static int
+clone_or_flatten (const char *src, const char *id, const char *staging, struct pgd_err *err)
+{
+  struct pgd_image_info info;
+  uint64_t copied = 0, t0;
+
+  if (pgd_image_info (src, &info, err) < 0)
+    return -1;
+  if (info.ndeltas < PGD_IMAGE_MAX_DELTAS)
+    return pgd_image_clone (src, staging, err);
+  t0 = pgd_now_ns ();
+  if (pgd_image_copy (src, staging, &copied, err) < 0)
+    return pgd_error_wrap (err, "flatten parent %s", id);
+  pgd_log (PGD_LOG_INFO, "parent %s has %u deltas (the most a chain may have): flattened into "
+           "one delta, %llu KiB copied in %llu ms",
+           id, info.ndeltas, (unsigned long long) (copied >> 10),
+           (unsigned long long) ((pgd_now_ns () - t0) / 1000000));
+  return 0;
+}
+
 /* Build the new layer in STAGING: clone of the parent (or of the base template),
    grown when asked. The parent is claimed so that it is not mounted read-write,
    removed or cloned meanwhile. */
@@ -445,7 +479,8 @@ build_layer (struct pgd_layers *l, const struct pgd_create_req *req, uint64_t si
     {
       if (ensure_template (l, src, err) < 0)
         return -1;
-      ret = pgd_image_clone (src, staging, err);
+      /* a delta of its own, not a link to the template's: a chain starts at 1 */
+      ret = pgd_image_copy (src, staging, NULL, err);
     }
   else
     {
@@ -481,7 +516,7 @@ build_layer (struct pgd_layers *l, const struct pgd_create_req *req, uint64_t si
       else if (mounted_rw)
         ret = pgd_error (err, EBUSY, "parent layer %s is mounted read-write", req->parent);
       else
-        ret = pgd_image_clone (src, staging, err);
+        ret = clone_or_flatten (src, req->parent, staging, err);
       pthread_mutex_lock (&l->lock);
       pgd_layer_unclaim (l, play);
       pthread_mutex_unlock (&l->lock);
@@ -543,6 +578,10 @@ pgd_store_create (void *ctx, const struct pgd_create_req *req, struct pgd_err *e
           char pf[PATH_MAX + 16];
           snprintf (pf, sizeof pf, "%s/" PARENT_FILE, staging);
           ret = pgd_write_file_atomic (pf, req->parent, strlen (req->parent), err);
+          struct pgd_err terr;
+          /* without its record the layer is only ever compared in full */
+          if (ret == 0 && l->tracker && pgd_track_create (staging, req->parent, &terr) < 0)
+            pgd_log (PGD_LOG_WARN, "layer %s: no change record: %s", req->id, terr.msg);
         }
       if (ret == 0)
         ret = pgd_fsync_dir (staging, err);
@@ -635,6 +674,8 @@ pgd_store_remove (void *ctx, const char *id, struct pgd_err *err)
         }
     }
   if (ret == 0)
+    pgd_track_drop (l->tracker, id, image);
+  if (ret == 0)
     ret = delete_layer_files (l, id, err);
 
   pthread_mutex_lock (&l->lock);
@@ -687,24 +728,70 @@ pgd_store_exists (void *ctx, const char *id, bool *exists, struct pgd_err *err)
   return 0;
 }
 
-void
-pgd_layers_shutdown (struct pgd_layers *l)
+int
+pgd_layers_unmount_idle (struct pgd_layers *l, bool wait, struct pgd_err *err)
 {
-  pthread_mutex_lock (&l->lock);
+  cleanup_free char **ids = NULL;
+  size_t n = 0, cap = 0;
+  int ret = 0;
+
+  /* IDs, not entries: an entry may be freed while the lock is dropped below */
   for (size_t b = 0; b < PGD_BUCKETS; b++)
     for (struct layer *lay = l->table[b]; lay; lay = lay->next)
       {
-        /* a busy one is being unmounted (or mounted, then held) by another thread */
-        if (lay->busy || lay->state != LAYER_MOUNTED || lay->refs > 0)
+        bool idle = !lay->busy && lay->state == LAYER_MOUNTED && lay->refs == 0;
+        if (!idle && !(wait && lay->busy))
           continue;
-        struct pgd_err err;
-        if (!pgd_layer_claim (l, lay))
-          break; /* never: it is in the table and not busy, so the claim is immediate */
-        if (pgd_layer_unmount (l, lay, &err) < 0)
-          pgd_log (PGD_LOG_WARN, "cleanup: %s", err.msg);
-        pgd_layer_unclaim (l, lay);
+        if (n == cap)
+          {
+            char **more = realloc (ids, (cap = cap ? cap * 2 : 32) * sizeof *ids);
+            if (more == NULL)
+              {
+                ret = pgd_error (err, ENOMEM, "unmount idle layers");
+                goto out;
+              }
+            ids = more;
+          }
+        if ((ids[n] = strdup (lay->id)) == NULL)
+          {
+            ret = pgd_error (err, ENOMEM, "unmount idle layers");
+            goto out;
+          }
+        n++;
       }
-  pthread_mutex_unlock (&l->lock);
+  for (size_t i = 0; i < n; i++)
+    {
+      struct layer *lay = pgd_layer_claim_id (l, ids[i], false);
+      struct pgd_err e;
+      if (lay == NULL)
+        continue; /* removed meanwhile */
+      if (lay->state == LAYER_MOUNTED && lay->refs == 0 && pgd_layer_unmount (l, lay, &e) < 0)
+        {
+          pgd_log (PGD_LOG_WARN, "unmount idle layer: %s", e.msg);
+          if (ret == 0)
+            {
+              *err = e;
+              ret = -1;
+            }
+        }
+      pgd_layer_unclaim (l, lay);
+    }
+out:
+  for (size_t i = 0; i < n; i++)
+    free (ids[i]);
+  return ret;
+}
+
+void
+pgd_layers_shutdown (struct pgd_layers *l)
+{
+  struct pgd_err err;
+
+  /* a busy layer is being unmounted (or mounted, then held) by another thread: skipped;
+     each failure is logged */
+  PGD_SCOPED_LOCK (&l->lock);
+  if (pgd_layers_unmount_idle (l, false, &err) < 0)
+    pgd_log (PGD_LOG_DEBUG, "cleanup: not every idle layer was unmounted (%s)", err.msg);
 }
 
 int
@@ -730,6 +817,8 @@ pgd_layers_open (struct pgd_layers **out, const struct pgd_layers_config *cfg,
             cfg->state_file ? cfg->state_file : "/var/lib/ploop-graphdriver/state.json");
   snprintf (l->engine_name, sizeof l->engine_name, "%s", cfg->engine ? cfg->engine : "auto");
   snprintf (l->exe, sizeof l->exe, "%s", cfg->exe ? cfg->exe : "/proc/self/exe");
+  if (!cfg->no_tracker && pgd_tracker_new (&l->tracker, err) < 0)
+    goto fail;
   if (pgd_engine_setup (&l->engine, l->engine_name, l->exe, err) < 0)
     goto fail;
   l->engine.stall_ms = l->stall_ms = cfg->stall_ms;
@@ -758,6 +847,7 @@ pgd_layers_close (struct pgd_layers *l)
   if (l == NULL)
     return;
   pgd_reaper_stop (l);
+  pgd_tracker_free (l->tracker);
   for (size_t b = 0; b < PGD_BUCKETS; b++)
     while (l->table[b])
       pgd_layer_forget (l, l->table[b]->id);

@@ -18,6 +18,8 @@ struct pgd_layers_config
   const char *exe;        /* binary with the serve-image sub-mode (NULL = /proc/self/exe) */
   unsigned linger_ms;     /* keep a layer mounted this long after its last Put, so that a
                              Get soon after reuses the mount (0: unmount at once) */
+  bool no_tracker;        /* no change tracker (a face that never asks for Changes/Diff:
+                             spares its fanotify groups, 128 per user by default) */
   unsigned stall_ms;      /* bound on a wait for an image server that makes no progress
                              (the binary's default: PGD_SERVER_STALL_MS; 0: none) */
 };
@@ -32,6 +34,12 @@ void pgd_layers_close (struct pgd_layers *l);
 
 /* Unmount every layer nobody holds, idle ones included (shutdown, Cleanup). */
 void pgd_layers_shutdown (struct pgd_layers *l);
+
+/* Would Changes of ID against PARENT be answered now on the change tracker's hint
+   (store/track.c)? *USE says; *NVISIT (if given) counts the directories it would
+   visit. Mounts both layers for the question, as Changes does. */
+int pgd_layers_track_hint (struct pgd_layers *l, const char *id, const char *parent, bool *use,
+                           size_t *nvisit, struct pgd_err *err) __attribute__ ((warn_unused_result));
 
 /* Keep layer ID mounted until pgd_layers_unpin or its removal, whoever else takes and
    drops references meanwhile; its directory goes to DIR (PATH_MAX). Idempotent: a

@@ -19,6 +19,10 @@ check_ids (const char *id, const char *parent, struct pgd_err *err)
 static int
 op_init (void *ctx, const struct pgd_init_req *req, struct pgd_err *err)
 {
+  /* dockerd sends Init once, before any other call: no layer of the old Home can be
+     taken between leaving it and serving the new one */
+  if (req->home && pgd_store_leave_home (ctx, req->home, err) < 0)
+    return -1;
   return pgd_store_init (ctx, req, true, err);
 }
 

@@ -15,6 +15,7 @@
 #include "engine/engine.h"
 #include "log.h"
 #include "store.h"
+#include "track.h"
 #include "util.h"
 
 #define EXT4_SUPER_MAGIC_ 0xEF53
@@ -419,6 +420,8 @@ pgd_store_recover (struct pgd_layers *l)
           lay->state = LAYER_MOUNTED;
           lay->refs = 1; /* unknown: the next Put unmounts */
           lay->ro = statvfs (mnt, &sv) == 0 && (sv.f_flag & ST_RDONLY);
+          /* written while nobody watched: its changes are not known */
+          pgd_track_drop (l->tracker, de->d_name, image);
           pgd_log (PGD_LOG_INFO, "adopted mounted layer %s", de->d_name);
           continue;
         }

@@ -56,6 +56,7 @@ struct pgd_layers
   struct pgd_idmaps maps;
   struct layer *table[PGD_BUCKETS];
   unsigned linger_ms;   /* keep a layer mounted this long after its last Put (0: unmount at once) */
+  struct pgd_tracker *tracker; /* records what changed in read-write mounts (track.c) */
   pthread_t reaper;     /* unmounts idle layers once they have lingered (idle.c) */
   bool reaper_running;
   bool reaper_stop;
@@ -135,6 +136,13 @@ struct layer *pgd_layer_claim_id (struct pgd_layers *l, const char *id, bool cre
    forgotten meanwhile). Called with l->lock held. */
 void pgd_layer_unclaim (struct pgd_layers *l, struct layer *lay);
 
+/* Unmount every layer mounted with no reference (idle ones included); with WAIT, wait
+   for layers busy in another thread and unmount them too if idle then. Called with
+   l->lock held; drops it while unmounting. Every failure is logged; the first is in
+   ERR (-1) after all were tried. */
+int pgd_layers_unmount_idle (struct pgd_layers *l, bool wait, struct pgd_err *err)
+    __attribute__ ((warn_unused_result));
+
 /* Start and stop the thread that unmounts layers idle for l->linger_ms (idle.c). Start
    is a no-op when linger is 0; stop waits for an unmount in progress. */
 int pgd_reaper_start (struct pgd_layers *l, struct pgd_err *err) __attribute__ ((warn_unused_result));
@@ -143,6 +151,12 @@ void pgd_reaper_stop (struct pgd_layers *l);
 /* Apply Init options and Home; persist them when PERSIST. */
 int pgd_store_init (struct pgd_layers *l, const struct pgd_init_req *req, bool persist,
                     struct pgd_err *err) __attribute__ ((warn_unused_result));
+
+/* Before an Init with HOME: when it is not the Home served now, refuse (EBUSY, naming
+   the layers) while a layer of the current Home is held, else unmount its idle layers
+   and forget them all (move.c). Nothing to do on the first Init or the same Home. */
+int pgd_store_leave_home (struct pgd_layers *l, const char *home, struct pgd_err *err)
+    __attribute__ ((warn_unused_result));
 
 /* Load the persisted Init state, if any. */
 int pgd_store_load (struct pgd_layers *l, struct pgd_err *err)

@@ -350,6 +350,11 @@ e2e_cleanup_instance() {
 		stop_pid "$pid" 30 ploop-graphdriver || E2E_CLEAN_STOP=0
 	fi
 	e2e_leak_check "$dir"
+	# a registry this test started (e2e_start_registry)
+	pid=$(cat "$dir/registry.pid" 2>/dev/null || true)
+	if [ -n "$pid" ] && pid_alive "$pid"; then
+		stop_pid "$pid" 15 docker-registry || true
+	fi
 	for p in $(dir_binary_pids "$dir") $(e2e_managed_pids "$dir"); do
 		log "killing leftover plugin process $p: $(pid_cmdline "$p")"
 		kill -KILL "$p" 2>/dev/null || true
@@ -686,6 +691,37 @@ e2e_image_server_pids() {
 	local p main
 	main=$(cat "$D/plugin.pid" 2>/dev/null || true)
 	for p in $(dir_binary_pids "$D"); do [ "$p" = "$main" ] || echo "$p"; done
+}
+
+# ---------------------------------------------------------------------------
+# a loopback registry (Debian's docker-registry), for `docker plugin push/install`
+
+# e2e_start_registry: serve a registry on 127.0.0.1 (dockerd trusts 127.0.0.0/8
+# without TLS) with its storage in $D/registry; sets E2E_REGISTRY to host:port.
+e2e_start_registry() {
+	local port n pid
+	command -v docker-registry >/dev/null || skip "no docker-registry (Debian package docker-registry)"
+	for ((n = 0; n < 50; n++)); do
+		port=$((20000 + RANDOM % 20000))
+		ss -Hltn "sport = :$port" 2>/dev/null | grep -q . || break
+	done
+	mkdir -p "$D/registry"
+	printf 'version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' \
+		"$D/registry" "$port" >"$D/registry.yml"
+	setsid docker-registry serve "$D/registry.yml" >>"$D/registry.log" 2>&1 </dev/null 9>&- &
+	pid=$!
+	echo "$pid" >"$D/registry.pid"
+	E2E_REGISTRY=127.0.0.1:$port
+	for ((n = 0; n < 300; n++)); do
+		if curl -sf --max-time 5 "http://$E2E_REGISTRY/v2/" >/dev/null 2>&1; then
+			log "registry $pid serves $E2E_REGISTRY"
+			return 0
+		fi
+		pid_alive "$pid" || break
+		sleep 0.1
+	done
+	tail -20 "$D/registry.log" >&2
+	fail "docker-registry did not start on $E2E_REGISTRY"
 }
 
 # ---------------------------------------------------------------------------

@@ -15,6 +15,9 @@ build=${1:-build}
 }
 BUILD=$(cd "$build" && pwd)
 export BUILD
+# Every Changes/Diff/DiffSize the change tracker answers is also computed in full and
+# compared (store/layerdiff.c): a difference fails the docker command, so the test.
+export PGD_TRACK_VERIFY=${PGD_TRACK_VERIFY-1}
 
 if [ "$(id -u)" != 0 ]; then
 	echo "SKIP every e2e test: needs root (dockerd, mounts, loop devices)"

@@ -3,6 +3,7 @@
    20.10.24 sends them, response rules, bad input, body draining, shutdown
    (PROTOCOL.md §2-§4, §11.3 "Requests accepted", "Responses", "Restart and shutdown"). */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
@@ -498,6 +499,9 @@ assert_clean_exit (int sig)
              WIFSIGNALED (status) ? WTERMSIG (status) : 0);
   cr_assert_eq (WEXITSTATUS (status), 0, "exit status %d\n%s", WEXITSTATUS (status),
                 pc_log_tail (&srv));
+  /* a clean exit takes its own socket file away: no stale path for clients to find */
+  cr_assert (access (srv.socket, F_OK) < 0 && errno == ENOENT,
+             "signal %d: the socket file %s stayed after a clean exit", sig, srv.socket);
 }
 
 PROTOCOL_TEST (sigterm_exits) { assert_clean_exit (SIGTERM); }
@@ -572,6 +576,10 @@ PROTOCOL_TEST (systemd_socket_activation)
   close (fd);
   assert_still_serving ();
   cr_assert_neq (access (unused, F_OK), 0, "--socket must be ignored when socket-activated");
+  /* systemd owns the activated socket (and may start us again on it): it stays */
+  cr_assert_eq (pc_signal_and_wait (&srv, SIGTERM, PC_SAFETY_MS, &status), 0);
+  cr_assert (WIFEXITED (status) && WEXITSTATUS (status) == 0, "status %d", status);
+  cr_assert_eq (access (path, F_OK), 0, "the systemd-activated socket %s was removed", path);
 }
 
 PROTOCOL_TEST (command_line)

@@ -11,7 +11,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
-#include "store.h"
+#include "internal.h"
 
 #define HOME_LOCK_FILE ".lock"
 

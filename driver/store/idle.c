@@ -12,7 +12,7 @@
 #include <time.h>
 
 #include "log.h"
-#include "store.h"
+#include "internal.h"
 #include "util.h"
 
 /* The idle layer whose time is up, or NULL; *NEXT gets the earliest deadline still to

@@ -14,7 +14,7 @@
 
 #include "diff/diff.h"
 #include "log.h"
-#include "store.h"
+#include "internal.h"
 #include "track.h"
 #include "util.h"
 

@@ -12,7 +12,7 @@
 
 #include "engine/engine.h"
 #include "log.h"
-#include "store.h"
+#include "internal.h"
 #include "util.h"
 
 int

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "log.h"
-#include "store.h"
+#include "internal.h"
 #include "util.h"
 
 /* Names of layers held (by Get, Diff, ApplyDiff, an adopted mount), and with BUSY also

@@ -2,7 +2,7 @@
 /* The store's operation table (driver.h). Every ID and parent is checked here, where
    the store starts building paths from them: the HTTP face, the CLI, the snapshotter
    and the tests all come through this table. */
-#include "store.h"
+#include "internal.h"
 #include "util.h"
 
 /* IDs of one request: ID must be valid; PARENT too when given ("" is no parent). */

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* The layer store's Init, its persisted state, start-up recovery, Status and
-   GetMetadata. */
+/* The layer store's open and close, Init, its persisted state, start-up recovery,
+   Status and GetMetadata. */
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -14,7 +14,7 @@
 
 #include "engine/engine.h"
 #include "log.h"
-#include "store.h"
+#include "internal.h"
 #include "track.h"
 #include "util.h"
 
@@ -550,4 +550,70 @@ pgd_store_metadata (void *ctx, const char *id, struct pgd_kvlist *out, struct pg
       && pgd_kvlist_add (out, "Device", dev, err) < 0)
     return -1;
   return 0;
+}
+
+int
+pgd_layers_open (struct pgd_layers **out, const struct pgd_layers_config *cfg,
+                 struct pgd_err *err)
+{
+  struct pgd_layers *l = calloc (1, sizeof *l);
+
+  if (l == NULL)
+    return pgd_error (err, ENOMEM, "layer store");
+  l->home_lock_fd = -1;
+  pthread_mutex_init (&l->lock, NULL);
+  pthread_mutex_init (&l->template_lock, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init (&ca);
+  pthread_condattr_setclock (&ca, CLOCK_MONOTONIC);
+  pthread_cond_init (&l->cond, &ca);
+  pthread_condattr_destroy (&ca);
+  l->linger_ms = cfg->linger_ms;
+  l->default_size = PGD_DEFAULT_SIZE;
+  l->cluster = PGD_DEFAULT_CLUSTER;
+  snprintf (l->state_file, sizeof l->state_file, "%s",
+            cfg->state_file ? cfg->state_file : "/var/lib/ploop-graphdriver/state.json");
+  snprintf (l->engine_name, sizeof l->engine_name, "%s", cfg->engine ? cfg->engine : "auto");
+  snprintf (l->exe, sizeof l->exe, "%s", cfg->exe ? cfg->exe : "/proc/self/exe");
+  if (!cfg->no_tracker && pgd_tracker_new (&l->tracker, err) < 0)
+    goto fail;
+  if (pgd_engine_setup (&l->engine, l->engine_name, l->exe, err) < 0)
+    goto fail;
+  l->engine.stall_ms = l->stall_ms = cfg->stall_ms;
+  if (cfg->home)
+    {
+      struct pgd_init_req req = { .home = cfg->home };
+      if (pgd_store_init (l, &req, false, err) < 0)
+        goto fail;
+    }
+  else if (pgd_store_load (l, err) < 0)
+    goto fail;
+  if (l->ready)
+    pgd_store_recover (l);
+  if (pgd_reaper_start (l, err) < 0)
+    goto fail;
+  *out = l;
+  return 0;
+fail:
+  pgd_layers_close (l);
+  return -1;
+}
+
+void
+pgd_layers_close (struct pgd_layers *l)
+{
+  if (l == NULL)
+    return;
+  pgd_reaper_stop (l);
+  pgd_tracker_free (l->tracker);
+  for (size_t b = 0; b < PGD_BUCKETS; b++)
+    while (l->table[b])
+      pgd_layer_forget (l, l->table[b]->id);
+  free (l->maps.uid);
+  free (l->maps.gid);
+  pgd_home_unlock (l);
+  pthread_mutex_destroy (&l->lock);
+  pthread_mutex_destroy (&l->template_lock);
+  pthread_cond_destroy (&l->cond);
+  free (l);
 }

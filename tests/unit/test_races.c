@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #include "store/layers.h"
-#include "store/store.h"
+#include "store/internal.h"
 #include "store_fixture.h"
 #include "util.h"
 

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* Internal to the layer store: shared state and helpers of layers.c, store.c and
-   layerdiff.c. Not used outside driver/. */
-#ifndef PGD_STORE_H
-#define PGD_STORE_H
+/* Private to the layer store (driver/store/): its struct and the helpers its files
+   share. The rest of the program sees store/layers.h only (white-box tests aside). */
+#ifndef PGD_STORE_INTERNAL_H
+#define PGD_STORE_INTERNAL_H
 
 #include <limits.h>
 #include <pthread.h>
@@ -131,6 +131,10 @@ bool pgd_layer_claim (struct pgd_layers *l, struct layer *lay)
    Remove dropped it meanwhile. NULL: no entry (without CREATE) or out of memory.
    Called with l->lock held. */
 struct layer *pgd_layer_claim_id (struct pgd_layers *l, const char *id, bool create);
+
+/* Unclaim LAY, claimed for an ID found absent on disk: its entry goes unless it tracks
+   a mount. Called with l->lock held. */
+void pgd_layer_unclaim_absent (struct pgd_layers *l, struct layer *lay);
 
 /* Clear busy on a claimed LAY and wake waiters; LAY may be freed after it (when
    forgotten meanwhile). Called with l->lock held. */

@@ -317,6 +317,24 @@ cycle_plain() {
 }
 
 # ---------------------------------------------------------------------------
+# 4. create_clone SIZE ROUND: time `create --no-mkfs` and `clone`, and the disk the
+# clone adds (du counts the hard-linked base once, under the base's directory).
+create_clone() {
+	local vs=$1 r=$2 t0 t1 t2
+	t0=${EPOCHREALTIME/./}
+	"$B" create --no-mkfs "$W/cc-base" "$vs" >/dev/null
+	t1=${EPOCHREALTIME/./}
+	clone "$W/cc-base" "$W/cc-clone"
+	t2=${EPOCHREALTIME/./}
+	sync
+	record newimage "$vs" "$r" "$(ms $((t1 - t0)))"
+	record clone "$vs" "$r" "$(ms $((t2 - t1)))"
+	record imagedisk "$vs" "$r" "$(du -sk "$W/cc-base" | awk '{print $1}')"
+	record clonedisk "$vs" "$r" "$(du -sk "$W/cc-base" "$W/cc-clone" | awk 'NR == 2 {print $1}')"
+	rm -rf "$W/cc-base" "$W/cc-clone"
+}
+
+# ---------------------------------------------------------------------------
 # 3. the deep chain. All three images end up holding the same file f (= $W/src):
 #   shallow  one delta, f written in it;
 #   base     f written in the base, then DEPTH-1 clones: reads fall through every level;
@@ -401,6 +419,10 @@ cycle|mount + umount|ms
 mount|  mount alone|ms
 umount|  umount alone|ms
 deepread|seq read $DEEP_MIB MiB, cold, mount --ro|MiB/s
+newimage|create --no-mkfs|ms
+clone|clone|ms
+imagedisk|disk of a new image (du)|KiB
+clonedisk|disk a clone adds (du)|KiB
 EOF
 }
 
@@ -418,6 +440,9 @@ mount+umount plain loop (ms)|cycle|plain||
 mount --ro+umount time, $DEPTH/1 deltas|cycle|spread$DEPTH|shallow|
 read $DEPTH/1 deltas, data spread|deepread|spread$DEPTH|shallow|ge:0.95
 read $DEPTH/1 deltas, data in base|deepread|base$DEPTH|shallow|ge:0.95
+clone time 1T/10G|clone|1T|10G|le:1.2
+disk per clone at 1T (KiB)|clonedisk|1T||le:1024
+disk of a new image at 1T (KiB)|imagedisk|1T||le:1024
 EOF
 }
 
@@ -442,7 +467,7 @@ summarize() {
 			have[f[1]] = have[f[1]] " " f[2] " "
 		}
 		# setups in this order in every figure
-		nso = split("plain engine qsd shallow spread" depth " base" depth, so, " ")
+		nso = split("plain engine qsd shallow spread" depth " base" depth " 10G 1T", so, " ")
 		FS = "|"; part = 1
 		print "figure,setup,unit,median,min,max,n,target,result" > csv
 		out(sprintf("make bench-engine: %s, %s, commit %s, work dir on %s; %d s; load average %s", when, host, commit, fs, secs, load))
@@ -618,6 +643,14 @@ done
 for ((r = 1; r <= CYCLES; r++)); do
 	cycle_engine shallow "$r" "$W/sh" --ro
 	cycle_engine "spread$DEPTH" "$r" "$DEEP_SPREAD" --ro
+done
+
+# 4. the cost of a new image and of a clone at two virtual sizes (no ext4: ploop alone)
+log "4. create --no-mkfs and clone at 10G and 1T, $CYCLES each"
+for ((r = 1; r <= CYCLES; r++)); do
+	for vs in 10G 1T; do
+		create_clone "$vs" "$r"
+	done
 done
 
 secs=$(((${EPOCHREALTIME/./} - T0) / 1000000))

@@ -98,6 +98,8 @@ commit|docker commit (1 MiB written)|ms|1000|ratio<=1.5
 diff|docker diff (1 MiB written)|ms|1000|ratio<=1.5
 dd|dd 256 MiB conv=fsync in a container|MiB/s|1|ratio>=0.9
 disk|disk per created container|KiB|1|abs<=512
+disk_1t|disk per docker create --storage-opt size=1T (grow + resize2fs)|KiB|1|
+disk_1t_time|docker create --storage-opt size=1T|ms|1000|
 mem|plugin PSS per running container|KiB|1|abs<=4096
 mem_rss|plugin RSS per running container|KiB|1|
 EOF

@@ -12,13 +12,16 @@
 # `date +%s%N` before and after, medians pooled over the rounds.
 #
 # Environment (run counts are sized so that `make bench` stays under 10 minutes):
-#   BENCH_DRIVERS  drivers to run (default "ploop overlay2 vfs")
+#   BENCH_DRIVERS  drivers to run (default "ploop ploop1t overlay2 vfs"; ploop1t is
+#                  ploop with --storage-opt ploop.size=1T, see BENCH_FLAGS_ploop1t)
 #   BENCH_ROUNDS   rounds (default 5)
 #   BENCH_RUN      `docker run --rm` per batch (default 3, after 2 warm-ups per driver)
 #   BENCH_CREATE   create + rm pairs per batch (default 4)
 #   BENCH_IMPORT   import runs in total, one per round in the first rounds (default 3)
 #   BENCH_DD       dd runs per batch (default 2)
 #   BENCH_DISK_N   containers created for the disk figure (default 20)
+#   BENCH_DISK_1T_N  ploop containers created with --storage-opt size=1T (default 5),
+#                  the per-container quota (ploop1t has it as the default instead)
 #   BENCH_MEM_N    running containers for the memory figure (default 5)
 #   BENCH_OUT      results directory (default bench/results)
 #   BENCH_PLOOP_FLAGS  extra dockerd flags for ploop, e.g.
@@ -34,10 +37,14 @@ set -euo pipefail
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BUILD=${1:-${BUILD:-$BENCH_DIR/../build}}
 E2E_TIMEOUT=${E2E_TIMEOUT:-120}
-BENCH_DRIVERS=${BENCH_DRIVERS:-ploop overlay2 vfs}
+BENCH_DRIVERS=${BENCH_DRIVERS:-ploop ploop1t overlay2 vfs}
+# ploop1t: the same plugin with a 1 TiB default image size (thin deltas: a container
+# should cost what it costs at the default 10 GiB)
+export BENCH_FLAGS_ploop1t=${BENCH_FLAGS_ploop1t:---storage-opt ploop.size=1T}
 BENCH_ROUNDS=${BENCH_ROUNDS:-5}
 BENCH_RUN=${BENCH_RUN:-3}
 BENCH_CREATE=${BENCH_CREATE:-4}
+BENCH_DISK_1T_N=${BENCH_DISK_1T_N:-5}
 BENCH_IMPORT=${BENCH_IMPORT:-3}
 BENCH_DD=${BENCH_DD:-2}
 BENCH_DISK_N=${BENCH_DISK_N:-20}
@@ -209,21 +216,35 @@ storage_kib() {
 	du -skxc "${paths[@]}" 2>/dev/null | awk 'END {print $1}'
 }
 
-bench_disk() {
-	local drv=$1 i before after
-	[ -z "${BROKEN[$drv]:-}" ] || return 0
-	use "$drv"
+# disk_per_create DRV FIGURE N PREFIX [CREATE OPTIONS]: the storage N `docker create`s
+# add, per container (each create timed as FIGURE_time when it has options).
+disk_per_create() {
+	local drv=$1 fig=$2 n=$3 pre=$4 i before after
+	shift 4
 	sync
 	before=$(storage_kib)
-	for ((i = 0; i < BENCH_DISK_N; i++)); do
-		quiet "$drv" "create st$i" dk create --name "st$i" --network none busybox:local true || return 0
+	for ((i = 0; i < n; i++)); do
+		if [ $# -gt 0 ]; then
+			timed "$drv" "${fig}_time" 0 dk create --name "$pre$i" "$@" --network none busybox:local true
+		else
+			quiet "$drv" "create $pre$i" dk create --name "$pre$i" --network none busybox:local true
+		fi || return 0
 	done
 	sync
 	after=$(storage_kib)
-	log "$drv: storage $before KiB before, $after KiB after $BENCH_DISK_N creates"
-	record "$drv" disk 0 "$(((after - before) / BENCH_DISK_N))"
+	log "$drv: storage $before KiB before, $after KiB after $n creates $*"
+	record "$drv" "$fig" 0 "$(((after - before) / n))"
 	# shellcheck disable=SC2046
-	quiet "$drv" "rm st*" dk rm $(seq -f 'st%g' 0 $((BENCH_DISK_N - 1))) || true
+	quiet "$drv" "rm $pre*" dk rm $(seq -f "$pre%g" 0 $((n - 1))) || true
+}
+
+bench_disk() {
+	local drv=$1
+	[ -z "${BROKEN[$drv]:-}" ] || return 0
+	use "$drv"
+	disk_per_create "$drv" disk "$BENCH_DISK_N" st
+	# a 1 TiB quota given per container: the -init layer is grown, and ext4 resized
+	[ "$drv" != ploop ] || disk_per_create "$drv" disk_1t "$BENCH_DISK_1T_N" tb --storage-opt size=1T
 }
 
 # PSS and RSS (KiB) of the plugin and of its image servers.

@@ -41,7 +41,9 @@ static const char cli_usage[]
       "  clone PARENT CHILD    CHILD (empty or missing) shares PARENT's deltas and gets\n"
       "                        its own empty top delta; PARENT becomes read-only for good\n"
       "  grow DIR SIZE         bigger virtual disk; mount --resize grows ext4 to match\n"
-      "  check [--repair] DIR  ploop_check every delta (--repair: clear in-use first)\n"
+      "  check [--repair] DIR  check every delta (--repair: clear in-use first)\n"
+      "  allocate DIR          write out the BAT holes of every delta (new deltas are\n"
+      "                        thin) for libploop's own tools and the kernel engine\n"
       "  info DIR              size, cluster, chain depth, bytes only this image owns\n"
       "  mount [--ro] [--resize] [--engine auto|user|kernel] [--run-dir D] [-o OPTS]\n"
       "        DIR TARGET      mount the image's ext4 at the existing directory TARGET\n"
@@ -163,6 +165,17 @@ cmd_check (char **args, const struct cli_opts *opt, struct pgd_err *err)
 }
 
 static int
+cmd_allocate (char **args, const struct cli_opts *opt, struct pgd_err *err)
+{
+  uint64_t filled;
+  (void)opt;
+  if (pgd_image_allocate (args[0], &filled, err) < 0)
+    return -1;
+  printf ("%s: %" PRIu64 " bytes of BAT written out\n", args[0], filled);
+  return 0;
+}
+
+static int
 cmd_info (char **args, const struct cli_opts *opt, struct pgd_err *err)
 {
   (void)opt;
@@ -221,7 +234,7 @@ struct cli_cmd
 static const struct cli_cmd cli_cmds[] = {
   { "create", 2, cmd_create }, { "clone", 2, cmd_clone },   { "grow", 2, cmd_grow },
   { "check", 1, cmd_check },   { "info", 1, cmd_info },     { "mount", 2, cmd_mount },
-  { "umount", 2, cmd_umount },
+  { "umount", 2, cmd_umount }, { "allocate", 1, cmd_allocate },
 };
 
 bool

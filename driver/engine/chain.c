@@ -8,9 +8,13 @@
    the map when they are written back.
 
    Locking: reads and in-place overwrites of clusters the top already owns take no
-   lock. Allocation (append + copy on write), discard and flush run under one mutex,
-   so a flush never writes a BAT entry whose cluster was not covered by its first
-   fdatasync (data is durable before the entry that points at it). */
+   lock. An allocating write reserves its top clusters under the mutex (the vcs marked
+   pending, so a second writer of the same vc waits), writes their data outside it, and
+   takes it again to publish the map entries. Discard and flush run under the mutex; a
+   flush first waits for the reservations in flight (and holds new ones back), so it
+   never writes a BAT entry published after its first fdatasync began nor one that
+   lies past a cluster still half written; entries are published only after their
+   data is written: data is durable before the entry that points at it. */
 #include "chain.h"
 
 #include <endian.h>
@@ -91,7 +95,11 @@ visit_entry (void *p, uint32_t vc, uint64_t cluster)
   if (v->level > 0)
     bit_set (c->lower, vc);
   else
-    c->top_mapped++;
+    {
+      c->top_mapped++;
+      if (cluster + 1 > c->top_high)
+        c->top_high = cluster + 1;
+    }
 }
 
 static unsigned
@@ -170,7 +178,8 @@ build_map (struct pgd_chain *c, struct pgd_err *err)
   c->npages = (uint32_t)((PGD_DELTA_HDR_SIZE + 4ULL * c->nclusters + PGD_DELTA_BAT_PAGE - 1)
                          / PGD_DELTA_BAT_PAGE);
   c->dirty = calloc (c->npages / 64 + 1, sizeof *c->dirty);
-  if (c->map == NULL || c->lower == NULL || c->dirty == NULL)
+  c->pending = calloc (c->nclusters / 64 + 1, sizeof *c->pending);
+  if (c->map == NULL || c->lower == NULL || c->dirty == NULL || c->pending == NULL)
     return pgd_error (err, ENOMEM, "map of %u clusters for %s", c->nclusters, t->path);
   for (unsigned l = c->nlevels; l-- > 0;)
     {
@@ -185,6 +194,7 @@ build_map (struct pgd_chain *c, struct pgd_err *err)
                           c->nlevels);
     }
   c->alloc_head = t->file_clusters > t->header_clusters ? t->file_clusters : t->header_clusters;
+  c->prealloc_end = c->open_head = c->alloc_head;
   c->max_alloc = pgd_delta_max_cluster (t) + 1;
   if (c->idx_bits < 64 && c->max_alloc > (1ULL << c->idx_bits) - 1)
     c->max_alloc = (1ULL << c->idx_bits) - 1;
@@ -205,6 +215,7 @@ pgd_chain_open_files (struct pgd_chain **out, const char *dd_path, char *const *
   c->ro = flags & PGD_CHAIN_RO;
   c->dflags = (flags & PGD_CHAIN_BUFFERED) ? PGD_DELTA_BUFFERED : 0;
   pthread_mutex_init (&c->lock, NULL);
+  pthread_cond_init (&c->published, NULL);
   if (pgd_chain_lock (dd_path, &c->lock_fd, err) < 0)
     goto fail;
   while (files[n])
@@ -226,8 +237,7 @@ pgd_chain_open_files (struct pgd_chain **out, const char *dd_path, char *const *
     goto fail;
   if (!c->ro)
     {
-      if (posix_memalign ((void **)&c->bounce, PGD_CHAIN_IO_ALIGN, PGD_CHAIN_BOUNCE) != 0
-          || posix_memalign ((void **)&c->page, PGD_CHAIN_IO_ALIGN, PGD_DELTA_BAT_PAGE) != 0)
+      if (posix_memalign ((void **)&c->page, PGD_CHAIN_IO_ALIGN, PGD_DELTA_BAT_PAGE) != 0)
         {
           pgd_error (err, ENOMEM, "open %s", dd_path);
           goto fail;
@@ -256,11 +266,12 @@ pgd_chain_abandon (struct pgd_chain *c)
   free (c->map);
   free (c->lower);
   free (c->dirty);
-  free (c->bounce);
+  free (c->pending);
   free (c->page);
   if (c->lock_fd >= 0)
     close (c->lock_fd);
   pthread_mutex_destroy (&c->lock);
+  pthread_cond_destroy (&c->published);
   free (c);
 }
 
@@ -285,8 +296,8 @@ pgd_chain_levels (const struct pgd_chain *c)
 size_t
 pgd_chain_mem (const struct pgd_chain *c)
 {
-  return (size_t)c->nclusters * 4 + (c->nclusters / 64 + 1) * 8 + (c->npages / 64 + 1) * 8
-         + (c->bounce ? PGD_CHAIN_BOUNCE + PGD_DELTA_BAT_PAGE : 0)
+  return (size_t)c->nclusters * 4 + 2 * (c->nclusters / 64 + 1) * 8 + (c->npages / 64 + 1) * 8
+         + (c->page ? PGD_DELTA_BAT_PAGE : 0)
          + c->nlevels * sizeof (struct pgd_delta);
 }
 
@@ -355,19 +366,33 @@ trim_tail (struct pgd_chain *c, struct pgd_err *err)
   uint64_t head = t->header_clusters;
   struct stat st;
 
-  for (uint64_t vc = 0; vc < c->nclusters; vc++)
+  /* the whole map only after an unmap: at 1 TiB it is 16 M entries (30 ms) */
+  if (c->rescan)
     {
-      uint32_t v = map_get (c, vc);
-      if (top_owns (c, v) && map_cluster (c, v) + 1 > head)
-        head = map_cluster (c, v) + 1;
+      c->top_high = 0;
+      for (uint64_t vc = 0; vc < c->nclusters; vc++)
+        {
+          uint32_t v = map_get (c, vc);
+          if (top_owns (c, v) && map_cluster (c, v) + 1 > c->top_high)
+            c->top_high = map_cluster (c, v) + 1;
+        }
+      c->rescan = false;
     }
+  if (c->top_high > head)
+    head = c->top_high;
   if (head < c->alloc_head)
     c->alloc_head = head;
+  unsigned kept = 0;
+  for (unsigned i = 0; i < c->nfreed; i++)
+    if (c->freed[i] < c->alloc_head)
+      c->freed[kept++] = c->freed[i];
+  c->nfreed = kept;
   if (fstat (t->fd, &st) < 0)
     return pgd_error (err, errno, "stat %s", t->path);
   if ((uint64_t)st.st_size > c->alloc_head * c->cb
       && ftruncate (t->fd, (off_t)(c->alloc_head * c->cb)) < 0)
     return pgd_error (err, errno, "truncate %s", t->path);
+  c->prealloc_end = c->alloc_head;
   c->trim = false;
   return 0;
 }
@@ -428,6 +453,8 @@ flush_locked (struct pgd_chain *c, struct pgd_err *err)
     }
   for (uint32_t w = 0; w <= c->npages / 64; w++)
     pages |= c->dirty[w] != 0;
+  if (c->freed_dirty && pgd_chain_zero_freed (c, err) < 0)
+    return -1;
   if (!__atomic_exchange_n (&c->data_dirty, 0, __ATOMIC_ACQ_REL) && !pages && !c->trim)
     return 0;
   /* the data first: durable before any BAT entry that points at it */
@@ -445,8 +472,9 @@ flush_locked (struct pgd_chain *c, struct pgd_err *err)
       if (sync_top (c, err) < 0)
         return -1;
     }
-  /* no BAT page is dirty: nothing on disk points at the clusters trimmed now */
-  if (c->trim && trim_tail (c, err) < 0)
+  /* no BAT page is dirty: nothing on disk points at the clusters trimmed now; not while
+     appends are in flight: their clusters lie past every published one */
+  if (c->trim && c->inflight == 0 && trim_tail (c, err) < 0)
     return -1;
   stat_add (&c->st.flushes, 1);
   return 0;
@@ -458,7 +486,15 @@ pgd_chain_flush (struct pgd_chain *c, struct pgd_err *err)
   if (c->ro)
     return 0;
   PGD_SCOPED_LOCK (&c->lock);
-  return flush_locked (c, err);
+  /* no append half written below one the BAT will name: a crash then leaves only whole
+     orphans at the tail, which the repair trims (PLOOP.md §2.3) */
+  c->draining = true;
+  while (c->inflight > 0)
+    pthread_cond_wait (&c->published, &c->lock);
+  int rc = flush_locked (c, err);
+  c->draining = false;
+  pthread_cond_broadcast (&c->published);
+  return rc;
 }
 
 int
@@ -471,6 +507,12 @@ pgd_chain_close (struct pgd_chain *c, struct pgd_err *err)
   if (!c->ro)
     {
       struct pgd_delta *t = &c->levels[0];
+      /* clusters fallocated ahead are cut off first (nothing is in flight at close, so
+         nothing lies there): on a full disk the flush and the status need that space */
+      if (c->prealloc_end > c->alloc_head && ftruncate (t->fd, (off_t)(c->alloc_head * c->cb)) == 0)
+        c->prealloc_end = c->alloc_head;
+      if (c->prealloc_end > c->alloc_head)
+        c->trim = true;
       /* after a failed flush the top stays in use: the next open checks it */
       if (pgd_chain_flush (c, err) < 0 || pgd_delta_write_header (t, 0, t->h.flags, err) < 0)
         rc = pgd_error_wrap (err, "close %s", t->path);

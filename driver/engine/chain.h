@@ -101,6 +101,12 @@ void pgd_chain_get_stats (const struct pgd_chain *c, struct pgd_chain_stats *s)
 int pgd_chain_read (struct pgd_chain *c, void *buf, size_t len, uint64_t off, struct pgd_err *err)
     __attribute__ ((warn_unused_result, nonnull (1, 2)));
 
+/* Give the calling thread what a copy on write into C needs (its bounce buffer,
+   allocated and touched), so that its first copy neither allocates nor faults a page
+   in; no-op on a read-only chain. Call once in every I/O thread before it serves. */
+int pgd_chain_thread_prepare (struct pgd_chain *c, struct pgd_err *err)
+    __attribute__ ((warn_unused_result, nonnull (1)));
+
 /* Write LEN bytes from BUF at OFF into the top (copy on write of whole clusters).
    EROFS on a read-only chain, ENOSPC past the virtual size or the delta's limits.
    The data is not durable before pgd_chain_flush. On error, no cluster that was not

@@ -306,6 +306,22 @@ scan_raw (const struct pgd_delta *d, pgd_delta_visit_fn visit, void *ctx)
   return 0;
 }
 
+/* BAT entries from FIRST on that lie in a hole of the file (thin delta, delta_thin.c):
+   they read as 0, so a scan skips them without reading. */
+static uint64_t
+hole_entries (const struct pgd_delta *d, uint64_t first)
+{
+  uint64_t off = PGD_DELTA_HDR_SIZE + first * 4;
+  off_t data = lseek (d->fd, (off_t)off, SEEK_DATA);
+
+  if (data < 0)
+    return errno == ENXIO ? d->h.bat_entries - first : 0;
+  if ((uint64_t)data <= off)
+    return 0;
+  uint64_t n = ((uint64_t)data - off) / 4;
+  return n < d->h.bat_entries - first ? n : d->h.bat_entries - first;
+}
+
 int
 pgd_delta_scan_bat (const struct pgd_delta *d, pgd_delta_visit_fn visit, void *ctx,
                     struct pgd_err *err)
@@ -318,9 +334,12 @@ pgd_delta_scan_bat (const struct pgd_delta *d, pgd_delta_visit_fn visit, void *c
   used = calloc (d->file_clusters / 8 + 1, 1);
   if (used == NULL)
     return pgd_error (err, ENOMEM, "delta %s: BAT scan", d->path);
-  for (uint64_t first = 0; first < d->h.bat_entries; first += BAT_CHUNK)
+  for (uint64_t first = 0, n; first < d->h.bat_entries; first += n)
     {
-      uint64_t n = d->h.bat_entries - first;
+      n = hole_entries (d, first);
+      if (n > 0)
+        continue; /* a thin delta's BAT hole: nothing mapped there */
+      n = d->h.bat_entries - first;
       if (n > BAT_CHUNK)
         n = BAT_CHUNK;
       if (pread_full (d->fd, chunk, n * 4, PGD_DELTA_HDR_SIZE + first * 4, d->path, err) < 0)

@@ -116,4 +116,39 @@ int pgd_delta_write_header (struct pgd_delta *d, uint32_t in_use, uint32_t flags
    readers ignore them) into RAW[64]. Used by tests and tools that craft deltas. */
 void pgd_delta_hdr_encode (const struct pgd_delta_hdr *h, void *raw) __attribute__ ((nonnull));
 
+/* ---- thin deltas (delta_thin.c): the unused BAT left as a file hole ---- */
+
+/* Fill *H with the header of a new, empty v1 delta of SIZE_SECTORS virtual sectors and
+   clusters of CLUSTER_SECTORS (m_Size, m_FirstBlockOffset as libploop computes them). */
+int pgd_delta_geometry (uint64_t size_sectors, uint32_t cluster_sectors, struct pgd_delta_hdr *h,
+                        struct pgd_err *err) __attribute__ ((warn_unused_result, nonnull (3)));
+
+/* Create PATH (must not exist; mode 0600) as an empty v1 delta: its header written, its
+   BAT a hole (reads as zeros: nothing mapped), so it costs one page of disk and no write
+   proportional to the virtual size. Fsynced; the caller fsyncs the directory. */
+int pgd_delta_create_thin (const char *path, uint64_t size_sectors, uint32_t cluster_sectors,
+                           struct pgd_err *err) __attribute__ ((warn_unused_result, nonnull (1)));
+
+/* Whether the closed delta PATH has holes in its header area (*HEADER_HOLES: a thin
+   delta) and, when DATA_HOLES is not NULL, in its data area (never valid). */
+int pgd_delta_sparse (const char *path, bool *header_holes, bool *data_holes,
+                      struct pgd_err *err) __attribute__ ((warn_unused_result, nonnull (1, 2)));
+
+/* Punch every all-zero page of the header area of the closed delta PATH but the first
+   (a delta libploop wrote in full becomes thin). Contents unchanged; fsynced. */
+int pgd_delta_thin (const char *path, struct pgd_err *err)
+    __attribute__ ((warn_unused_result, nonnull (1)));
+
+/* Write zeros into every hole of the header area of the closed delta PATH, so that
+   libploop's check and the kernel engine accept it; *FILLED gets the bytes written.
+   Contents unchanged; fsynced. */
+int pgd_delta_allocate (const char *path, uint64_t *filled, struct pgd_err *err)
+    __attribute__ ((warn_unused_result, nonnull (1, 2)));
+
+/* Validate the closed delta PATH as `ploop check -f -c -r` does, but accepting holes in
+   its header area: header, BAT entries (aligned, past the header, inside the file, used
+   once), whole clusters, no hole in the data area, CIF_Empty right, not in use. */
+int pgd_delta_check_thin (const char *path, struct pgd_err *err)
+    __attribute__ ((warn_unused_result, nonnull (1)));
+
 #endif

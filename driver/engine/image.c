@@ -21,17 +21,20 @@
 
 #include <ploop/ploop1_image.h> /* after ploop_if.h: uses PLOOP_FMT_V1 */
 
+#include "delta.h"
+#include "image_priv.h"
 #include "log.h"
 #include "util.h"
 
 /* Exported by libploop 1.15 but not declared in its header (PLOOP.md §5.1). */
 int ploop_check (char *img, int flags, __u32 *blocksize);
-int check_dd (struct ploop_disk_images_data *di, const char *uuid);
 int ploop_grow_image (struct ploop_disk_images_data *di, off_t sectors);
 
 /* ploop_check flags (libploop's check.h is not installed). */
 #define PGD_CHECK_FORCE 0x01
+#define PGD_CHECK_DROPINUSE 0x04
 #define PGD_CHECK_DETAILED 0x08
+#define PGD_CHECK_REPAIR_SPARSE 0x10
 #define PGD_CHECK_READONLY 0x20
 #define PGD_CHECK_RAW 0x80
 
@@ -41,6 +44,7 @@ int ploop_grow_image (struct ploop_disk_images_data *di, off_t sectors);
 #define MAX_DELTAS 128          /* images per DiskDescriptor.xml (PLOOP.md §3) */
 #define V1_MAX_SECTORS 0xffffffffULL
 #define NONE_UUID "{00000000-0000-0000-0000-000000000000}"
+#define GUID_LEN 64
 #define LOCK_FILE PGD_IMAGE_DD ".lck"
 /* libploop 1.15 copies about PATH_MAX bytes from path arguments (pitfall 1): every
    path handed to it lives in a zero-filled buffer of this size. */
@@ -119,69 +123,6 @@ libploop_note (enum pgd_log_level level, const char *before, const char *what, c
 
   if (msg && *msg && strcmp (msg, before) != 0)
     pgd_log (level, "%s %s: libploop reported (and fixed): %s", what, obj, msg);
-}
-
-/* ---- delta header ---------------------------------------------------------- */
-
-/* A delta header in host byte order. */
-struct header
-{
-  bool v2;
-  uint32_t cluster_sectors;
-  uint32_t bat_entries;
-  uint64_t sectors; /* virtual size */
-  uint32_t in_use;
-  uint32_t first_block; /* sectors */
-  uint32_t flags;
-};
-
-static int
-parse_header (const char *path, const struct ploop_pvd_header *raw, struct header *h,
-              struct pgd_err *err)
-{
-  if (memcmp (raw->m_Sig, SIGNATURE_STRUCTURED_DISK_V1, sizeof raw->m_Sig) == 0)
-    h->v2 = false;
-  else if (memcmp (raw->m_Sig, SIGNATURE_STRUCTURED_DISK_V2, sizeof raw->m_Sig) == 0)
-    h->v2 = true;
-  else
-    return pgd_error (err, 0, "%s: not a ploop delta (wrong signature)", path);
-  if (le32toh (raw->m_Type) != PRL_IMAGE_COMPRESSED)
-    return pgd_error (err, 0, "%s: wrong delta type %u", path, le32toh (raw->m_Type));
-  h->cluster_sectors = le32toh (raw->m_Sectors);
-  h->bat_entries = le32toh (raw->m_Size);
-  h->in_use = le32toh (raw->m_DiskInUse);
-  h->first_block = le32toh (raw->m_FirstBlockOffset);
-  h->flags = le32toh (raw->m_Flags);
-  if (h->v2)
-    h->sectors = le64toh (raw->m_SizeInSectors_v2);
-  else
-    h->sectors = le32toh (raw->m_SizeInSectors_v1);
-  uint32_t cs = h->cluster_sectors;
-  if (cs == 0 || (cs & (cs - 1)) != 0 || cs > MAX_CLUSTER / SECTOR_BYTES)
-    return pgd_error (err, 0, "%s: wrong cluster size %u sectors", path, cs);
-  if (h->first_block == 0 || h->first_block % cs != 0
-      || 64 + 4ULL * h->bat_entries > (uint64_t)h->first_block * SECTOR_BYTES)
-    return pgd_error (err, 0, "%s: wrong first block offset %u", path, h->first_block);
-  return 0;
-}
-
-/* Read and validate the 64-byte header of the delta PATH. Plain reads: works while
-   the delta is served (in use, DD locked). */
-static int
-read_header (const char *path, struct header *h, struct pgd_err *err)
-{
-  struct ploop_pvd_header raw;
-  cleanup_close int fd = open (path, O_RDONLY | O_CLOEXEC);
-  ssize_t n;
-
-  if (fd < 0)
-    return pgd_error (err, errno, "open %s", path);
-  n = pread (fd, &raw, sizeof raw, 0);
-  if (n < 0)
-    return pgd_error (err, errno, "read %s", path);
-  if ((size_t)n < sizeof raw)
-    return pgd_error (err, 0, "%s: not a ploop delta (%zd bytes)", path, n);
-  return parse_header (path, &raw, h, err);
 }
 
 /* ---- DiskDescriptor.xml and the chain -------------------------------------- */
@@ -368,23 +309,33 @@ do_create (const char *dir, uint64_t size, uint32_t cluster, struct pgd_err *err
                       (unsigned long long)size);
   if (check_empty_dir (dir, err) < 0)
     return -1;
-  if (lpath (image, err, "%s/%s", dir, PGD_IMAGE_BASE) < 0
-      || lpath (dd, err, "%s/%s", dir, PGD_IMAGE_DD) < 0)
+  char abs[PATH_MAX];
+  if (realpath (dir, abs) == NULL)
+    return pgd_error (err, errno, "image directory %s", dir);
+  if (lpath (image, err, "%s/%s", abs, PGD_IMAGE_BASE) < 0
+      || lpath (dd, err, "%s/%s", abs, PGD_IMAGE_DD) < 0)
     return -1;
 
   struct ploop_create_param param = {
     .size = size / SECTOR_BYTES,
     .mode = PLOOP_EXPANDED_MODE,
     .image = image,
-    .fstype = NULL, /* with a file system, libploop must mount: needs the module */
+    .fstype = NULL,
     .blocksize = cluster / SECTOR_BYTES,
     .fmt_version = PLOOP_FMT_V1, /* 0 would mean v2 on large-disk hosts (pitfall 4) */
   };
+  /* our own thin delta, not ploop_create_image's BAT written in full (64 MiB at 1 TiB
+     with 64 KiB clusters); libploop only describes it */
+  if (pgd_delta_create_thin (image, param.size, param.blocksize, err) < 0)
+    {
+      empty_dir (dir);
+      return -1;
+    }
   lib_init ();
-  rc = ploop_create_image (&param);
+  rc = ploop_create_dd (dd, &param);
   if (rc != 0)
     {
-      libploop_error (err, rc, "create", image);
+      libploop_error (err, rc, "describe", image);
       empty_dir (dir);
       return -1;
     }
@@ -435,7 +386,7 @@ lock_parent (const char *dir, int *fd, struct pgd_err *err)
 static int
 check_parent (const struct chain *c, const char *dir, struct pgd_err *err)
 {
-  struct header h;
+  struct pgd_delta_hdr h;
 
   if (c->di->nimages + 1 > PGD_IMAGE_MAX_DELTAS)
     return pgd_error (err, 0,
@@ -443,7 +394,7 @@ check_parent (const struct chain *c, const char *dir, struct pgd_err *err)
                       c->di->nimages, PGD_IMAGE_MAX_DELTAS);
   if (top_is_raw (c))
     return 0;
-  if (read_header (c->files[c->n - 1], &h, err) < 0)
+  if (pgd_delta_read_header (c->files[c->n - 1], &h, err) < 0)
     return -1;
   if (h.in_use != 0)
     return pgd_error (err, EBUSY,
@@ -453,10 +404,10 @@ check_parent (const struct chain *c, const char *dir, struct pgd_err *err)
   return 0;
 }
 
-/* Hard-link every delta of the parent into CHILD (keeping base names), point the
-   in-memory DD at the links and store it as CHILD's DD. */
+/* Hard-link every delta of the parent into CHILD (keeping base names) and point the
+   in-memory DD at the links. */
 static int
-link_and_store (struct chain *c, const char *child, const char *child_dd, struct pgd_err *err)
+link_files (struct chain *c, const char *child, struct pgd_err *err)
 {
   char link_path[PATH_MAX];
 
@@ -475,21 +426,54 @@ link_and_store (struct chain *c, const char *child, const char *child_dd, struct
       free (c->di->images[i]->file);
       c->di->images[i]->file = copy;
     }
+  return 0;
+}
+
+/* Give the child (DD in memory: C, files linked into CHILD) its private empty top, a
+   thin delta of the parent top's size, and store the child's DD. libploop's snapshot
+   would write the whole BAT of the new delta; ours writes one page. */
+static int
+add_thin_top (struct chain *c, const char *child, const char *child_dd, struct pgd_err *err)
+{
+  char file[PATH_MAX], guid[GUID_LEN];
+  uint64_t sectors = c->di->size;
+  uint32_t cluster = c->blocksize;
+
+  if (!top_is_raw (c))
+    {
+      struct pgd_delta_hdr h;
+      if (pgd_delta_read_header (c->files[c->n - 1], &h, err) < 0)
+        return -1;
+      sectors = h.size_sectors;
+      cluster = h.cluster_sectors;
+    }
+  const char *first = c->di->images[0]->file;
+  const char *base = strrchr (first, '/') ? strrchr (first, '/') + 1 : first;
+  if (ploop_uuid_generate (guid, sizeof guid) != 0)
+    return pgd_error (err, EIO, "new delta name: uuid");
+  if (snprintf (file, sizeof file, "%s/%s.%s", child, base, guid) >= (int)sizeof file)
+    return pgd_error (err, ENAMETOOLONG, "%s/%s.%s", child, base, guid);
+  if (pgd_delta_create_thin (file, sectors, cluster, err) < 0 || pgd_image_di_push_top (c->di, file, err) < 0)
+    return -1;
   int rc = ploop_store_diskdescriptor (child_dd, c->di);
   if (rc != 0)
     return libploop_error (err, rc, "store", child_dd);
   return 0;
 }
 
-/* Add the child's private empty top with an offline snapshot. libploop only reads
-   the old (shared) top here; with snap_dir the new file lands in CHILD. */
+/* The same through libploop's offline snapshot, for a v2 top (our thin deltas are v1):
+   the new delta written in full, then thinned. libploop only reads the old (shared)
+   top here; with snap_dir the new file lands in CHILD. */
 static int
-add_private_top (const char *child, const char *child_dd, struct pgd_err *err)
+add_libploop_top (struct chain *c, const char *child, const char *child_dd, struct pgd_err *err)
 {
   char snap_dir[LPATH];
   struct ploop_disk_images_data *di = NULL;
-  int rc;
+  cleanup_chain struct chain nc = { 0 };
+  int rc = ploop_store_diskdescriptor (child_dd, c->di);
 
+  if (rc != 0)
+    return libploop_error (err, rc, "store", child_dd);
   if (lpath (snap_dir, err, "%s", child) < 0)
     return -1;
   rc = ploop_read_disk_descr (&di, child_dd);
@@ -504,7 +488,22 @@ add_private_top (const char *child, const char *child_dd, struct pgd_err *err)
   ploop_free_diskdescriptor (di);
   if (rc != 0)
     return libploop_error (err, rc, "snapshot", child_dd);
-  return 0;
+  if (chain_read (child, &nc, err) < 0)
+    return -1;
+  return pgd_delta_thin (nc.files[nc.n - 1], err);
+}
+
+/* The child's private top: thin and ours for a v1 (or raw) parent, libploop's for v2. */
+static int
+add_private_top (struct chain *c, const char *child, const char *child_dd, struct pgd_err *err)
+{
+  struct pgd_delta_hdr h = { .version = 1 };
+
+  if (!top_is_raw (c) && pgd_delta_read_header (c->files[c->n - 1], &h, err) < 0)
+    return -1;
+  if (h.version == 2)
+    return add_libploop_top (c, child, child_dd, err);
+  return add_thin_top (c, child, child_dd, err);
 }
 
 /* The clone must have a private top of its own, and be durable. */
@@ -522,10 +521,8 @@ finish_clone (const char *child, const char *child_dd, struct pgd_err *err)
   if (st.st_nlink != 1)
     return pgd_error (err, 0, "new top delta %s is not private (%lu links)", top,
                       (unsigned long)st.st_nlink);
-  /* The fresh top is left fully written: punching its zero BAT pages would save
-     disk (1 MiB → 4 KiB for 1 MiB clusters) but `ploop check -f -c -r` then fails
-     with rc 11 "image is sparse" for any hole, aligned or not (measured), and that
-     check is how we validate images. */
+  /* The fresh top is thin (its BAT a hole): `ploop check -f -c -r` calls it sparse
+     (rc 11), pgd_image_check accepts it, pgd_image_allocate fills it (README). */
   if (fsync_path (top, err) < 0 || fsync_path (child_dd, err) < 0)
     return -1;
   return pgd_fsync_dir (child, err);
@@ -552,7 +549,7 @@ do_clone (const char *parent_dir, const char *child_dir, struct pgd_err *err)
       || check_parent (&c, parent, err) < 0)
     return -1;
 
-  if (link_and_store (&c, child, child_dd, err) < 0 || add_private_top (child, child_dd, err) < 0
+  if (link_files (&c, child, err) < 0 || add_private_top (&c, child, child_dd, err) < 0
       || finish_clone (child, child_dd, err) < 0)
     {
       empty_dir (child);
@@ -572,11 +569,40 @@ pgd_image_clone (const char *parent_dir, const char *child_dir, struct pgd_err *
 
 /* ---- grow ------------------------------------------------------------------- */
 
+/* Grow the empty private top TOP of C (nothing mapped, file = header area) to SECTORS:
+   a new thin delta replaces it by rename, then the DD's size follows. libploop's grow
+   would write the whole new BAT. */
+static int
+grow_empty (struct chain *c, const char *dir, const char *top, uint64_t sectors, uint32_t cluster,
+            struct pgd_err *err)
+{
+  char tmp[PATH_MAX], dd[LPATH];
+
+  if (snprintf (tmp, sizeof tmp, "%s.grow", top) >= (int)sizeof tmp)
+    return pgd_error (err, ENAMETOOLONG, "%s.grow", top);
+  unlink (tmp); /* left by an earlier grow that failed half way */
+  if (pgd_delta_create_thin (tmp, sectors, cluster, err) < 0)
+    return -1;
+  if (rename (tmp, top) < 0)
+    {
+      int e = errno;
+      unlink (tmp);
+      return pgd_error (err, e, "rename %s to %s", tmp, top);
+    }
+  if (pgd_fsync_dir (dir, err) < 0 || lpath (dd, err, "%s/%s", dir, PGD_IMAGE_DD) < 0)
+    return -1;
+  c->di->size = sectors; /* <Disk_size>: informational, readers take the top header's */
+  int rc = ploop_store_diskdescriptor (dd, c->di);
+  if (rc != 0)
+    return libploop_error (err, rc, "store", dd);
+  return pgd_fsync_dir (dir, err);
+}
+
 static int
 do_grow (const char *dir, uint64_t size, struct pgd_err *err)
 {
   cleanup_chain struct chain c = { 0 };
-  struct header h;
+  struct pgd_delta_hdr h;
   struct stat st;
 
   if (chain_read (dir, &c, err) < 0)
@@ -589,13 +615,13 @@ do_grow (const char *dir, uint64_t size, struct pgd_err *err)
   if (st.st_nlink != 1)
     return pgd_error (err, 0, "top delta %s is shared (%lu links): only a private top grows", top,
                       (unsigned long)st.st_nlink);
-  if (read_header (top, &h, err) < 0)
+  if (pgd_delta_read_header (top, &h, err) < 0)
     return -1;
   if (h.in_use != 0)
     return pgd_error (err, EBUSY, "top delta %s is in use", top);
 
   uint64_t cluster = (uint64_t)h.cluster_sectors * SECTOR_BYTES;
-  uint64_t cur = h.sectors * SECTOR_BYTES;
+  uint64_t cur = h.size_sectors * SECTOR_BYTES;
   if (size > UINT64_MAX - cluster)
     return pgd_error (err, EINVAL, "size %llu: too large", (unsigned long long)size);
   uint64_t want = round_up (size, cluster);
@@ -606,28 +632,32 @@ do_grow (const char *dir, uint64_t size, struct pgd_err *err)
                       (unsigned long long)size, (unsigned long long)cur);
   if (want == cur)
     return 0;
-  if (!h.v2 && want / SECTOR_BYTES > V1_MAX_SECTORS)
+  if (h.version == 1 && want / SECTOR_BYTES > V1_MAX_SECTORS)
     return pgd_error (err, EINVAL, "size %llu: over 2 TiB, the ploop v1 limit",
                       (unsigned long long)size);
+  if (h.version == 1 && (h.flags & PGD_DELTA_CIF_EMPTY)
+      && (uint64_t)st.st_size == (uint64_t)h.first_block_sectors * SECTOR_BYTES)
+    return grow_empty (&c, dir, top, want / SECTOR_BYTES, h.cluster_sectors, err);
   int rc = ploop_grow_image (c.di, (off_t)(want / SECTOR_BYTES));
   if (rc != 0)
     return libploop_error (err, rc, "grow", top);
   /* When the BAT needs more header clusters, libploop 1.15 clears CIF_Empty even
      if the delta holds no data; the read-only check then fails with rc 7
      ("CIF_Empty flag is incorrect"). A forced read-write check of the private,
-     closed top fixes the header. */
+     closed top fixes the header (and fills the holes of a thin top, thinned below). */
   char path[LPATH], before[512];
   __u32 bs = c.blocksize;
   if (lpath (path, err, "%s", top) < 0)
     return -1;
   libploop_last (before, sizeof before);
-  rc = ploop_check (path, PGD_CHECK_FORCE | PGD_CHECK_DETAILED, &bs);
+  rc = ploop_check (path, PGD_CHECK_FORCE | PGD_CHECK_DETAILED | PGD_CHECK_REPAIR_SPARSE, &bs);
   if (rc != 0)
     return libploop_error (err, rc, "check grown delta", top);
-  /* the expected CIF_Empty fix: debug */
+  /* the expected CIF_Empty fix and hole filling: debug */
   libploop_note (PGD_LOG_DEBUG, before, "check grown delta", top);
-  /* libploop renamed the DD into place without a directory fsync (pitfall 20) */
-  if (fsync_path (top, err) < 0)
+  /* libploop wrote the grown BAT in full; pgd_delta_thin fsyncs. libploop renamed the
+     DD into place without a directory fsync (pitfall 20) */
+  if (pgd_delta_thin (top, err) < 0)
     return -1;
   return pgd_fsync_dir (dir, err);
 }
@@ -656,13 +686,20 @@ repair_top (struct chain *c, struct pgd_err *err)
   if (st.st_nlink != 1)
     return pgd_error (err, 0, "top delta %s is shared (%lu links): never repaired in place", top,
                       (unsigned long)st.st_nlink);
-  char before[512];
+  /* the top alone, as check_dd would treat it (read-write: clear in-use, trim the tail,
+     fix CIF_Empty, fill holes), but not check_dd itself: it calls the thin lower deltas
+     sparse. Then thin again. */
+  char path[LPATH], before[512];
+  __u32 bs = c->blocksize;
+  if (lpath (path, err, "%s", top) < 0)
+    return -1;
   libploop_last (before, sizeof before);
-  int rc = check_dd (c->di, NULL);
+  int rc = ploop_check (path, PGD_CHECK_FORCE | PGD_CHECK_DROPINUSE | PGD_CHECK_REPAIR_SPARSE
+                                  | PGD_CHECK_DETAILED, &bs);
   if (rc != 0)
     return libploop_error (err, rc, "repair", top);
   libploop_note (PGD_LOG_INFO, before, "repair", top);
-  return 0;
+  return pgd_delta_thin (top, err);
 }
 
 static int
@@ -684,6 +721,16 @@ do_check (const char *dir, bool repair, struct pgd_err *err)
 
       if (i == 0 && c.raw_base)
         flags |= PGD_CHECK_RAW;
+      bool thin = false;
+      if (!(i == 0 && c.raw_base) && pgd_delta_sparse (c.files[i], &thin, NULL, err) < 0)
+        return -1;
+      /* libploop calls any hole sparse (rc 11): a thin delta gets our own full check */
+      if (thin)
+        {
+          if (pgd_delta_check_thin (c.files[i], err) < 0)
+            return -1;
+          continue;
+        }
       if (lpath (path, err, "%s", c.files[i]) < 0)
         return -1;
       int rc = ploop_check (path, flags, &bs);
@@ -699,6 +746,39 @@ pgd_image_check (const char *dir, bool repair, struct pgd_err *err)
   lib_init ();
   if (do_check (dir, repair, err) < 0)
     return pgd_error_wrap (err, "check image %s", dir);
+  return 0;
+}
+
+/* ---- allocate --------------------------------------------------------------- */
+
+static int
+do_allocate (const char *dir, uint64_t *filled, struct pgd_err *err)
+{
+  cleanup_chain struct chain c = { 0 };
+  cleanup_close int lock_fd = -1;
+
+  *filled = 0;
+  if (chain_read (dir, &c, err) < 0 || lock_parent (dir, &lock_fd, err) < 0)
+    return -1;
+  if (lock_fd < 0)
+    return pgd_error (err, EBUSY, "image is in use (%s is locked)", LOCK_FILE);
+  /* zeros into holes change no byte a reader sees: safe on deltas other layers share */
+  for (unsigned i = (c.raw_base ? 1 : 0); i < c.n; i++)
+    {
+      uint64_t n;
+      if (pgd_delta_allocate (c.files[i], &n, err) < 0)
+        return -1;
+      *filled += n;
+    }
+  return 0;
+}
+
+int
+pgd_image_allocate (const char *dir, uint64_t *filled, struct pgd_err *err)
+{
+  lib_init ();
+  if (do_allocate (dir, filled, err) < 0)
+    return pgd_error_wrap (err, "allocate image %s", dir);
   return 0;
 }
 
@@ -724,10 +804,10 @@ do_info (const char *dir, struct pgd_image_info *info, struct pgd_err *err)
     }
   else
     {
-      struct header h;
-      if (read_header (top, &h, err) < 0)
+      struct pgd_delta_hdr h;
+      if (pgd_delta_read_header (top, &h, err) < 0)
         return -1;
-      info->virtual_size = h.sectors * SECTOR_BYTES; /* the DD's <Disk_size> can be stale */
+      info->virtual_size = h.size_sectors * SECTOR_BYTES; /* the DD's <Disk_size> can be stale */
       info->cluster_size = h.cluster_sectors * SECTOR_BYTES;
     }
   if (realpath (top, info->top_file) == NULL)

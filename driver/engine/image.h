@@ -54,10 +54,17 @@ int pgd_image_copy (const char *src_dir, const char *dst_dir, uint64_t *copied,
 int pgd_image_grow (const char *dir, uint64_t size,
                     struct pgd_err *err) __attribute__ ((warn_unused_result));
 
-/* Check every delta of the closed image DIR read-only and forced; REPAIR first runs
+/* Check every delta of the closed image DIR read-only and forced (libploop's check; a
+   thin delta, whose BAT is partly a hole, gets pgd_delta_check_thin); REPAIR first runs
    libploop's repair of the private top (clears in-use after a crash, trims the tail). */
 int pgd_image_check (const char *dir, bool repair,
                      struct pgd_err *err) __attribute__ ((warn_unused_result));
+
+/* Write out the BAT holes of every delta of the closed image DIR (thin deltas, see
+   pgd_delta_create_thin), so that libploop's `ploop check` and the kernel engine accept
+   it; *FILLED gets the bytes written. Contents unchanged. EBUSY while it is served. */
+int pgd_image_allocate (const char *dir, uint64_t *filled,
+                        struct pgd_err *err) __attribute__ ((warn_unused_result, nonnull (1, 2)));
 
 /* Describe the image DIR (readable while served: does not need libploop's lock). */
 int pgd_image_info (const char *dir, struct pgd_image_info *info,

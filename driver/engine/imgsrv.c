@@ -14,6 +14,7 @@
 #include <getopt.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -71,6 +72,7 @@ struct srv
   unsigned nthreads;
   size_t max_io;
   time_t start;
+  sem_t prepared; /* posted by each worker once its copy-on-write buffer is in place */
 };
 
 /* The receive buffer of the worker running the current request. */
@@ -411,9 +413,15 @@ worker_main (void *arg)
   struct fuse_session *se = w->s->se;
   struct fuse_buf fbuf;
 
+  struct pgd_err err = { 0 };
+
   /* a request is parsed before its handler runs: a READ's reply may overwrite it */
   cur_buf = w->mem;
   cur_buf_len = w->len;
+  /* before lock_memory; a failure only means its copies on write will fail (ENOMEM) */
+  if (pgd_chain_thread_prepare (w->s->chain, &err) < 0)
+    pgd_log (PGD_LOG_WARN, "worker: %s", err.msg);
+  sem_post (&w->s->prepared);
   while (!fuse_session_exited (se))
     {
       memset (&fbuf, 0, sizeof fbuf);
@@ -466,6 +474,9 @@ start_workers (struct srv *s, struct worker *w, struct pgd_err *err)
       w[i].started = true;
     }
   pthread_attr_destroy (&attr);
+  for (unsigned i = 0; i < s->nthreads; i++)
+    while (sem_wait (&s->prepared) < 0 && errno == EINTR)
+      ;
   return 0;
 }
 
@@ -698,6 +709,7 @@ int
 pgd_imgsrv_main (int argc, char **argv)
 {
   struct srv s = { .nthreads = DEFAULT_THREADS, .max_io = DEFAULT_MAX_IO, .mlock = true };
+  sem_init (&s.prepared, 0, 0);
   struct worker workers[MAX_THREADS];
   struct pgd_err err = { 0 };
   char line[PGD_ERR_MSG_MAX + 16];

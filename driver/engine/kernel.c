@@ -48,6 +48,10 @@ pgd_kernel_mount (const char *image_dir, const char *target, unsigned flags, con
 
   if (tgt == NULL)
     return pgd_error (err, ENOMEM, "mount %s", image_dir);
+  /* libploop's mount checks every delta and calls a thin one sparse (rc 11) */
+  uint64_t filled;
+  if (pgd_image_allocate (image_dir, &filled, err) < 0)
+    return pgd_error_wrap (err, "mount %s", image_dir);
   if (read_di (image_dir, &di, err) < 0)
     return -1;
   memset (&mp, 0, sizeof mp);

@@ -5,6 +5,8 @@
    power-cut model is in test_powercut.c. */
 #include "ploop_fixture.h"
 
+#include <pthread.h>
+
 #include "engine/chain.h"
 #include "engine/delta.h"
 
@@ -516,4 +518,170 @@ Test (chain, reads_v2)
   verify (c, "v2");
   close_chain (c);
   cr_expect (fx_qemu_check_ok (path));
+}
+
+/* ---- allocating writes in parallel ------------------------------------------- */
+
+#define MT_WRITERS 4   /* quarter k of every cluster belongs to writer k */
+#define MT_OPS 400     /* writes per quarter writer */
+#define MT_HOT 256     /* clusters the quarter writers share; the base maps the first half */
+#define MT_RUN_FIRST 1024 /* clusters from here on belong to the run writer */
+
+struct mt_writer
+{
+  struct pgd_chain *c;
+  uint64_t cb;
+  unsigned k; /* quarter, or MT_WRITERS for the run writer */
+  unsigned rng;
+  uint64_t touched[DISK / (32 << 10) / 64]; /* clusters written */
+  char failed[256]; /* first error: criterion asserts only in the main thread */
+};
+
+static unsigned
+mt_rnd (struct mt_writer *w)
+{
+  w->rng = w->rng * 1103515245u + 12345u;
+  return w->rng >> 8;
+}
+
+/* Write LEN bytes at OFF with a pattern into the chain and (disjoint bytes) the model. */
+static bool
+mt_put (struct mt_writer *w, uint64_t off, size_t len, unsigned char *buf)
+{
+  struct pgd_err err = { 0 };
+
+  fx_pattern (buf, len, off, mt_rnd (w));
+  if (pgd_chain_write (w->c, buf, len, off, &err) < 0)
+    {
+      snprintf (w->failed, sizeof w->failed, "write %llu+%zu: %s", (unsigned long long)off, len,
+                err.msg);
+      return false;
+    }
+  memcpy (model + off, buf, len);
+  for (uint64_t vc = off / w->cb; vc <= (off + len - 1) / w->cb; vc++)
+    w->touched[vc / 64] |= 1ULL << (vc % 64);
+  return true;
+}
+
+/* Quarter writer: pieces of its quarter of hot clusters, page-aligned (direct I/O) or
+   not; the other writers fill the other quarters of the same clusters meanwhile, so
+   allocations of one cluster race and partial writes copy on write from the base. */
+static void *
+mt_quarter (void *p)
+{
+  struct mt_writer *w = p;
+  uint64_t q = w->cb / MT_WRITERS;
+  unsigned char *buf = NULL;
+
+  if (posix_memalign ((void **)&buf, 4096, q) != 0)
+    return NULL;
+  for (unsigned i = 0; i < MT_OPS && w->failed[0] == 0; i++)
+    {
+      uint64_t start = (mt_rnd (w) % MT_HOT) * w->cb + w->k * q, off = 0, len = q;
+      if (mt_rnd (w) % 2)
+        {
+          off = mt_rnd (w) % q;
+          len = 1 + mt_rnd (w) % (q - off);
+        }
+      mt_put (w, start + off, len, buf);
+    }
+  free (buf);
+  return NULL;
+}
+
+/* Run writer: runs of 1 to 8 clusters, aligned or not, in a region of its own. */
+static void *
+mt_runs (void *p)
+{
+  struct mt_writer *w = p;
+  size_t max = 8 * w->cb;
+  unsigned char *buf = NULL;
+
+  if (posix_memalign ((void **)&buf, 4096, max) != 0)
+    return NULL;
+  for (unsigned i = 0; i < MT_OPS / 4 && w->failed[0] == 0; i++)
+    {
+      uint64_t nfirst = disk / w->cb - MT_RUN_FIRST - 8;
+      uint64_t off = (MT_RUN_FIRST + mt_rnd (w) % nfirst) * w->cb;
+      size_t len = (1 + mt_rnd (w) % 8) * w->cb;
+      if (mt_rnd (w) % 2)
+        {
+          off += mt_rnd (w) % w->cb;
+          len -= mt_rnd (w) % w->cb;
+        }
+      mt_put (w, off, len, buf);
+    }
+  free (buf);
+  return NULL;
+}
+
+static volatile int mt_done;
+
+/* Flushes while the writers run: BAT pages go out between reservations and publications. */
+static void *
+mt_flusher (void *p)
+{
+  struct mt_writer *w = p;
+  struct pgd_err err = { 0 };
+
+  while (!__atomic_load_n (&mt_done, __ATOMIC_ACQUIRE) && w->failed[0] == 0)
+    {
+      if (pgd_chain_flush (w->c, &err) < 0)
+        snprintf (w->failed, sizeof w->failed, "flush: %s", err.msg);
+      usleep (2000);
+    }
+  return NULL;
+}
+
+Test (chain, parallel_allocating_writes_match_model)
+{
+  uint64_t cb = 32 << 10;
+  struct mt_writer w[MT_WRITERS + 2];
+  pthread_t tid[MT_WRITERS + 2];
+  struct pgd_chain_stats st;
+  struct pgd_chain *c;
+
+  fx_create_image (dir, DISK, (unsigned)(cb / 512));
+  c = open_chain (0);
+  for (uint64_t vc = 0; vc < MT_HOT / 2; vc += 3)
+    put (c, vc * cb, 2 * cb, (unsigned)vc); /* the base maps 2 of every 3 hot clusters */
+  close_chain (c);
+  fx_snapshot (dir);
+  c = open_chain (0);
+
+  memset (w, 0, sizeof w);
+  mt_done = 0;
+  for (unsigned k = 0; k < MT_WRITERS + 2; k++)
+    {
+      w[k] = (struct mt_writer){ .c = c, .cb = cb, .k = k, .rng = 1000 + k };
+      void *(*fn) (void *) = k < MT_WRITERS ? mt_quarter : k == MT_WRITERS ? mt_runs : mt_flusher;
+      cr_assert_eq (pthread_create (&tid[k], NULL, fn, &w[k]), 0);
+    }
+  for (unsigned k = 0; k < MT_WRITERS + 1; k++)
+    pthread_join (tid[k], NULL);
+  __atomic_store_n (&mt_done, 1, __ATOMIC_RELEASE);
+  pthread_join (tid[MT_WRITERS + 1], NULL);
+
+  uint64_t touched = 0;
+  for (size_t i = 0; i < sizeof w[0].touched / 8; i++)
+    {
+      uint64_t any = 0;
+      for (unsigned k = 0; k < MT_WRITERS + 1; k++)
+        any |= w[k].touched[i];
+      touched += (uint64_t)__builtin_popcountll (any);
+    }
+  for (unsigned k = 0; k < MT_WRITERS + 2; k++)
+    cr_assert_eq (w[k].failed[0], 0, "thread %u: %s", k, w[k].failed);
+  verify (c, "after the parallel writes");
+  pgd_chain_get_stats (c, &st);
+  /* one top cluster per cluster written: a race that allocated one twice shows here */
+  cr_expect_eq (st.allocs, touched, "%llu clusters allocated for %llu written",
+                (unsigned long long)st.allocs, (unsigned long long)touched);
+  cr_expect_gt (st.cows, 0);
+  close_chain (c);
+
+  c = open_chain (PGD_CHAIN_RO);
+  verify (c, "reopened read-only");
+  close_chain (c);
+  fx_check_deltas (dir);
 }

@@ -21,6 +21,7 @@
 
 #include <ploop/ploop1_image.h> /* after ploop_if.h: uses PLOOP_FMT_V1 */
 
+#include "engine/delta.h"
 #include "engine/image.h"
 #include "util.h"
 
@@ -144,15 +145,24 @@ static int __attribute__ ((format (printf, 1, 2))) sh (const char *fmt, ...)
   return WIFEXITED (st) ? WEXITSTATUS (st) : 128 + WTERMSIG (st);
 }
 
-/* The delta passes ploop's forced read-only check and (for one-cluster headers,
-   where qemu 7.2 does not report the header clusters as leaked) qemu-img check. */
+/* The delta, thin (its BAT partly a hole), passes our check; written out in full (a
+   non-sparse copy, what `ploop-graphdriver allocate` makes of it) it passes ploop's
+   forced read-only check and (for one-cluster headers, where qemu 7.2 does not report
+   the header clusters as leaked) qemu-img check, which reads holes as zeros anyway. */
 static void
 delta_passes_tools (const char *file, bool qemu)
 {
-  cr_assert_eq (sh ("ploop check -f -c -r '%s' >/dev/null 2>&1", file), 0, "ploop check %s", file);
+  struct pgd_err err = { 0 };
+  char full[PATH_MAX + 32];
+
+  cr_assert_eq (pgd_delta_check_thin (file, &err), 0, "check %s: %s", file, err.msg);
+  snprintf (full, sizeof full, "%s/full.hdd", root);
+  cr_assert_eq (sh ("cp --sparse=never '%s' '%s'", file, full), 0);
+  cr_assert_eq (sh ("ploop check -f -c -r '%s' >/dev/null 2>&1", full), 0, "ploop check %s", file);
   if (qemu)
     cr_assert_eq (sh ("qemu-img check -f parallels '%s' >/dev/null 2>&1", file), 0,
                   "qemu-img check %s", file);
+  unlink (full);
 }
 
 static uint64_t
@@ -237,7 +247,8 @@ Test (image, create_1m_clusters)
   cr_assert_eq (info.ndeltas, 1u);
   cr_assert_not (info.top_shared);
   cr_assert_str_eq (info.top_file, file);
-  cr_assert_geq (info.own_bytes, MiB);
+  /* thin: the header page and the DD, not the 1 MiB header cluster */
+  cr_assert_lt (info.own_bytes, 64 << 10, "own bytes %llu", (unsigned long long)info.own_bytes);
 }
 
 Test (image, create_small_clusters_rounds_size)
@@ -500,6 +511,84 @@ Test (image, grow_moves_header_clusters)
   delta_passes_tools (info.top_file, false);
 }
 
+/* ---- thin deltas ------------------------------------------------------------ */
+
+/* Every delta of image DIR costs under 64 KiB of disk and passes our check. */
+static void
+expect_thin (const char *dir)
+{
+  struct pgd_image_info info = info_ok (dir);
+  cr_expect_lt (info.own_bytes, 64 << 10, "%s owns %llu bytes", dir,
+                (unsigned long long)info.own_bytes);
+  check_ok (dir, false);
+}
+
+Test (image, thin_deltas_cost_the_same_at_1t)
+{
+  char a[PATH_MAX], b[PATH_MAX], c[PATH_MAX], d[PATH_MAX], e[PATH_MAX];
+  struct pgd_err err = { 0 };
+  uint64_t filled;
+
+  /* 1 TiB, 64 KiB clusters: a BAT of 64 MiB in every delta, none of it written */
+  dir_at (a, "a", true);
+  dir_at (b, "b", true);
+  dir_at (c, "c", true);
+  create_ok (a, 1ULL << 40, 64 << 10);
+  clone_ok (a, b);
+  clone_ok (b, c);
+  expect_thin (a);
+  expect_thin (b);
+  expect_thin (c);
+  struct pgd_image_info info = info_ok (c);
+  cr_assert_eq (info.ndeltas, 3u);
+  cr_assert_eq (info.virtual_size, 1ULL << 40);
+  struct ploop_pvd_header h = header_of (info.top_file);
+  cr_assert_eq (le32toh (h.m_Size), 16777216u);
+  cr_assert_eq (le32toh (h.m_FirstBlockOffset), 1025u * 128);
+  cr_assert_eq (stat_ok (info.top_file).st_size, 1025 * (64 << 10));
+
+  /* the grow of a fresh clone (docker's size=1T) stays thin too */
+  dir_at (d, "d", true);
+  dir_at (e, "e", true);
+  create_ok (d, 10 * GiB, 64 << 10);
+  clone_ok (d, e);
+  cr_assert_eq (pgd_image_grow (e, 1ULL << 40, &err), 0, "%s", err.msg);
+  expect_thin (e);
+  cr_assert_eq (info_ok (e).virtual_size, 1ULL << 40);
+  cr_assert_eq (sh ("grep -q '<Disk_size>2147483648</Disk_size>' '%s/" PGD_IMAGE_DD "'", e), 0);
+
+  /* allocate writes the holes out: libploop's own check then passes in place */
+  cr_assert_eq (pgd_image_allocate (c, &filled, &err), 0, "%s", err.msg);
+  cr_assert_eq (filled, 3 * (1025ULL * (64 << 10) - 4096));
+  char top[PATH_MAX];
+  snprintf (top, sizeof top, "%s", info.top_file);
+  cr_assert_eq (sh ("ploop check -f -c -r '%s' >/dev/null 2>&1", top), 0);
+  cr_assert_geq (info_ok (c).own_bytes, 1025ULL * (64 << 10));
+  check_ok (c, false);
+  check_ok (a, false); /* the base a shares with c was written out: same bytes */
+  cr_assert_eq (pgd_image_allocate (c, &filled, &err), 0, "%s", err.msg);
+  cr_assert_eq (filled, 0u);
+}
+
+Test (image, check_rejects_hole_in_data_area)
+{
+  char a[PATH_MAX], b[PATH_MAX];
+  struct pgd_err err = { 0 };
+
+  dir_at (a, "a", true);
+  dir_at (b, "b", true);
+  create_ok (a, GiB, 64 << 10);
+  clone_ok (a, b);
+  char top[PATH_MAX];
+  snprintf (top, sizeof top, "%s", info_ok (b).top_file);
+  /* one more cluster, never written: a hole in the data area, invalid in any delta */
+  struct stat st = stat_ok (top);
+  cr_assert_eq (truncate (top, st.st_size + (64 << 10)), 0);
+  cr_assert_lt (pgd_image_check (b, false, &err), 0);
+  expect_msg (&err, "hole in its data area");
+  expect_msg (&err, top);
+}
+
 /* ---- check and repair ------------------------------------------------------- */
 
 Test (image, check_detects_bat_entry_past_eof)
@@ -518,7 +607,7 @@ Test (image, check_detects_bat_entry_past_eof)
   snprintf (topc, sizeof topc, "%s", info.top_file);
   put_u32 (topc, 64 + 3 * 4, 100000u * 2048);
   cr_assert_lt (pgd_image_check (b, false, &err), 0);
-  expect_msg (&err, "rc 11");
+  expect_msg (&err, "beyond the end of the file");
   expect_msg (&err, topc);
   check_ok (a, false); /* the shared base is fine */
 }
@@ -540,7 +629,7 @@ Test (image, repair_clears_in_use)
 
   put_u32 (top, 44, SIGNATURE_DISK_IN_USE);
   cr_assert_lt (pgd_image_check (b, false, &err), 0);
-  expect_msg (&err, "rc 37");
+  expect_msg (&err, "in use");
   /* info must not need libploop's view: works with the flag set and the lock held */
   char lck[PATH_MAX + 32];
   snprintf (lck, sizeof lck, "%s/" PGD_IMAGE_DD ".lck", b);

@@ -30,212 +30,6 @@
 int ploop_check (char *img, int flags, __u32 *blocksize);
 int ploop_grow_image (struct ploop_disk_images_data *di, off_t sectors);
 
-/* ploop_check flags (libploop's check.h is not installed). */
-#define PGD_CHECK_FORCE 0x01
-#define PGD_CHECK_DROPINUSE 0x04
-#define PGD_CHECK_DETAILED 0x08
-#define PGD_CHECK_REPAIR_SPARSE 0x10
-#define PGD_CHECK_READONLY 0x20
-#define PGD_CHECK_RAW 0x80
-
-#define SECTOR_BYTES 512u
-#define MIN_CLUSTER (32u << 10) /* 64 sectors: libploop refuses 32 */
-#define MAX_CLUSTER (64u << 20) /* 131072 sectors */
-#define MAX_DELTAS 128          /* images per DiskDescriptor.xml (PLOOP.md §3) */
-#define V1_MAX_SECTORS 0xffffffffULL
-#define NONE_UUID "{00000000-0000-0000-0000-000000000000}"
-#define GUID_LEN 64
-#define LOCK_FILE PGD_IMAGE_DD ".lck"
-/* libploop 1.15 copies about PATH_MAX bytes from path arguments (pitfall 1): every
-   path handed to it lives in a zero-filled buffer of this size. */
-#define LPATH (2 * PATH_MAX)
-
-static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
-
-static void
-lib_init_once (void)
-{
-  /* libploop prints progress on stdout and every message of level "error" on stderr,
-     bare ("Error in ploop_check (check.c:581): ..."), also for states it then repairs.
-     Nothing on the console: a failure's message comes back through
-     ploop_get_last_error into our error, which names the object (libploop_error), and
-     what a successful call reported is logged with its context (libploop_note). */
-  ploop_set_verbose_level (PLOOP_LOG_NOCONSOLE);
-}
-
-void
-pgd_image_lib_init (void)
-{
-  pthread_once (&lib_once, lib_init_once);
-}
-
-static void
-lib_init (void)
-{
-  pgd_image_lib_init ();
-}
-
-/* Format a path into BUF (LPATH bytes, zero-filled first, so libploop may read
-   PATH_MAX bytes past its start). */
-static int __attribute__ ((format (printf, 3, 4)))
-lpath (char *buf, struct pgd_err *err, const char *fmt, ...)
-{
-  va_list ap;
-  int n;
-
-  memset (buf, 0, LPATH);
-  va_start (ap, fmt);
-  n = vsnprintf (buf, LPATH, fmt, ap);
-  va_end (ap);
-  if (n < 0 || n >= PATH_MAX)
-    {
-      int e = pgd_error (err, ENAMETOOLONG, "path %.80s...", buf);
-      memset (buf, 0, LPATH);
-      return e;
-    }
-  return 0;
-}
-
-static int
-libploop_error (struct pgd_err *err, int rc, const char *what, const char *obj)
-{
-  const char *msg = ploop_get_last_error ();
-
-  return pgd_error (err, 0, "%s %s: libploop rc %d: %s", what, obj, rc,
-                    msg && *msg ? msg : "(no message)");
-}
-
-/* libploop's last message, copied into BUF (before a call, for libploop_note). */
-static void
-libploop_last (char *buf, size_t cap)
-{
-  const char *msg = ploop_get_last_error ();
-
-  snprintf (buf, cap, "%s", msg ? msg : "");
-}
-
-/* A call that succeeded may still have reported what it found and fixed: log a new
-   message (not BEFORE) at LEVEL with WHAT and OBJ, never bare. */
-static void
-libploop_note (enum pgd_log_level level, const char *before, const char *what, const char *obj)
-{
-  const char *msg = ploop_get_last_error ();
-
-  if (msg && *msg && strcmp (msg, before) != 0)
-    pgd_log (level, "%s %s: libploop reported (and fixed): %s", what, obj, msg);
-}
-
-/* ---- DiskDescriptor.xml and the chain -------------------------------------- */
-
-/* An image's DD and its chain. The file names are our own copies: libploop calls
-   that take the DD lock rebuild di->images (pitfall 2). */
-struct chain
-{
-  struct ploop_disk_images_data *di;
-  unsigned n;              /* levels */
-  char *files[MAX_DELTAS]; /* [0] = base … [n-1] = top, absolute */
-  bool raw_base;
-  uint32_t blocksize; /* sectors */
-};
-
-static void
-chain_free (struct chain *c)
-{
-  for (unsigned i = 0; i < c->n; i++)
-    free (c->files[i]);
-  c->n = 0;
-  if (c->di)
-    ploop_free_diskdescriptor (c->di);
-  c->di = NULL;
-}
-
-#define cleanup_chain __attribute__ ((cleanup (chain_free)))
-
-static const char *
-image_file (const struct ploop_disk_images_data *di, const char *guid)
-{
-  for (int i = 0; i < di->nimages; i++)
-    if (di->images[i]->guid && strcmp (di->images[i]->guid, guid) == 0)
-      return di->images[i]->file;
-  return NULL;
-}
-
-static const char *
-parent_guid (const struct ploop_disk_images_data *di, const char *guid)
-{
-  for (int i = 0; i < di->nsnapshots; i++)
-    if (di->snapshots[i]->guid && strcmp (di->snapshots[i]->guid, guid) == 0)
-      return di->snapshots[i]->parent_guid;
-  return NULL;
-}
-
-/* Walk from <TopGUID> down to the base (<Image> order is creation order). */
-static int
-chain_walk (struct chain *c, const char *dd, struct pgd_err *err)
-{
-  const char *levels[MAX_DELTAS];
-  const char *guid = c->di->top_guid;
-  unsigned n = 0;
-
-  if (guid == NULL)
-    return pgd_error (err, 0, "%s: no <TopGUID>", dd);
-  while (strcmp (guid, NONE_UUID) != 0)
-    {
-      if (n == MAX_DELTAS)
-        return pgd_error (err, 0, "%s: chain longer than %d deltas (or a loop)", dd, MAX_DELTAS);
-      const char *file = image_file (c->di, guid);
-      const char *parent = parent_guid (c->di, guid);
-      if (file == NULL || parent == NULL)
-        return pgd_error (err, 0, "%s: snapshot %s has no %s", dd, guid,
-                          file ? "<Shot>" : "<Image>");
-      levels[n++] = file;
-      guid = parent;
-    }
-  if (n == 0)
-    return pgd_error (err, 0, "%s: empty chain", dd);
-  for (unsigned i = 0; i < n; i++)
-    {
-      c->files[i] = strdup (levels[n - 1 - i]);
-      if (c->files[i] == NULL)
-        return pgd_error (err, ENOMEM, "%s", dd);
-      c->n = i + 1;
-    }
-  return 0;
-}
-
-/* Parse DIR/DiskDescriptor.xml into C. ploop_read_disk_descr takes no lock
-   (checked with strace), so this works while the image is served. */
-static int
-chain_read (const char *dir, struct chain *c, struct pgd_err *err)
-{
-  char dd[LPATH];
-  struct stat st;
-  int rc;
-
-  memset (c, 0, sizeof *c);
-  if (stat (dir, &st) < 0)
-    return pgd_error (err, errno, "image directory %s", dir);
-  if (!S_ISDIR (st.st_mode))
-    return pgd_error (err, ENOTDIR, "image directory %s", dir);
-  if (lpath (dd, err, "%s/%s", dir, PGD_IMAGE_DD) < 0)
-    return -1;
-  if (access (dd, R_OK) < 0)
-    return pgd_error (err, errno, "%s", dd);
-  lib_init ();
-  rc = ploop_read_disk_descr (&c->di, dd);
-  if (rc != 0)
-    return libploop_error (err, rc, "read", dd);
-  c->raw_base = c->di->mode == PLOOP_RAW_MODE;
-  c->blocksize = c->di->blocksize;
-  return chain_walk (c, dd, err);
-}
-
-static bool
-top_is_raw (const struct chain *c)
-{
-  return c->raw_base && c->n == 1;
-}
-
 /* ---- small file helpers ----------------------------------------------------- */
 
 static int
@@ -312,8 +106,8 @@ do_create (const char *dir, uint64_t size, uint32_t cluster, struct pgd_err *err
   char abs[PATH_MAX];
   if (realpath (dir, abs) == NULL)
     return pgd_error (err, errno, "image directory %s", dir);
-  if (lpath (image, err, "%s/%s", abs, PGD_IMAGE_BASE) < 0
-      || lpath (dd, err, "%s/%s", abs, PGD_IMAGE_DD) < 0)
+  if (pgd_lpath (image, err, "%s/%s", abs, PGD_IMAGE_BASE) < 0
+      || pgd_lpath (dd, err, "%s/%s", abs, PGD_IMAGE_DD) < 0)
     return -1;
 
   struct ploop_create_param param = {
@@ -331,11 +125,11 @@ do_create (const char *dir, uint64_t size, uint32_t cluster, struct pgd_err *err
       empty_dir (dir);
       return -1;
     }
-  lib_init ();
+  pgd_image_lib_init ();
   rc = ploop_create_dd (dd, &param);
   if (rc != 0)
     {
-      libploop_error (err, rc, "describe", image);
+      pgd_libploop_error (err, rc, "describe", image);
       empty_dir (dir);
       return -1;
     }
@@ -384,7 +178,7 @@ lock_parent (const char *dir, int *fd, struct pgd_err *err)
 
 /* Parent must be a closed image with room for one more delta. */
 static int
-check_parent (const struct chain *c, const char *dir, struct pgd_err *err)
+check_parent (const struct pgd_dd_chain *c, const char *dir, struct pgd_err *err)
 {
   struct pgd_delta_hdr h;
 
@@ -392,7 +186,7 @@ check_parent (const struct chain *c, const char *dir, struct pgd_err *err)
     return pgd_error (err, 0,
                       "parent %s has %d deltas: a clone would exceed libploop's limit of %d", dir,
                       c->di->nimages, PGD_IMAGE_MAX_DELTAS);
-  if (top_is_raw (c))
+  if (pgd_dd_top_is_raw (c))
     return 0;
   if (pgd_delta_read_header (c->files[c->n - 1], &h, err) < 0)
     return -1;
@@ -407,7 +201,7 @@ check_parent (const struct chain *c, const char *dir, struct pgd_err *err)
 /* Hard-link every delta of the parent into CHILD (keeping base names) and point the
    in-memory DD at the links. */
 static int
-link_files (struct chain *c, const char *child, struct pgd_err *err)
+link_files (struct pgd_dd_chain *c, const char *child, struct pgd_err *err)
 {
   char link_path[PATH_MAX];
 
@@ -433,13 +227,13 @@ link_files (struct chain *c, const char *child, struct pgd_err *err)
    thin delta of the parent top's size, and store the child's DD. libploop's snapshot
    would write the whole BAT of the new delta; ours writes one page. */
 static int
-add_thin_top (struct chain *c, const char *child, const char *child_dd, struct pgd_err *err)
+add_thin_top (struct pgd_dd_chain *c, const char *child, const char *child_dd, struct pgd_err *err)
 {
   char file[PATH_MAX], guid[GUID_LEN];
   uint64_t sectors = c->di->size;
   uint32_t cluster = c->blocksize;
 
-  if (!top_is_raw (c))
+  if (!pgd_dd_top_is_raw (c))
     {
       struct pgd_delta_hdr h;
       if (pgd_delta_read_header (c->files[c->n - 1], &h, err) < 0)
@@ -457,7 +251,7 @@ add_thin_top (struct chain *c, const char *child, const char *child_dd, struct p
     return -1;
   int rc = ploop_store_diskdescriptor (child_dd, c->di);
   if (rc != 0)
-    return libploop_error (err, rc, "store", child_dd);
+    return pgd_libploop_error (err, rc, "store", child_dd);
   return 0;
 }
 
@@ -465,41 +259,41 @@ add_thin_top (struct chain *c, const char *child, const char *child_dd, struct p
    the new delta written in full, then thinned. libploop only reads the old (shared)
    top here; with snap_dir the new file lands in CHILD. */
 static int
-add_libploop_top (struct chain *c, const char *child, const char *child_dd, struct pgd_err *err)
+add_libploop_top (struct pgd_dd_chain *c, const char *child, const char *child_dd, struct pgd_err *err)
 {
   char snap_dir[LPATH];
   struct ploop_disk_images_data *di = NULL;
-  cleanup_chain struct chain nc = { 0 };
+  cleanup_chain struct pgd_dd_chain nc = { 0 };
   int rc = ploop_store_diskdescriptor (child_dd, c->di);
 
   if (rc != 0)
-    return libploop_error (err, rc, "store", child_dd);
-  if (lpath (snap_dir, err, "%s", child) < 0)
+    return pgd_libploop_error (err, rc, "store", child_dd);
+  if (pgd_lpath (snap_dir, err, "%s", child) < 0)
     return -1;
   rc = ploop_read_disk_descr (&di, child_dd);
   if (rc != 0)
     {
       if (di)
         ploop_free_diskdescriptor (di);
-      return libploop_error (err, rc, "read", child_dd);
+      return pgd_libploop_error (err, rc, "read", child_dd);
     }
   struct ploop_snapshot_param param = { .snap_dir = snap_dir };
   rc = ploop_create_snapshot (di, &param);
   ploop_free_diskdescriptor (di);
   if (rc != 0)
-    return libploop_error (err, rc, "snapshot", child_dd);
-  if (chain_read (child, &nc, err) < 0)
+    return pgd_libploop_error (err, rc, "snapshot", child_dd);
+  if (pgd_dd_chain_read (child, &nc, err) < 0)
     return -1;
   return pgd_delta_thin (nc.files[nc.n - 1], err);
 }
 
 /* The child's private top: thin and ours for a v1 (or raw) parent, libploop's for v2. */
 static int
-add_private_top (struct chain *c, const char *child, const char *child_dd, struct pgd_err *err)
+add_private_top (struct pgd_dd_chain *c, const char *child, const char *child_dd, struct pgd_err *err)
 {
   struct pgd_delta_hdr h = { .version = 1 };
 
-  if (!top_is_raw (c) && pgd_delta_read_header (c->files[c->n - 1], &h, err) < 0)
+  if (!pgd_dd_top_is_raw (c) && pgd_delta_read_header (c->files[c->n - 1], &h, err) < 0)
     return -1;
   if (h.version == 2)
     return add_libploop_top (c, child, child_dd, err);
@@ -510,10 +304,10 @@ add_private_top (struct chain *c, const char *child, const char *child_dd, struc
 static int
 finish_clone (const char *child, const char *child_dd, struct pgd_err *err)
 {
-  cleanup_chain struct chain c = { 0 };
+  cleanup_chain struct pgd_dd_chain c = { 0 };
   struct stat st;
 
-  if (chain_read (child, &c, err) < 0)
+  if (pgd_dd_chain_read (child, &c, err) < 0)
     return -1;
   const char *top = c.files[c.n - 1];
   if (stat (top, &st) < 0)
@@ -533,7 +327,7 @@ do_clone (const char *parent_dir, const char *child_dir, struct pgd_err *err)
 {
   char parent[PATH_MAX], child[PATH_MAX], child_dd[LPATH];
   cleanup_close int lock_fd = -1;
-  cleanup_chain struct chain c = { 0 };
+  cleanup_chain struct pgd_dd_chain c = { 0 };
 
   if (realpath (parent_dir, parent) == NULL)
     return pgd_error (err, errno, "parent image %s", parent_dir);
@@ -543,9 +337,9 @@ do_clone (const char *parent_dir, const char *child_dir, struct pgd_err *err)
     return pgd_error (err, EINVAL, "parent and child are the same directory");
   if (check_empty_dir (child, err) < 0)
     return -1;
-  if (lpath (child_dd, err, "%s/%s", child, PGD_IMAGE_DD) < 0)
+  if (pgd_lpath (child_dd, err, "%s/%s", child, PGD_IMAGE_DD) < 0)
     return -1;
-  if (chain_read (parent, &c, err) < 0 || lock_parent (parent, &lock_fd, err) < 0
+  if (pgd_dd_chain_read (parent, &c, err) < 0 || lock_parent (parent, &lock_fd, err) < 0
       || check_parent (&c, parent, err) < 0)
     return -1;
 
@@ -561,7 +355,7 @@ do_clone (const char *parent_dir, const char *child_dir, struct pgd_err *err)
 int
 pgd_image_clone (const char *parent_dir, const char *child_dir, struct pgd_err *err)
 {
-  lib_init ();
+  pgd_image_lib_init ();
   if (do_clone (parent_dir, child_dir, err) < 0)
     return pgd_error_wrap (err, "clone %s into %s", parent_dir, child_dir);
   return 0;
@@ -573,7 +367,7 @@ pgd_image_clone (const char *parent_dir, const char *child_dir, struct pgd_err *
    a new thin delta replaces it by rename, then the DD's size follows. libploop's grow
    would write the whole new BAT. */
 static int
-grow_empty (struct chain *c, const char *dir, const char *top, uint64_t sectors, uint32_t cluster,
+grow_empty (struct pgd_dd_chain *c, const char *dir, const char *top, uint64_t sectors, uint32_t cluster,
             struct pgd_err *err)
 {
   char tmp[PATH_MAX], dd[LPATH];
@@ -589,26 +383,26 @@ grow_empty (struct chain *c, const char *dir, const char *top, uint64_t sectors,
       unlink (tmp);
       return pgd_error (err, e, "rename %s to %s", tmp, top);
     }
-  if (pgd_fsync_dir (dir, err) < 0 || lpath (dd, err, "%s/%s", dir, PGD_IMAGE_DD) < 0)
+  if (pgd_fsync_dir (dir, err) < 0 || pgd_lpath (dd, err, "%s/%s", dir, PGD_IMAGE_DD) < 0)
     return -1;
   c->di->size = sectors; /* <Disk_size>: informational, readers take the top header's */
   int rc = ploop_store_diskdescriptor (dd, c->di);
   if (rc != 0)
-    return libploop_error (err, rc, "store", dd);
+    return pgd_libploop_error (err, rc, "store", dd);
   return pgd_fsync_dir (dir, err);
 }
 
 static int
 do_grow (const char *dir, uint64_t size, struct pgd_err *err)
 {
-  cleanup_chain struct chain c = { 0 };
+  cleanup_chain struct pgd_dd_chain c = { 0 };
   struct pgd_delta_hdr h;
   struct stat st;
 
-  if (chain_read (dir, &c, err) < 0)
+  if (pgd_dd_chain_read (dir, &c, err) < 0)
     return -1;
   const char *top = c.files[c.n - 1];
-  if (top_is_raw (&c))
+  if (pgd_dd_top_is_raw (&c))
     return pgd_error (err, ENOTSUP, "top delta %s is a raw image", top);
   if (stat (top, &st) < 0)
     return pgd_error (err, errno, "stat %s", top);
@@ -640,21 +434,21 @@ do_grow (const char *dir, uint64_t size, struct pgd_err *err)
     return grow_empty (&c, dir, top, want / SECTOR_BYTES, h.cluster_sectors, err);
   int rc = ploop_grow_image (c.di, (off_t)(want / SECTOR_BYTES));
   if (rc != 0)
-    return libploop_error (err, rc, "grow", top);
+    return pgd_libploop_error (err, rc, "grow", top);
   /* When the BAT needs more header clusters, libploop 1.15 clears CIF_Empty even
      if the delta holds no data; the read-only check then fails with rc 7
      ("CIF_Empty flag is incorrect"). A forced read-write check of the private,
      closed top fixes the header (and fills the holes of a thin top, thinned below). */
   char path[LPATH], before[512];
   __u32 bs = c.blocksize;
-  if (lpath (path, err, "%s", top) < 0)
+  if (pgd_lpath (path, err, "%s", top) < 0)
     return -1;
-  libploop_last (before, sizeof before);
+  pgd_libploop_last (before, sizeof before);
   rc = ploop_check (path, PGD_CHECK_FORCE | PGD_CHECK_DETAILED | PGD_CHECK_REPAIR_SPARSE, &bs);
   if (rc != 0)
-    return libploop_error (err, rc, "check grown delta", top);
+    return pgd_libploop_error (err, rc, "check grown delta", top);
   /* the expected CIF_Empty fix and hole filling: debug */
-  libploop_note (PGD_LOG_DEBUG, before, "check grown delta", top);
+  pgd_libploop_note (PGD_LOG_DEBUG, before, "check grown delta", top);
   /* libploop wrote the grown BAT in full; pgd_delta_thin fsyncs. libploop renamed the
      DD into place without a directory fsync (pitfall 20) */
   if (pgd_delta_thin (top, err) < 0)
@@ -665,7 +459,7 @@ do_grow (const char *dir, uint64_t size, struct pgd_err *err)
 int
 pgd_image_grow (const char *dir, uint64_t size, struct pgd_err *err)
 {
-  lib_init ();
+  pgd_image_lib_init ();
   if (do_grow (dir, size, err) < 0)
     return pgd_error_wrap (err, "grow image %s", dir);
   return 0;
@@ -676,7 +470,7 @@ pgd_image_grow (const char *dir, uint64_t size, struct pgd_err *err)
 /* libploop's repair of the private top: clears in-use after a crash, trims
    orphaned clusters at the tail, fixes CIF_Empty; lower levels only read. */
 static int
-repair_top (struct chain *c, struct pgd_err *err)
+repair_top (struct pgd_dd_chain *c, struct pgd_err *err)
 {
   const char *top = c->files[c->n - 1];
   struct stat st;
@@ -691,24 +485,24 @@ repair_top (struct chain *c, struct pgd_err *err)
      sparse. Then thin again. */
   char path[LPATH], before[512];
   __u32 bs = c->blocksize;
-  if (lpath (path, err, "%s", top) < 0)
+  if (pgd_lpath (path, err, "%s", top) < 0)
     return -1;
-  libploop_last (before, sizeof before);
+  pgd_libploop_last (before, sizeof before);
   int rc = ploop_check (path, PGD_CHECK_FORCE | PGD_CHECK_DROPINUSE | PGD_CHECK_REPAIR_SPARSE
                                   | PGD_CHECK_DETAILED, &bs);
   if (rc != 0)
-    return libploop_error (err, rc, "repair", top);
-  libploop_note (PGD_LOG_INFO, before, "repair", top);
+    return pgd_libploop_error (err, rc, "repair", top);
+  pgd_libploop_note (PGD_LOG_INFO, before, "repair", top);
   return pgd_delta_thin (top, err);
 }
 
 static int
 do_check (const char *dir, bool repair, struct pgd_err *err)
 {
-  cleanup_chain struct chain c = { 0 };
+  cleanup_chain struct pgd_dd_chain c = { 0 };
   char path[LPATH];
 
-  if (chain_read (dir, &c, err) < 0)
+  if (pgd_dd_chain_read (dir, &c, err) < 0)
     return -1;
   if (repair && repair_top (&c, err) < 0)
     return -1;
@@ -731,11 +525,11 @@ do_check (const char *dir, bool repair, struct pgd_err *err)
             return -1;
           continue;
         }
-      if (lpath (path, err, "%s", c.files[i]) < 0)
+      if (pgd_lpath (path, err, "%s", c.files[i]) < 0)
         return -1;
       int rc = ploop_check (path, flags, &bs);
       if (rc != 0)
-        return libploop_error (err, rc, "check delta", c.files[i]);
+        return pgd_libploop_error (err, rc, "check delta", c.files[i]);
     }
   return 0;
 }
@@ -743,7 +537,7 @@ do_check (const char *dir, bool repair, struct pgd_err *err)
 int
 pgd_image_check (const char *dir, bool repair, struct pgd_err *err)
 {
-  lib_init ();
+  pgd_image_lib_init ();
   if (do_check (dir, repair, err) < 0)
     return pgd_error_wrap (err, "check image %s", dir);
   return 0;
@@ -754,11 +548,11 @@ pgd_image_check (const char *dir, bool repair, struct pgd_err *err)
 static int
 do_allocate (const char *dir, uint64_t *filled, struct pgd_err *err)
 {
-  cleanup_chain struct chain c = { 0 };
+  cleanup_chain struct pgd_dd_chain c = { 0 };
   cleanup_close int lock_fd = -1;
 
   *filled = 0;
-  if (chain_read (dir, &c, err) < 0 || lock_parent (dir, &lock_fd, err) < 0)
+  if (pgd_dd_chain_read (dir, &c, err) < 0 || lock_parent (dir, &lock_fd, err) < 0)
     return -1;
   if (lock_fd < 0)
     return pgd_error (err, EBUSY, "image is in use (%s is locked)", LOCK_FILE);
@@ -776,7 +570,7 @@ do_allocate (const char *dir, uint64_t *filled, struct pgd_err *err)
 int
 pgd_image_allocate (const char *dir, uint64_t *filled, struct pgd_err *err)
 {
-  lib_init ();
+  pgd_image_lib_init ();
   if (do_allocate (dir, filled, err) < 0)
     return pgd_error_wrap (err, "allocate image %s", dir);
   return 0;
@@ -787,17 +581,17 @@ pgd_image_allocate (const char *dir, uint64_t *filled, struct pgd_err *err)
 static int
 do_info (const char *dir, struct pgd_image_info *info, struct pgd_err *err)
 {
-  cleanup_chain struct chain c = { 0 };
+  cleanup_chain struct pgd_dd_chain c = { 0 };
   char dd[PATH_MAX];
   struct stat st;
 
   memset (info, 0, sizeof *info);
-  if (chain_read (dir, &c, err) < 0)
+  if (pgd_dd_chain_read (dir, &c, err) < 0)
     return -1;
   const char *top = c.files[c.n - 1];
   info->ndeltas = c.n;
   info->raw_base = c.raw_base;
-  if (top_is_raw (&c))
+  if (pgd_dd_top_is_raw (&c))
     {
       info->virtual_size = c.di->size * SECTOR_BYTES;
       info->cluster_size = c.blocksize * SECTOR_BYTES;

@@ -10,7 +10,6 @@
 
 #define TOPDELTA_GUID "{5fbaabe3-6958-40ff-92a7-860e329aab41}" /* the writable top (PLOOP.md §3)  \
                                                                 */
-#define GUID_LEN 64
 
 /* Append a pointer to the malloc'd array *ARR of *N pointers (libploop frees it). */
 static int

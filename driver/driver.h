@@ -91,8 +91,7 @@ struct pgd_ops
   int (*create) (void *ctx, const struct pgd_create_req *req, struct pgd_err *err);
   int (*remove) (void *ctx, const char *id, struct pgd_err *err);
   /* *DIR is malloc'd; the same ID always yields the same path. */
-  int (*get) (void *ctx, const char *id, const char *mount_label, char **dir,
-              struct pgd_err *err);
+  int (*get) (void *ctx, const char *id, const char *mount_label, char **dir, struct pgd_err *err);
   int (*put) (void *ctx, const char *id, struct pgd_err *err);
   int (*exists) (void *ctx, const char *id, bool *exists, struct pgd_err *err);
   int (*status) (void *ctx, struct pgd_kvlist *out, struct pgd_err *err);

@@ -18,7 +18,7 @@ pgd_error (struct pgd_err *err, int errnum, const char *fmt, ...)
   va_end (ap);
   if (n < 0)
     n = 0;
-  if (errnum != 0 && (size_t) n < sizeof err->msg)
+  if (errnum != 0 && (size_t)n < sizeof err->msg)
     snprintf (err->msg + n, sizeof err->msg - n, ": %s", strerror (errnum));
   err->errnum = errnum;
   return -1;

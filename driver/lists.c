@@ -7,8 +7,7 @@
 #include "driver.h"
 
 int
-pgd_kvlist_add (struct pgd_kvlist *list, const char *key, const char *value,
-                struct pgd_err *err)
+pgd_kvlist_add (struct pgd_kvlist *list, const char *key, const char *value, struct pgd_err *err)
 {
   struct pgd_kv *n = realloc (list->items, (list->n + 1) * sizeof *n);
   if (n == NULL)
@@ -77,7 +76,7 @@ pgd_idmap_to_host (const struct pgd_idmap *map, size_t n, uint32_t id)
     return id;
   for (size_t i = 0; i < n; i++)
     if (id >= map[i].container_id && id - map[i].container_id < map[i].size)
-      return (int64_t) map[i].host_id + (id - map[i].container_id);
+      return (int64_t)map[i].host_id + (id - map[i].container_id);
   return -1;
 }
 
@@ -88,6 +87,6 @@ pgd_idmap_to_container (const struct pgd_idmap *map, size_t n, uint32_t id)
     return id;
   for (size_t i = 0; i < n; i++)
     if (id >= map[i].host_id && id - map[i].host_id < map[i].size)
-      return (int64_t) map[i].container_id + (id - map[i].host_id);
+      return (int64_t)map[i].container_id + (id - map[i].host_id);
   return -1;
 }

@@ -37,8 +37,8 @@ pgd_log (enum pgd_log_level level, const char *fmt, ...)
     return;
   clock_gettime (CLOCK_REALTIME, &ts);
   gmtime_r (&ts.tv_sec, &tm);
-  n = snprintf (line, sizeof line, "%02d:%02d:%02d.%03ld %s ", tm.tm_hour, tm.tm_min,
-                tm.tm_sec, ts.tv_nsec / 1000000, names[level]);
+  n = snprintf (line, sizeof line, "%02d:%02d:%02d.%03ld %s ", tm.tm_hour, tm.tm_min, tm.tm_sec,
+                ts.tv_nsec / 1000000, names[level]);
   va_start (ap, fmt);
   vsnprintf (line + n, sizeof line - n, fmt, ap);
   va_end (ap);

@@ -17,7 +17,7 @@
 void
 pgd_freep (void *p)
 {
-  free (*(void **) p);
+  free (*(void **)p);
 }
 
 void
@@ -60,7 +60,7 @@ pgd_id_valid (const char *id, struct pgd_err *err)
     return pgd_error (err, 0, "invalid ID: longer than %d bytes", PGD_ID_MAX), false;
   if (strcmp (id, ".") == 0 || strcmp (id, "..") == 0)
     return pgd_error (err, 0, "invalid ID \"%s\": not a plain name", id), false;
-  for (const unsigned char *p = (const unsigned char *) id; *p; p++)
+  for (const unsigned char *p = (const unsigned char *)id; *p; p++)
     {
       if (*p == '/')
         return pgd_error (err, 0, "invalid ID \"%s\": contains '/'", id), false;
@@ -196,7 +196,7 @@ pgd_write_file_as (const char *path, const void *data, size_t len, unsigned flag
   const char *p = data;
   cleanup_close int fd = -1;
 
-  if (snprintf (tmp, sizeof tmp, "%s.tmp", path) >= (int) sizeof tmp)
+  if (snprintf (tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
     return pgd_error (err, ENAMETOOLONG, "write %s", path);
   fd = open (tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0)
@@ -308,13 +308,13 @@ pgd_run_code (char *const argv[], int *code, struct pgd_err *err)
         continue;
       if (n <= 0)
         break;
-      size_t take = (size_t) n < sizeof out - 1 - used ? (size_t) n : sizeof out - 1 - used;
+      size_t take = (size_t)n < sizeof out - 1 - used ? (size_t)n : sizeof out - 1 - used;
       memcpy (out + used, tmp, take);
       used += take;
     }
   close (pfd[0]);
   out[used] = '\0';
-  while (used > 0 && isspace ((unsigned char) out[used - 1]))
+  while (used > 0 && isspace ((unsigned char)out[used - 1]))
     out[--used] = '\0';
   while (waitpid (pid, &status, 0) < 0)
     if (errno != EINTR)
@@ -342,30 +342,44 @@ pgd_parse_size (const char *s, uint64_t *out, struct pgd_err *err)
     return pgd_error (err, 0, "invalid size \"%s\"", s);
   while (*end == ' ')
     end++;
-  switch (tolower ((unsigned char) *end))
+  switch (tolower ((unsigned char)*end))
     {
-    case '\0': break;
-    case 'b': mult = 1; break;
-    case 'k': mult = 1ULL << 10; break;
-    case 'm': mult = 1ULL << 20; break;
-    case 'g': mult = 1ULL << 30; break;
-    case 't': mult = 1ULL << 40; break;
-    case 'p': mult = 1ULL << 50; break;
-    default: return pgd_error (err, 0, "invalid size \"%s\": unknown unit", s);
+    case '\0':
+      break;
+    case 'b':
+      mult = 1;
+      break;
+    case 'k':
+      mult = 1ULL << 10;
+      break;
+    case 'm':
+      mult = 1ULL << 20;
+      break;
+    case 'g':
+      mult = 1ULL << 30;
+      break;
+    case 't':
+      mult = 1ULL << 40;
+      break;
+    case 'p':
+      mult = 1ULL << 50;
+      break;
+    default:
+      return pgd_error (err, 0, "invalid size \"%s\": unknown unit", s);
     }
   if (*end)
     {
       end++;
-      if (tolower ((unsigned char) *end) == 'i')
+      if (tolower ((unsigned char)*end) == 'i')
         end++;
-      if (tolower ((unsigned char) *end) == 'b')
+      if (tolower ((unsigned char)*end) == 'b')
         end++;
       if (*end)
         return pgd_error (err, 0, "invalid size \"%s\": trailing characters", s);
     }
-  if (v * (double) mult >= 18446744073709551615.0)
+  if (v * (double)mult >= 18446744073709551615.0)
     return pgd_error (err, 0, "invalid size \"%s\": too large", s);
-  *out = (uint64_t) (v * (double) mult);
+  *out = (uint64_t)(v * (double)mult);
   return 0;
 }
 
@@ -378,7 +392,7 @@ pgd_pathf (char *buf, size_t size, const char *fmt, ...)
   va_start (ap, fmt);
   n = vsnprintf (buf, size, fmt, ap);
   va_end (ap);
-  if (n < 0 || (size_t) n >= size)
+  if (n < 0 || (size_t)n >= size)
     {
       fprintf (stderr, "path longer than %zu bytes: %s...\n", size, buf);
       abort ();
@@ -390,19 +404,19 @@ pgd_now_ns (void)
 {
   struct timespec ts;
   clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (uint64_t) ts.tv_sec * 1000000000ULL + ts.tv_nsec;
+  return (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
 }
 
 unsigned
 pgd_elapsed_ms (uint64_t since)
 {
-  return (unsigned) ((pgd_now_ns () - since) / 1000000ULL);
+  return (unsigned)((pgd_now_ns () - since) / 1000000ULL);
 }
 
 void
 pgd_sleep_ms (unsigned ms)
 {
-  struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long) (ms % 1000) * 1000000L };
+  struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
   while (nanosleep (&ts, &ts) < 0 && errno == EINTR)
     ;
 }
@@ -416,7 +430,7 @@ unescape_mountinfo (char *s)
     {
       if (r[0] == '\\' && r[1] >= '0' && r[1] <= '7' && r[2] && r[3])
         {
-          *w++ = (char) ((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
+          *w++ = (char)((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
           r += 3;
         }
       else

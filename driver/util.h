@@ -33,9 +33,9 @@ void pgd_unlockp (pthread_mutex_t **m);
 #define PGD_CAT(a, b) PGD_CAT2 (a, b)
 
 /* Lock M until the end of the enclosing scope. */
-#define PGD_SCOPED_LOCK(m)                                                         \
-  __attribute__ ((cleanup (pgd_unlockp), unused)) pthread_mutex_t *PGD_CAT (       \
-      pgd_scoped_lock_, __LINE__)                                                  \
+#define PGD_SCOPED_LOCK(m)                                                                         \
+  __attribute__ ((cleanup (pgd_unlockp), unused)) pthread_mutex_t *PGD_CAT (pgd_scoped_lock_,      \
+                                                                            __LINE__)              \
       = (pthread_mutex_lock (m), (m))
 
 /* Maximum length of a layer ID in bytes. */
@@ -94,7 +94,8 @@ int pgd_parse_size (const char *s, uint64_t *out, struct pgd_err *err) PGD_WUR;
 /* snprintf for a path whose length the caller has bounded (Home at Init to PATH_MAX -
    512, IDs to PGD_ID_MAX, names to NAME_MAX): a truncation would break that bound, so
    it aborts with a message instead of handing a wrong path on. */
-void pgd_pathf (char *buf, size_t size, const char *fmt, ...) __attribute__ ((format (printf, 3, 4)));
+void pgd_pathf (char *buf, size_t size, const char *fmt, ...)
+    __attribute__ ((format (printf, 3, 4)));
 
 /* Monotonic clock in nanoseconds. */
 uint64_t pgd_now_ns (void);

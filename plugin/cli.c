@@ -66,8 +66,7 @@ fnv1a (const char *s)
 /* Resolve the image directory DIR into ABS (it must exist) and pick the run directory:
    OPT->run_dir or one derived from ABS, created 0700, into RUN. */
 static int
-image_paths (const char *dir, const struct cli_opts *opt, char *abs, char *run,
-             struct pgd_err *err)
+image_paths (const char *dir, const struct cli_opts *opt, char *abs, char *run, struct pgd_err *err)
 {
   if (!realpath (dir, abs))
     return pgd_error (err, errno, "image %s", dir);
@@ -115,7 +114,8 @@ cmd_create (char **args, const struct cli_opts *opt, struct pgd_err *err)
   if (opt->cluster < 4096 || opt->cluster > UINT32_MAX || (opt->cluster & (opt->cluster - 1)))
     return pgd_error (err, EINVAL, "cluster size %" PRIu64 " is not a power of two >= 4K",
                       opt->cluster);
-  if (empty_dir (args[0], err) < 0 || pgd_image_create (args[0], size, (uint32_t)opt->cluster, err) < 0)
+  if (empty_dir (args[0], err) < 0
+      || pgd_image_create (args[0], size, (uint32_t)opt->cluster, err) < 0)
     return -1;
   if (opt->no_mkfs)
     return 0;
@@ -123,7 +123,8 @@ cmd_create (char **args, const struct cli_opts *opt, struct pgd_err *err)
   /* Format through a private mount of the new image, as the plugin does for its templates. */
   struct pgd_engine e;
   char abs[PATH_MAX], run[PATH_MAX], mnt[PATH_MAX + 8];
-  if (pgd_engine_setup (&e, opt->engine, NULL, err) < 0 || image_paths (args[0], opt, abs, run, err) < 0)
+  if (pgd_engine_setup (&e, opt->engine, NULL, err) < 0
+      || image_paths (args[0], opt, abs, run, err) < 0)
     return -1;
   snprintf (mnt, sizeof mnt, "%s/mkfs", run);
   if (pgd_mkdir_p (mnt, 0700, err) < 0)
@@ -232,8 +233,8 @@ struct cli_cmd
 };
 
 static const struct cli_cmd cli_cmds[] = {
-  { "create", 2, cmd_create }, { "clone", 2, cmd_clone },   { "grow", 2, cmd_grow },
-  { "check", 1, cmd_check },   { "info", 1, cmd_info },     { "mount", 2, cmd_mount },
+  { "create", 2, cmd_create }, { "clone", 2, cmd_clone },       { "grow", 2, cmd_grow },
+  { "check", 1, cmd_check },   { "info", 1, cmd_info },         { "mount", 2, cmd_mount },
   { "umount", 2, cmd_umount }, { "allocate", 1, cmd_allocate },
 };
 
@@ -261,10 +262,14 @@ pgd_cli_main (int argc, char **argv)
     O_HELP,
   };
   static const struct option longopts[] = {
-    { "cluster", required_argument, NULL, O_CLUSTER }, { "no-mkfs", no_argument, NULL, O_NO_MKFS },
-    { "repair", no_argument, NULL, O_REPAIR },         { "ro", no_argument, NULL, O_RO },
-    { "resize", no_argument, NULL, O_RESIZE },         { "engine", required_argument, NULL, O_ENGINE },
-    { "run-dir", required_argument, NULL, O_RUN_DIR }, { "help", no_argument, NULL, O_HELP },
+    { "cluster", required_argument, NULL, O_CLUSTER },
+    { "no-mkfs", no_argument, NULL, O_NO_MKFS },
+    { "repair", no_argument, NULL, O_REPAIR },
+    { "ro", no_argument, NULL, O_RO },
+    { "resize", no_argument, NULL, O_RESIZE },
+    { "engine", required_argument, NULL, O_ENGINE },
+    { "run-dir", required_argument, NULL, O_RUN_DIR },
+    { "help", no_argument, NULL, O_HELP },
     { NULL, 0, NULL, 0 },
   };
   struct cli_opts opt = { .engine = "auto", .cluster = CLI_DEFAULT_CLUSTER };

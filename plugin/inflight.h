@@ -30,8 +30,8 @@ struct pgd_routes
   const struct pgd_ops *ops;
   void *ctx;
   pthread_mutex_t lock;
-  pthread_cond_t idle; /* signalled when ACTIVE drops to 0 and when a stream ends */
-  unsigned active;     /* driver calls, ApplyDiff workers and Diff streams in flight */
+  pthread_cond_t idle;            /* signalled when ACTIVE drops to 0 and when a stream ends */
+  unsigned active;                /* driver calls, ApplyDiff workers and Diff streams in flight */
   struct pgd_stream_ref *streams; /* Diff streams whose layers are still held */
 };
 

@@ -51,8 +51,7 @@ remove_stale_socket (const char *path, const struct sockaddr_un *sa, struct pgd_
 }
 
 int
-pgd_server_bind_unix (const char *path, struct pgd_socket_file *file, int *out,
-                      struct pgd_err *err)
+pgd_server_bind_unix (const char *path, struct pgd_socket_file *file, int *out, struct pgd_err *err)
 {
   struct sockaddr_un sa = { .sun_family = AF_UNIX };
   char dir[PATH_MAX];

@@ -12,6 +12,13 @@ PGD_COUNTS=$(mktemp)
 export PGD_COUNTS
 rc=0
 
+echo "== formatting (the committed .clang-format)"
+if make -C "$top" -s format-check; then
+  echo "ok   format-check"; echo "1 0 0" >>"$PGD_COUNTS"
+else
+  echo "FAIL format-check (make format)"; echo "0 1 0" >>"$PGD_COUNTS"; rc=1
+fi
+
 echo "== unit and protocol suites ($build)"
 "$here/run-unit.sh" "$build" || rc=1
 

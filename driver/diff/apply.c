@@ -20,10 +20,10 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-#include "unpack.h"
 #include "beneath.h"
 #include "keymap.h"
 #include "log.h"
+#include "unpack.h"
 #include "util.h"
 
 /* Bytes read from the stream at a time. */
@@ -47,7 +47,7 @@ read_cb (struct archive *a, void *opaque, const void **buf)
   /* two buffers in turn: libarchive may still look at the previous one, and the
      end-of-archive check needs the bytes just before where it stopped */
   int next = !ap->incur;
-  char *dst = ap->inbuf + (size_t) next * PGD_APPLY_READ;
+  char *dst = ap->inbuf + (size_t)next * PGD_APPLY_READ;
 
   for (;;)
     {
@@ -74,8 +74,8 @@ static int
 stream_byte (const struct pgd_apply *ap, int64_t off)
 {
   for (int i = 0; i < 2; i++)
-    if (off >= ap->inoff[i] && off < ap->inoff[i] + (int64_t) ap->inlen[i])
-      return (unsigned char) ap->inbuf[(size_t) i * PGD_APPLY_READ + (off - ap->inoff[i])];
+    if (off >= ap->inoff[i] && off < ap->inoff[i] + (int64_t)ap->inlen[i])
+      return (unsigned char)ap->inbuf[(size_t)i * PGD_APPLY_READ + (off - ap->inoff[i])];
   return -1;
 }
 
@@ -106,7 +106,7 @@ drain (struct pgd_apply *ap, struct pgd_err *err)
   while (!ap->input_eof)
     {
       /* the buffer libarchive is not using: its last look was at the current one */
-      ssize_t n = read (ap->fd, ap->inbuf + (size_t) !ap->incur * PGD_APPLY_READ, PGD_APPLY_READ);
+      ssize_t n = read (ap->fd, ap->inbuf + (size_t)!ap->incur * PGD_APPLY_READ, PGD_APPLY_READ);
       if (n < 0 && errno == EINTR)
         continue;
       if (n < 0)

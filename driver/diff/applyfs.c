@@ -10,8 +10,8 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-#include "unpack.h"
 #include "beneath.h"
+#include "unpack.h"
 #include "util.h"
 
 /* Mode of a freshly created node until the entry's own mode is applied. */

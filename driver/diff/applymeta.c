@@ -153,4 +153,3 @@ pgd_apply_data (struct pgd_apply *ap, int fd, int64_t size, struct pgd_err *err)
     return pgd_error (err, errno, "truncate to %lld bytes", (long long)size);
   return 0;
 }
-

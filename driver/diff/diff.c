@@ -22,9 +22,8 @@ pgd_diff_changes (const char *new_root, const char *old_root, struct pgd_changes
 }
 
 int
-pgd_diff_changes_hint (const char *new_root, const char *old_root,
-                       const struct pgd_diff_hint *hint, struct pgd_changes *out,
-                       struct pgd_err *err)
+pgd_diff_changes_hint (const char *new_root, const char *old_root, const struct pgd_diff_hint *hint,
+                       struct pgd_changes *out, struct pgd_err *err)
 {
   if (pgd_tree_walk_hint (new_root, old_root, hint, 0, add_change, out, NULL, err) < 0)
     return pgd_error_wrap (err, "changes of %s", new_root);

@@ -28,8 +28,8 @@
 
 struct walk
 {
-  bool fast; /* (inode, ctime) equality proves "unchanged" */
-  bool proc; /* /proc/self/fd paths work */
+  bool fast;                        /* (inode, ctime) equality proves "unchanged" */
+  bool proc;                        /* /proc/self/fd paths work */
   const struct pgd_diff_hint *hint; /* the change tracker's (NULL: compare all) */
   pgd_tree_fn fn;
   void *opaque;

@@ -37,11 +37,11 @@ struct pgd_apply
   int fd;     /* the tar stream */
   int rootfd; /* the layer */
   struct archive *a;
-  char *inbuf;          /* two read buffers, used in turn ... */
-  int64_t inoff[2];     /* ... each with the stream offset ... */
-  size_t inlen[2];      /* ... and length of what it holds */
+  char *inbuf;      /* two read buffers, used in turn ... */
+  int64_t inoff[2]; /* ... each with the stream offset ... */
+  size_t inlen[2];  /* ... and length of what it holds */
   int incur;
-  int64_t delivered;    /* stream bytes handed to libarchive */
+  int64_t delivered; /* stream bytes handed to libarchive */
   bool input_eof;
   int64_t size;               /* sum of the entries' header sizes */
   struct pgd_keymap unpacked; /* clean names placed from this archive */

@@ -33,7 +33,6 @@
 #include "delta.h"
 #include "util.h"
 
-
 /* ---- image description and lock ---------------------------------------------- */
 
 int
@@ -297,8 +296,7 @@ size_t
 pgd_chain_mem (const struct pgd_chain *c)
 {
   return (size_t)c->nclusters * 4 + 2 * (c->nclusters / 64 + 1) * 8 + (c->npages / 64 + 1) * 8
-         + (c->page ? PGD_DELTA_BAT_PAGE : 0)
-         + c->nlevels * sizeof (struct pgd_delta);
+         + (c->page ? PGD_DELTA_BAT_PAGE : 0) + c->nlevels * sizeof (struct pgd_delta);
 }
 
 void

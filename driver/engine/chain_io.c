@@ -330,7 +330,8 @@ prealloc (struct pgd_chain *c)
     end = c->max_alloc;
   if (end <= c->alloc_head
       || fallocate (t->fd, 0, (off_t)(c->prealloc_end * c->cb),
-                    (off_t)((end - c->prealloc_end) * c->cb)) < 0)
+                    (off_t)((end - c->prealloc_end) * c->cb))
+             < 0)
     {
       c->prealloc_end = c->alloc_head; /* the appends extend the file */
       return;

@@ -40,25 +40,25 @@ struct pgd_chain
   uint64_t *lower; /* bitmap: some level below the top maps vc */
   uint64_t *dirty; /* bitmap of dirty BAT pages of the top */
   uint32_t npages;
-  pthread_mutex_t lock; /* reservation and publication of clusters, discard, flush */
+  pthread_mutex_t lock;     /* reservation and publication of clusters, discard, flush */
   pthread_cond_t published; /* a reservation ended (its vcs are no longer pending) */
-  uint64_t *pending;    /* bitmap: vc has a top cluster reserved, its data being written */
-  unsigned inflight;    /* reservations whose data is being written outside the lock */
-  bool draining;        /* a flush waits for them: no new reservation meanwhile */
+  uint64_t *pending;        /* bitmap: vc has a top cluster reserved, its data being written */
+  unsigned inflight;        /* reservations whose data is being written outside the lock */
+  bool draining;            /* a flush waits for them: no new reservation meanwhile */
   uint64_t freed[PGD_CHAIN_FREE_MAX]; /* clusters of failed appends, reused first */
   unsigned nfreed;
-  bool freed_dirty;     /* some freed cluster may be partly written: zero it at flush */
-  uint64_t alloc_head;  /* next file cluster of the top */
+  bool freed_dirty;      /* some freed cluster may be partly written: zero it at flush */
+  uint64_t alloc_head;   /* next file cluster of the top */
   uint64_t prealloc_end; /* file clusters the top's size covers (fallocated past alloc_head) */
   uint64_t open_head;    /* alloc_head at open: what this session appended is the rest */
-  uint64_t max_alloc;   /* first file cluster that may not be allocated */
-  uint64_t top_mapped;  /* entries the top maps (CIF_Empty) */
-  int data_dirty;       /* written since the last flush (atomic) */
-  bool trim;            /* clusters were unmapped: cut orphans off the tail at flush */
-  uint64_t top_high;    /* 1 + the highest file cluster the top maps, unless rescan */
-  bool rescan;          /* clusters were unmapped since top_high was computed */
-  uint32_t *page; /* one BAT page being written (aligned) */
-  int broken;     /* errno of a failed fdatasync of the top: writes refused (atomic) */
+  uint64_t max_alloc;    /* first file cluster that may not be allocated */
+  uint64_t top_mapped;   /* entries the top maps (CIF_Empty) */
+  int data_dirty;        /* written since the last flush (atomic) */
+  bool trim;             /* clusters were unmapped: cut orphans off the tail at flush */
+  uint64_t top_high;     /* 1 + the highest file cluster the top maps, unless rescan */
+  bool rescan;           /* clusters were unmapped since top_high was computed */
+  uint32_t *page;        /* one BAT page being written (aligned) */
+  int broken;            /* errno of a failed fdatasync of the top: writes refused (atomic) */
   struct pgd_chain_stats st;
   uint64_t fault_write; /* stats.writes value whose write fails, 0 = none (tests) */
   uint64_t fault_sync;  /* stats.syncs value whose fdatasync fails, 0 = none (tests) */

@@ -131,8 +131,8 @@ int pgd_delta_create_thin (const char *path, uint64_t size_sectors, uint32_t clu
 
 /* Whether the closed delta PATH has holes in its header area (*HEADER_HOLES: a thin
    delta) and, when DATA_HOLES is not NULL, in its data area (never valid). */
-int pgd_delta_sparse (const char *path, bool *header_holes, bool *data_holes,
-                      struct pgd_err *err) __attribute__ ((warn_unused_result, nonnull (1, 2)));
+int pgd_delta_sparse (const char *path, bool *header_holes, bool *data_holes, struct pgd_err *err)
+    __attribute__ ((warn_unused_result, nonnull (1, 2)));
 
 /* Punch every all-zero page of the header area of the closed delta PATH but the first
    (a delta libploop wrote in full becomes thin). Contents unchanged; fsynced. */

@@ -14,7 +14,6 @@
 
 #define PLOOP_MODULE_PROBE "/proc/vz/ploop_minor"
 
-
 int
 pgd_engine_setup (struct pgd_engine *e, const char *name, const char *exe, struct pgd_err *err)
 {

@@ -24,7 +24,7 @@ enum pgd_engine_kind
 struct pgd_engine
 {
   enum pgd_engine_kind kind;
-  char exe[PATH_MAX]; /* binary that serves images ("serve-image" sub-mode) */
+  char exe[PATH_MAX];     /* binary that serves images ("serve-image" sub-mode) */
   char srv_exe[PATH_MAX]; /* the lean image-server binary beside EXE, "" if absent */
   /* user engine tuning, defaults from pgd_engine_setup */
   bool loop_dio;        /* loop device does direct I/O on the exported file */

@@ -21,7 +21,7 @@
 #define MERGE_CHUNK (1u << 20)
 
 /* Copy the data extents of SRC_PATH over DST_PATH (truncated), keeping its holes;
-   *COPIED gets the bytes of data copied. The file is fsynced. */
+ *COPIED gets the bytes of data copied. The file is fsynced. */
 static int
 copy_sparse (const char *src_path, const char *dst_path, uint64_t *copied, struct pgd_err *err)
 {

@@ -247,7 +247,8 @@ add_thin_top (struct pgd_dd_chain *c, const char *child, const char *child_dd, s
     return pgd_error (err, EIO, "new delta name: uuid");
   if (snprintf (file, sizeof file, "%s/%s.%s", child, base, guid) >= (int)sizeof file)
     return pgd_error (err, ENAMETOOLONG, "%s/%s.%s", child, base, guid);
-  if (pgd_delta_create_thin (file, sectors, cluster, err) < 0 || pgd_image_di_push_top (c->di, file, err) < 0)
+  if (pgd_delta_create_thin (file, sectors, cluster, err) < 0
+      || pgd_image_di_push_top (c->di, file, err) < 0)
     return -1;
   int rc = ploop_store_diskdescriptor (child_dd, c->di);
   if (rc != 0)
@@ -259,7 +260,8 @@ add_thin_top (struct pgd_dd_chain *c, const char *child, const char *child_dd, s
    the new delta written in full, then thinned. libploop only reads the old (shared)
    top here; with snap_dir the new file lands in CHILD. */
 static int
-add_libploop_top (struct pgd_dd_chain *c, const char *child, const char *child_dd, struct pgd_err *err)
+add_libploop_top (struct pgd_dd_chain *c, const char *child, const char *child_dd,
+                  struct pgd_err *err)
 {
   char snap_dir[LPATH];
   struct ploop_disk_images_data *di = NULL;
@@ -289,7 +291,8 @@ add_libploop_top (struct pgd_dd_chain *c, const char *child, const char *child_d
 
 /* The child's private top: thin and ours for a v1 (or raw) parent, libploop's for v2. */
 static int
-add_private_top (struct pgd_dd_chain *c, const char *child, const char *child_dd, struct pgd_err *err)
+add_private_top (struct pgd_dd_chain *c, const char *child, const char *child_dd,
+                 struct pgd_err *err)
 {
   struct pgd_delta_hdr h = { .version = 1 };
 
@@ -367,8 +370,8 @@ pgd_image_clone (const char *parent_dir, const char *child_dir, struct pgd_err *
    a new thin delta replaces it by rename, then the DD's size follows. libploop's grow
    would write the whole new BAT. */
 static int
-grow_empty (struct pgd_dd_chain *c, const char *dir, const char *top, uint64_t sectors, uint32_t cluster,
-            struct pgd_err *err)
+grow_empty (struct pgd_dd_chain *c, const char *dir, const char *top, uint64_t sectors,
+            uint32_t cluster, struct pgd_err *err)
 {
   char tmp[PATH_MAX], dd[LPATH];
 
@@ -488,8 +491,9 @@ repair_top (struct pgd_dd_chain *c, struct pgd_err *err)
   if (pgd_lpath (path, err, "%s", top) < 0)
     return -1;
   pgd_libploop_last (before, sizeof before);
-  int rc = ploop_check (path, PGD_CHECK_FORCE | PGD_CHECK_DROPINUSE | PGD_CHECK_REPAIR_SPARSE
-                                  | PGD_CHECK_DETAILED, &bs);
+  int rc = ploop_check (
+      path, PGD_CHECK_FORCE | PGD_CHECK_DROPINUSE | PGD_CHECK_REPAIR_SPARSE | PGD_CHECK_DETAILED,
+      &bs);
   if (rc != 0)
     return pgd_libploop_error (err, rc, "repair", top);
   pgd_libploop_note (PGD_LOG_INFO, before, "repair", top);

@@ -8,8 +8,9 @@
 
 #include "image_priv.h"
 
-#define TOPDELTA_GUID "{5fbaabe3-6958-40ff-92a7-860e329aab41}" /* the writable top (PLOOP.md §3)  \
-                                                                */
+#define TOPDELTA_GUID                                                                              \
+  "{5fbaabe3-6958-40ff-92a7-860e329aab41}" /* the writable top (PLOOP.md §3)                      \
+                                            */
 
 /* Append a pointer to the malloc'd array *ARR of *N pointers (libploop frees it). */
 static int

@@ -94,7 +94,6 @@ pgd_dd_chain_free (struct pgd_dd_chain *c)
   c->di = NULL;
 }
 
-
 static const char *
 image_file (const struct ploop_disk_images_data *di, const char *guid)
 {

@@ -35,7 +35,6 @@
    path handed to it lives in a zero-filled buffer of this size. */
 #define LPATH (2 * PATH_MAX)
 
-
 /* An image's DD and its chain. The file names are our own copies: libploop calls
    that take the DD lock rebuild di->images (pitfall 2). */
 struct pgd_dd_chain
@@ -46,7 +45,6 @@ struct pgd_dd_chain
   bool raw_base;
   uint32_t blocksize; /* sectors */
 };
-
 
 /* Free what pgd_dd_chain_read filled; C may be half filled or empty. */
 void pgd_dd_chain_free (struct pgd_dd_chain *c);

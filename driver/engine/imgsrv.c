@@ -728,8 +728,7 @@ pgd_imgsrv_main (int argc, char **argv)
   ignore_signals ();
   harden_process ();
   if (pgd_chain_open_files (&s.chain, s.dd, s.deltas, s.raw_base,
-                            (s.ro ? PGD_CHAIN_RO : 0) | (s.buffered ? PGD_CHAIN_BUFFERED : 0),
-                            &err)
+                            (s.ro ? PGD_CHAIN_RO : 0) | (s.buffered ? PGD_CHAIN_BUFFERED : 0), &err)
       < 0)
     goto fail;
   s.size = pgd_chain_size (s.chain);

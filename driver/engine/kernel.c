@@ -38,7 +38,7 @@ read_di (const char *image_dir, struct ploop_disk_images_data **di, struct pgd_e
 
 int
 pgd_kernel_mount (const char *image_dir, const char *target, unsigned flags, const char *opts,
-              struct pgd_err *err)
+                  struct pgd_err *err)
 {
   struct ploop_disk_images_data *di = NULL;
   struct ploop_mount_param mp;
@@ -71,7 +71,9 @@ pgd_kernel_mount (const char *image_dir, const char *target, unsigned flags, con
       return -1;
     }
   if (prep
-      && (((flags & PGD_MOUNT_MKFS) ? pgd_mkfs_ext4 (mp.device, err) : pgd_resize_ext4 (mp.device, err)) < 0
+      && (((flags & PGD_MOUNT_MKFS) ? pgd_mkfs_ext4 (mp.device, err)
+                                    : pgd_resize_ext4 (mp.device, err))
+              < 0
           || pgd_mount_ext4 (mp.device, target, mp.ro, opts, err) < 0))
     {
       ploop_umount_image (di);

@@ -25,7 +25,8 @@
 
 /* RUN_DIR must exist; it is resolved so that paths match what sysfs shows. */
 int
-pgd_srv_paths (struct pgd_srv_paths *p, const char *image_dir, const char *run_dir, struct pgd_err *err)
+pgd_srv_paths (struct pgd_srv_paths *p, const char *image_dir, const char *run_dir,
+               struct pgd_err *err)
 {
   if (realpath (run_dir, p->run) == NULL)
     return pgd_error (err, errno, "run directory %s", run_dir);
@@ -187,7 +188,7 @@ await_ready (int fd, const struct pgd_srv_paths *p, pid_t *pid, struct pgd_err *
 
 int
 pgd_srv_spawn (const struct pgd_engine *e, const struct pgd_srv_paths *p, bool ro, pid_t *pid,
-              struct pgd_err *err)
+               struct pgd_err *err)
 {
   char threads[16], maxio[24], rfd[8];
   char *argv[24 + 2 * PGD_CHAIN_MAX_LEVELS], *envp[64];
@@ -276,7 +277,6 @@ pgd_srv_spawn (const struct pgd_engine *e, const struct pgd_srv_paths *p, bool r
     return pgd_error (err, ECHILD, "fork image server for %s", p->dd);
   return await_ready (rd, p, pid, err);
 }
-
 
 /* Unmount the server's FUSE mount: the server then flushes, closes and exits. */
 static int

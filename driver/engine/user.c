@@ -17,11 +17,11 @@
 #include <unistd.h>
 
 #include "chain.h"
+#include "fsck.h"
 #include "image.h"
 #include "log.h"
 #include "loop.h"
 #include "util.h"
-#include "fsck.h"
 #include "watchdog.h"
 
 /* Detach whatever loop device still serves our disk file. */
@@ -60,7 +60,7 @@ repair_if_needed (const char *image_dir, const struct pgd_srv_paths *p, struct p
 
 int
 pgd_user_mount (const struct pgd_engine *e, const char *image_dir, const char *run_dir,
-            const char *target, unsigned flags, const char *opts, struct pgd_err *err)
+                const char *target, unsigned flags, const char *opts, struct pgd_err *err)
 {
   bool ro = flags & PGD_MOUNT_RO;
   uint64_t t0 = pgd_now_ns ();
@@ -180,9 +180,8 @@ umount_steps (const char *image_dir, const struct pgd_srv_paths *p, const char *
       t_loop = pgd_elapsed_ms (t0);
       if (pgd_srv_stop (p, err) < 0)
         return -1;
-      pgd_log (PGD_LOG_DEBUG,
-               "unmounted %s from %s (ms since start: ext4 %u, loop %u, server %u)", image_dir,
-               target, t_fs, t_loop, pgd_elapsed_ms (t0));
+      pgd_log (PGD_LOG_DEBUG, "unmounted %s from %s (ms since start: ext4 %u, loop %u, server %u)",
+               image_dir, target, t_fs, t_loop, pgd_elapsed_ms (t0));
     }
   if (flushed < 0)
     {

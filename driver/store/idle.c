@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "log.h"
 #include "internal.h"
+#include "log.h"
 #include "util.h"
 
 /* The idle layer whose time is up, or NULL; *NEXT gets the earliest deadline still to
@@ -20,7 +20,7 @@
 static struct layer *
 due_layer (struct pgd_layers *l, uint64_t now, uint64_t *next)
 {
-  uint64_t linger = (uint64_t) l->linger_ms * 1000000ULL;
+  uint64_t linger = (uint64_t)l->linger_ms * 1000000ULL;
 
   *next = 0;
   for (size_t b = 0; b < PGD_BUCKETS; b++)
@@ -119,8 +119,8 @@ reaper_main (void *arg)
         pthread_cond_wait (&l->cond, &l->lock);
       else
         {
-          struct timespec ts = { .tv_sec = (time_t) (next / 1000000000ULL),
-                                 .tv_nsec = (long) (next % 1000000000ULL) };
+          struct timespec ts = { .tv_sec = (time_t)(next / 1000000000ULL),
+                                 .tv_nsec = (long)(next % 1000000000ULL) };
           pthread_cond_timedwait (&l->cond, &l->lock, &ts);
         }
     }

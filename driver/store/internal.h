@@ -29,14 +29,14 @@ struct layer
 {
   struct layer *next;
   char *id;
-  unsigned refs;         /* Get references plus internal ones (diff, apply) */
+  unsigned refs; /* Get references plus internal ones (diff, apply) */
   enum layer_state state;
-  bool ro;               /* mounted read-only */
-  bool busy;             /* a mount, unmount, clone or remove is in progress */
-  unsigned pins;         /* threads holding or waiting for the claim: the entry is freed
-                            only when it has left the table and nobody pins it */
-  bool gone;             /* dropped from the table while pinned (its ID was removed) */
-  uint64_t idle_since;   /* pgd_now_ns of the last Put to 0 refs while still mounted; 0 = not idle */
+  bool ro;             /* mounted read-only */
+  bool busy;           /* a mount, unmount, clone or remove is in progress */
+  unsigned pins;       /* threads holding or waiting for the claim: the entry is freed
+                          only when it has left the table and nobody pins it */
+  bool gone;           /* dropped from the table while pinned (its ID was removed) */
+  uint64_t idle_since; /* pgd_now_ns of the last Put to 0 refs while still mounted; 0 = not idle */
 };
 
 struct pgd_layers
@@ -45,7 +45,7 @@ struct pgd_layers
   pthread_cond_t cond;  /* broadcast whenever a layer stops being busy or goes idle
                            (CLOCK_MONOTONIC, for the reaper's timed waits) */
   pthread_mutex_t template_lock;
-  bool ready;           /* Home is known (Init or persisted state) */
+  bool ready; /* Home is known (Init or persisted state) */
   char home[PATH_MAX];
   char state_file[PATH_MAX];
   char engine_name[16];
@@ -55,14 +55,14 @@ struct pgd_layers
   uint32_t cluster;
   struct pgd_idmaps maps;
   struct layer *table[PGD_BUCKETS];
-  unsigned linger_ms;   /* keep a layer mounted this long after its last Put (0: unmount at once) */
+  unsigned linger_ms; /* keep a layer mounted this long after its last Put (0: unmount at once) */
   struct pgd_tracker *tracker; /* records what changed in read-write mounts (track.c) */
-  pthread_t reaper;     /* unmounts idle layers once they have lingered (idle.c) */
+  pthread_t reaper;            /* unmounts idle layers once they have lingered (idle.c) */
   bool reaper_running;
   bool reaper_stop;
-  unsigned reap_jobs;   /* idle unmounts under way, one thread each (idle.c) */
-  unsigned stall_ms;    /* the engine's stall bound, kept across engine changes */
-  int home_lock_fd;     /* flock'ed <Home>/.lock (homelock.c); -1 when none */
+  unsigned reap_jobs; /* idle unmounts under way, one thread each (idle.c) */
+  unsigned stall_ms;  /* the engine's stall bound, kept across engine changes */
+  int home_lock_fd;   /* flock'ed <Home>/.lock (homelock.c); -1 when none */
   char locked_home[PATH_MAX];
 };
 
@@ -124,8 +124,7 @@ int pgd_layer_unmount (struct pgd_layers *l, struct layer *lay, struct pgd_err *
 
 /* Wait until LAY is not busy, then mark it busy. False (and LAY may be freed) when the
    entry left the table while waiting: look the ID up again. Called with l->lock held. */
-bool pgd_layer_claim (struct pgd_layers *l, struct layer *lay)
-    __attribute__ ((warn_unused_result));
+bool pgd_layer_claim (struct pgd_layers *l, struct layer *lay) __attribute__ ((warn_unused_result));
 
 /* Find (with CREATE, add) the entry of ID and claim it, looking it up again when a
    Remove dropped it meanwhile. NULL: no entry (without CREATE) or out of memory.
@@ -149,7 +148,8 @@ int pgd_layers_unmount_idle (struct pgd_layers *l, bool wait, struct pgd_err *er
 
 /* Start and stop the thread that unmounts layers idle for l->linger_ms (idle.c). Start
    is a no-op when linger is 0; stop waits for an unmount in progress. */
-int pgd_reaper_start (struct pgd_layers *l, struct pgd_err *err) __attribute__ ((warn_unused_result));
+int pgd_reaper_start (struct pgd_layers *l, struct pgd_err *err)
+    __attribute__ ((warn_unused_result));
 void pgd_reaper_stop (struct pgd_layers *l);
 
 /* Apply Init options and Home; persist them when PERSIST. */
@@ -163,8 +163,7 @@ int pgd_store_leave_home (struct pgd_layers *l, const char *home, struct pgd_err
     __attribute__ ((warn_unused_result));
 
 /* Load the persisted Init state, if any. */
-int pgd_store_load (struct pgd_layers *l, struct pgd_err *err)
-    __attribute__ ((warn_unused_result));
+int pgd_store_load (struct pgd_layers *l, struct pgd_err *err) __attribute__ ((warn_unused_result));
 
 /* Start-up recovery under Home: sweep staging, drop half-applied layers, adopt mounts. */
 void pgd_store_recover (struct pgd_layers *l);
@@ -187,10 +186,10 @@ int pgd_layers_diff_open (void *ctx, const char *id, const char *parent, void **
                           struct pgd_err *err);
 int pgd_layers_diff_write (void *stream, int fd, struct pgd_err *err);
 void pgd_layers_diff_close (void *stream);
-int pgd_layers_changes (void *ctx, const char *id, const char *parent,
-                        struct pgd_changes *out, struct pgd_err *err);
-int pgd_layers_apply_diff (void *ctx, const char *id, const char *parent, int fd,
-                           int64_t *size, struct pgd_err *err);
+int pgd_layers_changes (void *ctx, const char *id, const char *parent, struct pgd_changes *out,
+                        struct pgd_err *err);
+int pgd_layers_apply_diff (void *ctx, const char *id, const char *parent, int fd, int64_t *size,
+                           struct pgd_err *err);
 int pgd_layers_diff_size (void *ctx, const char *id, const char *parent, int64_t *size,
                           struct pgd_err *err);
 

@@ -13,8 +13,8 @@
 #include <unistd.h>
 
 #include "diff/diff.h"
-#include "log.h"
 #include "internal.h"
+#include "log.h"
 #include "track.h"
 #include "util.h"
 
@@ -99,8 +99,7 @@ verifying (void)
 static int
 mismatch (const struct mounted_pair *p, const char *what, struct pgd_err *err)
 {
-  pgd_log (PGD_LOG_ERROR, "change tracker: %s of %s differ from the full comparison", what,
-           p->id);
+  pgd_log (PGD_LOG_ERROR, "change tracker: %s of %s differ from the full comparison", what, p->id);
   return pgd_error (err, EIO, "change tracker: %s of %s differ from the full comparison", what,
                     p->id);
 }
@@ -124,8 +123,7 @@ pgd_layers_diff_open (void *ctx, const char *id, const char *parent, void **stre
 
 /* Diff both ways into memory files, compare them byte for byte, send one to FD. */
 static int
-verify_diff (struct mounted_pair *p, const struct pgd_diff_hint *hint, int fd,
-             struct pgd_err *err)
+verify_diff (struct mounted_pair *p, const struct pgd_diff_hint *hint, int fd, struct pgd_err *err)
 {
   cleanup_close int a = memfd_create ("tracked", MFD_CLOEXEC);
   cleanup_close int b = memfd_create ("full", MFD_CLOEXEC);
@@ -268,7 +266,7 @@ pgd_layers_apply_diff (void *ctx, const char *id, const char *parent, int fd, in
   char dir[PATH_MAX];
   int ret;
 
-  (void) parent; /* always applied onto the layer's current content */
+  (void)parent; /* always applied onto the layer's current content */
   {
     PGD_SCOPED_LOCK (&l->lock);
     if (pgd_store_ready (l, err) < 0)
@@ -291,7 +289,7 @@ pgd_layers_apply_diff (void *ctx, const char *id, const char *parent, int fd, in
   if (ret == 0)
     ret = mark_apply (l, id, "done", false, err);
   if (ret == 0)
-    pgd_log (PGD_LOG_DEBUG, "applied %lld bytes to %s", (long long) *size, id);
+    pgd_log (PGD_LOG_DEBUG, "applied %lld bytes to %s", (long long)*size, id);
   return ret;
 }
 

@@ -11,8 +11,8 @@
 #include <unistd.h>
 
 #include "engine/engine.h"
-#include "log.h"
 #include "internal.h"
+#include "log.h"
 #include "util.h"
 
 int

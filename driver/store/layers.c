@@ -15,8 +15,8 @@
 #include <unistd.h>
 
 #include "engine/engine.h"
-#include "log.h"
 #include "internal.h"
+#include "log.h"
 #include "track.h"
 #include "util.h"
 
@@ -58,7 +58,8 @@ pgd_layer_acquire (struct pgd_layers *l, const char *id, const char *mount_label
       pthread_mutex_lock (&l->lock);
       if (!alive)
         {
-          pgd_log (PGD_LOG_WARN, "idle layer %s lost its image server (dead or stopped); mounting it again", id);
+          pgd_log (PGD_LOG_WARN,
+                   "idle layer %s lost its image server (dead or stopped); mounting it again", id);
           /* the teardown reports the unclean close; the mount below checks the image */
           if (pgd_layer_unmount (l, lay, err) < 0 && lay->state == LAYER_MOUNTED)
             {
@@ -71,7 +72,8 @@ pgd_layer_acquire (struct pgd_layers *l, const char *id, const char *mount_label
     {
       ret = 0;
       if (need_rw && lay->ro)
-        ret = pgd_error (err, EROFS, "layer %s is mounted read-only (a child layer shares its data)", id);
+        ret = pgd_error (err, EROFS,
+                         "layer %s is mounted read-only (a child layer shares its data)", id);
       else
         {
           lay->refs++;

@@ -39,7 +39,8 @@ void pgd_layers_shutdown (struct pgd_layers *l);
    (store/track.c)? *USE says; *NVISIT (if given) counts the directories it would
    visit. Mounts both layers for the question, as Changes does. */
 int pgd_layers_track_hint (struct pgd_layers *l, const char *id, const char *parent, bool *use,
-                           size_t *nvisit, struct pgd_err *err) __attribute__ ((warn_unused_result));
+                           size_t *nvisit, struct pgd_err *err)
+    __attribute__ ((warn_unused_result));
 
 /* Keep layer ID mounted until pgd_layers_unpin or its removal, whoever else takes and
    drops references meanwhile; its directory goes to DIR (PATH_MAX). Idempotent: a
@@ -55,8 +56,8 @@ int pgd_layers_unpin (struct pgd_layers *l, const char *id, struct pgd_err *err)
 
 /* Disk bytes of what layer ID itself adds: its private top delta (not its parents');
    a mounted layer's filesystem is synced first so that what was written counts. */
-int pgd_layers_usage (struct pgd_layers *l, const char *id, uint64_t *bytes,
-                      struct pgd_err *err) __attribute__ ((warn_unused_result));
+int pgd_layers_usage (struct pgd_layers *l, const char *id, uint64_t *bytes, struct pgd_err *err)
+    __attribute__ ((warn_unused_result));
 
 /* Append the ID of every complete-or-not layer on disk to OUT (values empty). */
 int pgd_layers_list (struct pgd_layers *l, struct pgd_kvlist *out, struct pgd_err *err)

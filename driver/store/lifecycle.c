@@ -11,11 +11,10 @@
 #include <unistd.h>
 
 #include "engine/engine.h"
-#include "log.h"
 #include "internal.h"
+#include "log.h"
 #include "track.h"
 #include "util.h"
-
 
 #define PARENT_FILE "parent"
 
@@ -54,7 +53,7 @@ ensure_template (struct pgd_layers *l, char *path, struct pgd_err *err)
   char name[64], staging[PATH_MAX], run[PATH_MAX], mnt[PATH_MAX];
   int ret;
 
-  snprintf (name, sizeof name, "%llu-%u", (unsigned long long) l->default_size, l->cluster);
+  snprintf (name, sizeof name, "%llu-%u", (unsigned long long)l->default_size, l->cluster);
   pgd_store_path (l, path, "templates", name);
   PGD_SCOPED_LOCK (&l->template_lock);
   if (access (path, F_OK) == 0)
@@ -135,10 +134,11 @@ clone_or_flatten (const char *src, const char *id, const char *staging, struct p
   t0 = pgd_now_ns ();
   if (pgd_image_copy (src, staging, &copied, err) < 0)
     return pgd_error_wrap (err, "flatten parent %s", id);
-  pgd_log (PGD_LOG_INFO, "parent %s has %u deltas (the most a chain may have): flattened into "
+  pgd_log (PGD_LOG_INFO,
+           "parent %s has %u deltas (the most a chain may have): flattened into "
            "one delta, %llu KiB copied in %llu ms",
-           id, info.ndeltas, (unsigned long long) (copied >> 10),
-           (unsigned long long) ((pgd_now_ns () - t0) / 1000000));
+           id, info.ndeltas, (unsigned long long)(copied >> 10),
+           (unsigned long long)((pgd_now_ns () - t0) / 1000000));
   return 0;
 }
 
@@ -207,7 +207,7 @@ build_layer (struct pgd_layers *l, const struct pgd_create_req *req, uint64_t si
     return -1;
   if (size < info.virtual_size)
     return pgd_error (err, 0, "storage option size=%llu is smaller than the parent's %llu bytes",
-                      (unsigned long long) size, (unsigned long long) info.virtual_size);
+                      (unsigned long long)size, (unsigned long long)info.virtual_size);
   if (size == info.virtual_size)
     return 0;
   if (pgd_image_grow (staging, size, err) < 0)
@@ -245,7 +245,7 @@ pgd_store_create (void *ctx, const struct pgd_create_req *req, struct pgd_err *e
   else
     {
       pgd_pathf (staging, sizeof staging, "%s/staging/%s.%d.%llx", l->home, req->id, getpid (),
-                (unsigned long long) pgd_now_ns ());
+                 (unsigned long long)pgd_now_ns ());
       pgd_store_path (l, final, "layers", req->id);
       pgd_store_path (l, layers_dir, "layers", NULL);
       ret = pgd_mkdir_p (staging, 0700, err);
@@ -301,7 +301,7 @@ delete_layer_files (struct pgd_layers *l, const char *id, struct pgd_err *err)
         {
           /* rename first so a crash never leaves a half-deleted image under layers/ */
           pgd_pathf (trash, sizeof trash, "%s/staging/removed.%s.%llx", l->home, id,
-                    (unsigned long long) pgd_now_ns ());
+                     (unsigned long long)pgd_now_ns ());
           if (rename (path, trash) < 0 && errno != ENOENT)
             return pgd_error (err, errno, "rename %s", path);
           snprintf (path, sizeof path, "%s", trash);

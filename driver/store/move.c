@@ -8,8 +8,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "log.h"
 #include "internal.h"
+#include "log.h"
 #include "util.h"
 
 /* Names of layers held (by Get, Diff, ApplyDiff, an adopted mount), and with BUSY also
@@ -28,7 +28,7 @@ held_layers (struct pgd_layers *l, bool busy, char *out, size_t cap)
         if (!(busy && lay->busy) && (lay->state != LAYER_MOUNTED || lay->refs == 0))
           continue;
         if (n++ < 8 && len < cap)
-          len += (size_t) snprintf (out + len, cap - len, "%s%s", len ? ", " : "", lay->id);
+          len += (size_t)snprintf (out + len, cap - len, "%s%s", len ? ", " : "", lay->id);
       }
   if (n > 8 && len < cap)
     snprintf (out + len, cap - len, ", ...");

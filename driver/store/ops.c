@@ -78,14 +78,13 @@ op_metadata (void *ctx, const char *id, struct pgd_kvlist *out, struct pgd_err *
 static int
 op_cleanup (void *ctx, struct pgd_err *err)
 {
-  (void) err;
+  (void)err;
   pgd_layers_shutdown (ctx);
   return 0;
 }
 
 static int
-op_diff_open (void *ctx, const char *id, const char *parent, void **stream,
-              struct pgd_err *err)
+op_diff_open (void *ctx, const char *id, const char *parent, void **stream, struct pgd_err *err)
 {
   if (check_ids (id, parent, err) < 0)
     return -1;
@@ -111,8 +110,7 @@ op_apply_diff (void *ctx, const char *id, const char *parent, int fd, int64_t *s
 }
 
 static int
-op_diff_size (void *ctx, const char *id, const char *parent, int64_t *size,
-              struct pgd_err *err)
+op_diff_size (void *ctx, const char *id, const char *parent, int64_t *size, struct pgd_err *err)
 {
   if (check_ids (id, parent, err) < 0)
     return -1;

@@ -13,8 +13,8 @@
 #include <unistd.h>
 
 #include "engine/engine.h"
-#include "log.h"
 #include "internal.h"
+#include "log.h"
 #include "track.h"
 #include "util.h"
 
@@ -52,9 +52,9 @@ apply_option (struct pgd_layers *l, const char *opt, struct pgd_err *err)
       if (pgd_parse_size (val, &v, err) < 0)
         return pgd_error_wrap (err, "ploop.blocksize");
       if (v < (32U << 10) || v > (64U << 20) || (v & (v - 1)) != 0)
-        return pgd_error (err, 0,
-                          "ploop.blocksize=%s: must be a power of two from 32K to 64M", val);
-      l->cluster = (uint32_t) v;
+        return pgd_error (err, 0, "ploop.blocksize=%s: must be a power of two from 32K to 64M",
+                          val);
+      l->cluster = (uint32_t)v;
       return 0;
     }
   if (klen == 12 && strncmp (opt, "ploop.engine", klen) == 0)
@@ -67,7 +67,7 @@ apply_option (struct pgd_layers *l, const char *opt, struct pgd_err *err)
       l->engine.stall_ms = l->stall_ms;
       return 0;
     }
-  return pgd_error (err, 0, "unknown storage option %.*s", (int) klen, opt);
+  return pgd_error (err, 0, "unknown storage option %.*s", (int)klen, opt);
 }
 
 static json_t *
@@ -76,9 +76,8 @@ maps_to_json (const struct pgd_idmap *m, size_t n)
   json_t *a = json_array ();
   for (size_t i = 0; i < n; i++)
     json_array_append_new (a, json_pack ("{s:I,s:I,s:I}", "container_id",
-                                         (json_int_t) m[i].container_id, "host_id",
-                                         (json_int_t) m[i].host_id, "size",
-                                         (json_int_t) m[i].size));
+                                         (json_int_t)m[i].container_id, "host_id",
+                                         (json_int_t)m[i].host_id, "size", (json_int_t)m[i].size));
   return a;
 }
 
@@ -146,7 +145,7 @@ collect_orphan_init_layers (struct pgd_layers *l)
       if (n <= 5 || strcmp (de->d_name + n - 5, "-init") != 0)
         continue;
       char sibling[PGD_ID_MAX + 1];
-      snprintf (sibling, sizeof sibling, "%.*s", (int) (n - 5), de->d_name);
+      snprintf (sibling, sizeof sibling, "%.*s", (int)(n - 5), de->d_name);
       if (pgd_layer_on_disk (l, sibling))
         continue;
       char mnt[PATH_MAX];
@@ -170,7 +169,7 @@ restrict_dir (const struct pgd_layers *l, const char *path, struct pgd_err *err)
 {
   int64_t gid = l->maps.ngid > 0 ? pgd_idmap_to_host (l->maps.gid, l->maps.ngid, 0) : -1;
 
-  if (gid > 0 && chown (path, (uid_t) -1, (gid_t) gid) < 0)
+  if (gid > 0 && chown (path, (uid_t)-1, (gid_t)gid) < 0)
     return pgd_error (err, errno, "chown %s", path);
   if (chmod (path, gid > 0 ? 0710 : 0700) < 0)
     return pgd_error (err, errno, "chmod %s", path);
@@ -223,15 +222,14 @@ pgd_store_init (struct pgd_layers *l, const struct pgd_init_req *req, bool save,
   if (save)
     collect_orphan_init_layers (l);
   pgd_log (PGD_LOG_INFO, "home %s, image size %llu, cluster %u, engine %s", l->home,
-           (unsigned long long) l->default_size, l->cluster, l->engine_name);
+           (unsigned long long)l->default_size, l->cluster, l->engine_name);
   return 0;
 }
 
 /* One ID-map field of the state file: absent, null or an array of objects with three
    integers within 32 bits. */
 static int
-maps_from_json (json_t *a, const char *name, struct pgd_idmap **out, size_t *n,
-                struct pgd_err *err)
+maps_from_json (json_t *a, const char *name, struct pgd_idmap **out, size_t *n, struct pgd_err *err)
 {
   static const char *const keys[] = { "container_id", "host_id", "size" };
   size_t i;
@@ -256,13 +254,13 @@ maps_from_json (json_t *a, const char *name, struct pgd_idmap **out, size_t *n,
         json_t *f = json_is_object (v) ? json_object_get (v, keys[k]) : NULL;
         if (!json_is_integer (f) || json_integer_value (f) < 0
             || json_integer_value (f) > UINT32_MAX)
-          return pgd_error (err, 0, "%s[%zu].%s is not an integer from 0 to %u", name, i,
-                            keys[k], UINT32_MAX);
+          return pgd_error (err, 0, "%s[%zu].%s is not an integer from 0 to %u", name, i, keys[k],
+                            UINT32_MAX);
         x[k] = json_integer_value (f);
       }
-    (*out)[i] = (struct pgd_idmap){ .container_id = (uint32_t) x[0],
-                                    .host_id = (uint32_t) x[1],
-                                    .size = (uint32_t) x[2] };
+    (*out)[i] = (struct pgd_idmap){ .container_id = (uint32_t)x[0],
+                                    .host_id = (uint32_t)x[1],
+                                    .size = (uint32_t)x[2] };
   }
   *n = json_array_size (a);
   return 0;
@@ -293,12 +291,14 @@ state_from_json (json_t *root, struct pgd_init_req *req, struct pgd_err *err)
   {
     if (!json_is_string (v))
       return pgd_error (err, 0, "Opts[%zu] is not a string", i);
-    req->opts[i] = (char *) json_string_value (v);
+    req->opts[i] = (char *)json_string_value (v);
   }
-  if (maps_from_json (json_object_get (root, "UIDMaps"), "UIDMaps", &req->maps.uid,
-                      &req->maps.nuid, err) < 0
+  if (maps_from_json (json_object_get (root, "UIDMaps"), "UIDMaps", &req->maps.uid, &req->maps.nuid,
+                      err)
+          < 0
       || maps_from_json (json_object_get (root, "GIDMaps"), "GIDMaps", &req->maps.gid,
-                         &req->maps.ngid, err) < 0)
+                         &req->maps.ngid, err)
+             < 0)
     return -1;
   return 0;
 }
@@ -340,8 +340,7 @@ pgd_store_load (struct pgd_layers *l, struct pgd_err *err)
     return pgd_error_wrap (err, "state file %s", l->state_file); /* a good file, a busy Home */
   /* a damaged file must not stop every start (a crash loop under systemd that
      dockerd's Init never reaches): keep it for a person, start empty, wait for Init */
-  snprintf (aside, sizeof aside, "%s.damaged-%llu", l->state_file,
-            (unsigned long long) time (NULL));
+  snprintf (aside, sizeof aside, "%s.damaged-%llu", l->state_file, (unsigned long long)time (NULL));
   if (rename (l->state_file, aside) < 0)
     return pgd_error_wrap (err, "state file %s (cannot move it aside: %s)", l->state_file,
                            strerror (errno));
@@ -376,7 +375,7 @@ pgd_store_recover (struct pgd_layers *l)
       size_t n = strlen (de->d_name);
       if (n > 4 && strcmp (de->d_name + n - 4, ".mnt") == 0)
         {
-          pgd_pathf (image, sizeof image, "%s/%.*s", dir, (int) (n - 4), de->d_name);
+          pgd_pathf (image, sizeof image, "%s/%.*s", dir, (int)(n - 4), de->d_name);
           pgd_pathf (run, sizeof run, "%s.run", image);
           pgd_pathf (mnt, sizeof mnt, "%s/%s", dir, de->d_name);
           teardown (l, image, run, mnt);
@@ -409,7 +408,8 @@ pgd_store_recover (struct pgd_layers *l)
       if (mounted && !alive)
         pgd_log (PGD_LOG_WARN,
                  "layer %s lost its image server while the plugin was down: taking its "
-                 "mount down; the next Get checks and mounts it again", de->d_name);
+                 "mount down; the next Get checks and mounts it again",
+                 de->d_name);
       if (alive && pgd_layer_usable (l, de->d_name, &err) == 0)
         {
           struct statvfs sv;
@@ -466,7 +466,7 @@ disk_used (const char *dir)
               seen = ns;
             }
           seen[nseen++] = st.st_ino;
-          total += (uint64_t) st.st_blocks * 512;
+          total += (uint64_t)st.st_blocks * 512;
         }
     }
   free (seen);
@@ -477,7 +477,7 @@ static int
 add_u64 (struct pgd_kvlist *out, const char *key, uint64_t v, struct pgd_err *err)
 {
   char buf[32];
-  snprintf (buf, sizeof buf, "%llu", (unsigned long long) v);
+  snprintf (buf, sizeof buf, "%llu", (unsigned long long)v);
   return pgd_kvlist_add (out, key, buf, err);
 }
 
@@ -505,9 +505,11 @@ pgd_store_status (void *ctx, struct pgd_kvlist *out, struct pgd_err *err)
   const char *fs = "unknown";
   if (statfs (l->home, &sf) == 0)
     fs = sf.f_type == EXT4_SUPER_MAGIC_ ? "extfs" : sf.f_type == 0x58465342 ? "xfs" : "other";
-  if (pgd_kvlist_add (out, "Engine", l->engine.kind == PGD_ENGINE_KERNEL
-                                         ? "kernel (ploop module)"
-                                         : "user (FUSE + loop + ext4)", err) < 0
+  if (pgd_kvlist_add (out, "Engine",
+                      l->engine.kind == PGD_ENGINE_KERNEL ? "kernel (ploop module)"
+                                                          : "user (FUSE + loop + ext4)",
+                      err)
+          < 0
       || pgd_kvlist_add (out, "Home", l->home, err) < 0
       || pgd_kvlist_add (out, "Backing Filesystem", fs, err) < 0
       || pgd_kvlist_add (out, "Supports d_type", "true", err) < 0
@@ -553,8 +555,7 @@ pgd_store_metadata (void *ctx, const char *id, struct pgd_kvlist *out, struct pg
 }
 
 int
-pgd_layers_open (struct pgd_layers **out, const struct pgd_layers_config *cfg,
-                 struct pgd_err *err)
+pgd_layers_open (struct pgd_layers **out, const struct pgd_layers_config *cfg, struct pgd_err *err)
 {
   struct pgd_layers *l = calloc (1, sizeof *l);
 

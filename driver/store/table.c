@@ -11,17 +11,16 @@
 #include <unistd.h>
 
 #include "engine/engine.h"
-#include "log.h"
 #include "internal.h"
+#include "log.h"
 #include "track.h"
 #include "util.h"
-
 
 static unsigned
 hash_id (const char *id)
 {
   unsigned h = 5381;
-  for (const unsigned char *p = (const unsigned char *) id; *p; p++)
+  for (const unsigned char *p = (const unsigned char *)id; *p; p++)
     h = h * 33 + *p;
   return h % PGD_BUCKETS;
 }
@@ -126,8 +125,7 @@ pgd_layer_usable (const struct pgd_layers *l, const char *id, struct pgd_err *er
     return 0;
   if (pgd_read_file (path, &state, NULL, &ignored) == 0 && strcmp (state, "done") == 0)
     return 0;
-  return pgd_error (err, 0, "layer %s is incomplete (its ApplyDiff did not finish); remove it",
-                    id);
+  return pgd_error (err, 0, "layer %s is incomplete (its ApplyDiff did not finish); remove it", id);
 }
 
 /* Drop one pin of LAY; the last pin of an entry already out of the table frees it. */

@@ -19,7 +19,7 @@
 static void
 on_term (int signo)
 {
-  (void) signo;
+  (void)signo;
   _exit (0);
 }
 
@@ -70,8 +70,8 @@ main (int argc, char **argv)
   f = fopen ("/var/lib/ploop/stub.txt.tmp", "w");
   if (f)
     {
-      fprintf (f, "pid %d\nchild %d\nfuse %s\nloop-control %s\nloop %s %s\n", (int) getpid (),
-               (int) child, probe ("/dev/fuse"), ctl >= 0 ? "ok" : strerror (errno), loopdev,
+      fprintf (f, "pid %d\nchild %d\nfuse %s\nloop-control %s\nloop %s %s\n", (int)getpid (),
+               (int)child, probe ("/dev/fuse"), ctl >= 0 ? "ok" : strerror (errno), loopdev,
                n >= 0 ? probe (loopdev) : "no free device");
       fclose (f);
       rename ("/var/lib/ploop/stub.txt.tmp", "/var/lib/ploop/stub.txt");
@@ -80,7 +80,7 @@ main (int argc, char **argv)
   s = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   snprintf (addr.sun_path, sizeof addr.sun_path, "%s", sock);
   unlink (sock);
-  if (s < 0 || bind (s, (struct sockaddr *) &addr, sizeof addr) < 0 || listen (s, 16) < 0)
+  if (s < 0 || bind (s, (struct sockaddr *)&addr, sizeof addr) < 0 || listen (s, 16) < 0)
     {
       perror (sock);
       return 1;

@@ -42,8 +42,7 @@ die (const char *what)
   abort ();
 }
 
-static void
-snap_add (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
+static void snap_add (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
 
 static void
 snap_add (const char *fmt, ...)
@@ -57,15 +56,15 @@ snap_add (const char *fmt, ...)
   va_end (ap);
   if (n < 0)
     die ("snapshot line");
-  if (snap_len + (size_t) n + 1 > snap_cap)
+  if (snap_len + (size_t)n + 1 > snap_cap)
     {
-      snap_cap = (snap_len + (size_t) n + 1) * 2;
+      snap_cap = (snap_len + (size_t)n + 1) * 2;
       snap = realloc (snap, snap_cap);
       if (snap == NULL)
         die ("snapshot memory");
     }
-  memcpy (snap + snap_len, line, (size_t) n + 1);
-  snap_len += (size_t) n;
+  memcpy (snap + snap_len, line, (size_t)n + 1);
+  snap_len += (size_t)n;
 }
 
 /* FNV-1a of a regular file's content. */
@@ -91,8 +90,8 @@ walk_one (const char *path, const struct stat *st, int type, struct FTW *ftw)
 {
   char target[PATH_MAX] = "";
 
-  (void) type;
-  (void) ftw;
+  (void)type;
+  (void)ftw;
   /* the apply's own root is free to change (its own entry included: it is replaced) */
   if (strncmp (path, root, strlen (root)) == 0
       && (path[strlen (root)] == '\0' || path[strlen (root)] == '/'))
@@ -101,11 +100,11 @@ walk_one (const char *path, const struct stat *st, int type, struct FTW *ftw)
   bool outer = strlen (path) == strlen (root) - 5 && strncmp (path, root, strlen (path)) == 0;
   if (S_ISLNK (st->st_mode) && readlink (path, target, sizeof target - 1) < 0)
     target[0] = '\0';
-  snap_add ("%s mode=%o uid=%u gid=%u nlink=%lu size=%lld mtime=%lld.%09ld hash=%llx -> %s\n",
-            path, (unsigned) st->st_mode, (unsigned) st->st_uid, (unsigned) st->st_gid,
-            (unsigned long) st->st_nlink, (long long) st->st_size, outer ? 0LL : (long long) st->st_mtim.tv_sec,
-            outer ? 0L : st->st_mtim.tv_nsec,
-            (unsigned long long) (S_ISREG (st->st_mode) ? file_hash (path) : 0), target);
+  snap_add ("%s mode=%o uid=%u gid=%u nlink=%lu size=%lld mtime=%lld.%09ld hash=%llx -> %s\n", path,
+            (unsigned)st->st_mode, (unsigned)st->st_uid, (unsigned)st->st_gid,
+            (unsigned long)st->st_nlink, (long long)st->st_size,
+            outer ? 0LL : (long long)st->st_mtim.tv_sec, outer ? 0L : st->st_mtim.tv_nsec,
+            (unsigned long long)(S_ISREG (st->st_mode) ? file_hash (path) : 0), target);
   return 0;
 }
 
@@ -133,7 +132,7 @@ static void
 put_file (const char *path, const char *text)
 {
   int fd = open (path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0 || write (fd, text, strlen (text)) != (ssize_t) strlen (text))
+  if (fd < 0 || write (fd, text, strlen (text)) != (ssize_t)strlen (text))
     die (path);
   close (fd);
 }
@@ -144,8 +143,8 @@ LLVMFuzzerInitialize (int *argc, char ***argv)
   char path[PATH_MAX + 64];
   const char *tmp = getenv ("TMPDIR");
 
-  (void) argc;
-  (void) argv;
+  (void)argc;
+  (void)argv;
   pgd_log_set_level (PGD_LOG_ERROR);
   snprintf (base, sizeof base, "%s/pgd-fuzz-apply.XXXXXX", tmp && *tmp ? tmp : "/tmp");
   if (mkdtemp (base) == NULL)
@@ -197,7 +196,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
       ssize_t n = write (fd, data + off, size - off);
       if (n < 0)
         die ("write memfd");
-      off += (size_t) n;
+      off += (size_t)n;
     }
   if (lseek (fd, 0, SEEK_SET) < 0)
     die ("lseek");
@@ -209,7 +208,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
       abort ();
     }
   /* the stream is read to its end even after an error */
-  if (lseek (fd, 0, SEEK_CUR) != (off_t) size)
+  if (lseek (fd, 0, SEEK_CUR) != (off_t)size)
     {
       fprintf (stderr, "fuzz_apply: stream not read to its end (rc %d: %s)\n", rc, err.msg);
       abort ();
@@ -218,8 +217,10 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   after = snapshot ();
   if (strcmp (before, after) != 0)
     {
-      fprintf (stderr, "fuzz_apply: something outside the root changed (rc %d: %s)\n"
-               "before:\n%s\nafter:\n%s\n", rc, err.msg, before, after);
+      fprintf (stderr,
+               "fuzz_apply: something outside the root changed (rc %d: %s)\n"
+               "before:\n%s\nafter:\n%s\n",
+               rc, err.msg, before, after);
       abort ();
     }
   free (after);

@@ -17,8 +17,8 @@ int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size);
 int
 LLVMFuzzerInitialize (int *argc, char ***argv)
 {
-  (void) argc;
-  (void) argv;
+  (void)argc;
+  (void)argv;
   pgd_log_set_level (PGD_LOG_ERROR);
   return 0;
 }

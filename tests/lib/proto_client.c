@@ -166,8 +166,8 @@ spawn (struct pc_server *s, bool with_home, int activation_fd, const char *socke
         }
       dup2 (logfd, STDOUT_FILENO);
       dup2 (logfd, STDERR_FILENO);
-      char *argv[12] = { bin, "--socket", (char *)socket_arg, "--state", s->state,
-                         "--log-level", "debug" };
+      char *argv[12]
+          = { bin, "--socket", (char *)socket_arg, "--state", s->state, "--log-level", "debug" };
       int n = 7;
       if (s->extra_arg)
         argv[n++] = (char *)s->extra_arg;

@@ -38,10 +38,11 @@ tl_store_setup (struct tl_store *s, const char *name)
 int
 tl_store_open_rc (struct tl_store *s, struct pgd_err *err)
 {
-  struct pgd_layers_config cfg = {
-    .state_file = s->state, .engine = "user", .exe = s->exe, .linger_ms = s->linger_ms,
-    .stall_ms = s->stall_ms
-  };
+  struct pgd_layers_config cfg = { .state_file = s->state,
+                                   .engine = "user",
+                                   .exe = s->exe,
+                                   .linger_ms = s->linger_ms,
+                                   .stall_ms = s->stall_ms };
   return pgd_layers_open (&s->l, &cfg, err);
 }
 
@@ -72,10 +73,10 @@ tl_servers_under (const char *dir, pid_t *out, int max)
   while ((de = readdir (d)) != NULL && n < max)
     {
       char path[64], args[8192];
-      pid_t pid = (pid_t) atoi (de->d_name);
+      pid_t pid = (pid_t)atoi (de->d_name);
       if (pid <= 0)
         continue;
-      snprintf (path, sizeof path, "/proc/%d/cmdline", (int) pid);
+      snprintf (path, sizeof path, "/proc/%d/cmdline", (int)pid);
       int fd = open (path, O_RDONLY | O_CLOEXEC);
       if (fd < 0)
         continue;
@@ -102,7 +103,7 @@ tl_servers_under (const char *dir, pid_t *out, int max)
 void
 tl_wait_gone (pid_t pid)
 {
-  int fd = (int) syscall (SYS_pidfd_open, pid, 0);
+  int fd = (int)syscall (SYS_pidfd_open, pid, 0);
   if (fd < 0)
     return; /* already gone */
   struct pollfd pfd = { .fd = fd, .events = POLLIN };
@@ -137,11 +138,12 @@ tl_store_teardown (struct tl_store *s)
       kill (pids[i], SIGKILL);
       tl_wait_gone (pids[i]);
     }
-  snprintf (cmd, sizeof cmd,
-            "for f in /sys/block/loop*/loop/backing_file; do "
-            "grep -q '^%s/' \"$f\" 2>/dev/null && losetup -d /dev/$(basename $(dirname $(dirname $f))); "
-            "done 2>/dev/null; true",
-            s->tmp);
+  snprintf (
+      cmd, sizeof cmd,
+      "for f in /sys/block/loop*/loop/backing_file; do "
+      "grep -q '^%s/' \"$f\" 2>/dev/null && losetup -d /dev/$(basename $(dirname $(dirname $f))); "
+      "done 2>/dev/null; true",
+      s->tmp);
   if (system (cmd) != 0)
     fprintf (stderr, "cleanup of loop devices failed\n");
   if (pgd_rm_rf (s->tmp, &err) < 0)
@@ -191,7 +193,7 @@ tl_fill (const char *dir, const char *name, int mib, bool sync)
   cr_assert_geq (fd, 0, "open %s", path);
   memset (buf, 'x', sizeof buf);
   for (int i = 0; i < mib; i++)
-    cr_assert_eq (write (fd, buf, sizeof buf), (ssize_t) sizeof buf, "write %s", path);
+    cr_assert_eq (write (fd, buf, sizeof buf), (ssize_t)sizeof buf, "write %s", path);
   if (sync)
     cr_assert_eq (fsync (fd), 0, "fsync %s", path);
   close (fd);

@@ -14,7 +14,7 @@
 
 struct tl_store
 {
-  char tmp[PATH_MAX];        /* the test's directory: Home and state live below it */
+  char tmp[PATH_MAX]; /* the test's directory: Home and state live below it */
   char home[PATH_MAX + 16];
   char state[PATH_MAX + 16]; /* the persisted Init */
   char exe[PATH_MAX];        /* BUILD/ploop-graphdriver (PGD_BUILD, default build) */

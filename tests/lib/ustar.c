@@ -21,6 +21,6 @@ tl_ustar_header (char *h, const char *name, size_t size)
   memcpy (h + 263, "00", 2);
   memset (h + 148, ' ', 8);
   for (int i = 0; i < 512; i++)
-    sum += (unsigned char) h[i];
+    sum += (unsigned char)h[i];
   snprintf (h + 148, 8, "%06o", sum);
 }

@@ -41,8 +41,7 @@ TestSuite (cli, .init = setup, .fini = teardown);
 
 /* Run the binary with the NULL-terminated arguments; its output in OUT; returns the
    exit status (-1 when it did not exit normally). */
-static int __attribute__ ((sentinel))
-cli (const char *arg, ...)
+static int __attribute__ ((sentinel)) cli (const char *arg, ...)
 {
   const char *argv[16] = { bin };
   va_list ap;
@@ -151,7 +150,8 @@ Test (cli, create_mount_clone_grow)
 
   cr_assert_eq (cli ("mount", "--ro", "--run-dir", run, img, mnt, NULL), 0, "%s", out);
   assert_text (f, "parent\n");
-  cr_assert_lt (open (at (f, "mnt/new"), O_WRONLY | O_CREAT, 0644), 0, "a read-only mount took a file");
+  cr_assert_lt (open (at (f, "mnt/new"), O_WRONLY | O_CREAT, 0644), 0,
+                "a read-only mount took a file");
   cr_assert_eq (cli ("umount", "--run-dir", run, img, mnt, NULL), 0, "%s", out);
 
   /* grow the clone, and ext4 with it at the next mount */

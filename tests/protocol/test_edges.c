@@ -156,8 +156,7 @@ Test (edges, cleanup_after_a_diff_read_to_its_end)
         ;
       cr_assert_eq (n, 0, "round %d: the Diff was cut", round);
       ok ("/GraphDriver.Cleanup", "{}", NULL, 0);
-      cr_assert_not (mounted ("small"), "round %d: Cleanup answered with the layer mounted",
-                     round);
+      cr_assert_not (mounted ("small"), "round %d: Cleanup answered with the layer mounted", round);
       close (fd);
     }
   cr_assert_eq (pc_stop (&srv), 0, "the server did not exit cleanly on SIGTERM");
@@ -222,8 +221,9 @@ Test (edges, second_init_with_another_home)
   ok_id ("/GraphDriver.Create", "x");
   ok_id ("/GraphDriver.Get", "x");
 
-  cr_assert_eq (init_home (other, msg, sizeof msg), 500, "Init of another Home must be refused "
-                                                          "while a layer is held: %s",
+  cr_assert_eq (init_home (other, msg, sizeof msg), 500,
+                "Init of another Home must be refused "
+                "while a layer is held: %s",
                 msg);
   cr_assert (strstr (msg, srv.home) && strstr (msg, other) && strstr (msg, "x"),
              "the refusal names the Homes and the layer: %s", msg);

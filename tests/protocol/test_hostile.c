@@ -36,13 +36,13 @@ teardown (void)
 TestSuite (hostile, .init = setup, .fini = teardown);
 
 /* BODY, then the server must exit 0 on SIGTERM (how a sanitizer build reports). */
-#define HOSTILE_TEST(name)                                                                        \
-  static void name##_body (void);                                                                 \
-  Test (hostile, name)                                                                            \
-  {                                                                                               \
-    name##_body ();                                                                               \
-    cr_assert_eq (pc_stop (&srv), 0, "the server did not exit cleanly on SIGTERM");               \
-  }                                                                                               \
+#define HOSTILE_TEST(name)                                                                         \
+  static void name##_body (void);                                                                  \
+  Test (hostile, name)                                                                             \
+  {                                                                                                \
+    name##_body ();                                                                                \
+    cr_assert_eq (pc_stop (&srv), 0, "the server did not exit cleanly on SIGTERM");                \
+  }                                                                                                \
   static void name##_body (void)
 
 /* ---- what must not change ------------------------------------------------------------ */
@@ -56,13 +56,13 @@ list_entry (const char *path, const struct stat *st, int flag, struct FTW *ftw)
   char line[PATH_MAX + 64];
   int n;
 
-  (void) flag, (void) ftw;
+  (void)flag, (void)ftw;
   n = snprintf (line, sizeof line, "%s %o %lld\n", path, st->st_mode,
-                S_ISDIR (st->st_mode) ? 0LL : (long long) st->st_size);
-  listing = realloc (listing, listing_len + (size_t) n + 1);
+                S_ISDIR (st->st_mode) ? 0LL : (long long)st->st_size);
+  listing = realloc (listing, listing_len + (size_t)n + 1);
   cr_assert_not_null (listing);
-  memcpy (listing + listing_len, line, (size_t) n + 1);
-  listing_len += (size_t) n;
+  memcpy (listing + listing_len, line, (size_t)n + 1);
+  listing_len += (size_t)n;
   return 0;
 }
 
@@ -116,7 +116,7 @@ send_and_hang_up (const void *data, size_t len)
   int fd = pc_connect (&srv);
   cr_assert_geq (fd, 0, "connect\n%s", pc_log_tail (&srv));
   /* the server may hang up first: a failed send is fine */
-  (void) pc_send_all (fd, data, len);
+  (void)pc_send_all (fd, data, len);
   shutdown (fd, SHUT_WR);
   drain (fd);
   close (fd);
@@ -137,7 +137,7 @@ post_expect_error (const char *path, const char *body, size_t len, const char *w
             path, len);
   cr_assert_eq (pc_send_all (fd, head, strlen (head)), 0);
   /* the server may answer and close before taking all of an oversized body */
-  (void) pc_send_all (fd, body, len);
+  (void)pc_send_all (fd, body, len);
   shutdown (fd, SHUT_WR);
   if (pc_read_response (fd, &r) == 0)
     {
@@ -186,7 +186,7 @@ HOSTILE_TEST (binary_noise_instead_of_http)
   for (size_t i = 0; i < len; i++)
     {
       state = state * 1103515245u + 12345u;
-      noise[i] = (unsigned char) (state >> 16);
+      noise[i] = (unsigned char)(state >> 16);
     }
   send_and_hang_up (noise, len);
   assert_serving ("binary noise");
@@ -207,8 +207,8 @@ HOSTILE_TEST (binary_noise_instead_of_http)
 
 HOSTILE_TEST (deeply_nested_json)
 {
-  static const char *paths[] = { "/GraphDriver.Create", "/GraphDriver.Init",
-                                 "/GraphDriver.Status", "/GraphDriver.Remove" };
+  static const char *paths[] = { "/GraphDriver.Create", "/GraphDriver.Init", "/GraphDriver.Status",
+                                 "/GraphDriver.Remove" };
   size_t depth = 100000;
   char *before = home_snapshot ();
   char *body = malloc (2 * depth + 16);
@@ -222,9 +222,9 @@ HOSTILE_TEST (deeply_nested_json)
     }
   /* objects nested inside the ID's own object */
   size_t n = 0;
-  n += (size_t) sprintf (body, "{\"ID\":\"deep\",\"StorageOpt\":");
+  n += (size_t)sprintf (body, "{\"ID\":\"deep\",\"StorageOpt\":");
   for (size_t i = 0; i < depth / 6; i++)
-    n += (size_t) sprintf (body + n, "{\"a\":");
+    n += (size_t)sprintf (body + n, "{\"a\":");
   post_expect_error ("/GraphDriver.Create", body, n, "nested objects");
   assert_serving ("nested objects");
   free (body);
@@ -241,7 +241,7 @@ HOSTILE_TEST (huge_json_body)
   cr_assert_not_null (body);
   /* a well-formed object, only too big */
   int head = sprintf (body, "{\"ID\":\"huge\",\"Pad\":\"");
-  memset (body + head, 'x', len - (size_t) head - 2);
+  memset (body + head, 'x', len - (size_t)head - 2);
   memcpy (body + len - 2, "\"}", 2);
   post_expect_error ("/GraphDriver.Create", body, len, "1.5 MiB Create");
   assert_serving ("1.5 MiB Create");
@@ -271,7 +271,7 @@ server_threads (void)
   int n = 0;
   struct dirent *de;
 
-  snprintf (path, sizeof path, "/proc/%d/task", (int) srv.pid);
+  snprintf (path, sizeof path, "/proc/%d/task", (int)srv.pid);
   DIR *d = opendir (path);
   cr_assert_not_null (d, "%s", path);
   while ((de = readdir (d)) != NULL)
@@ -283,7 +283,10 @@ server_threads (void)
 
 HOSTILE_TEST (connection_flood)
 {
-  enum { FLOOD = 300 };
+  enum
+  {
+    FLOOD = 300
+  };
   static const char partial[] = "POST /GraphDriver.Status HTTP/1.1\r\nHost: \r\n";
   int fds[FLOOD];
   int opened = 0;
@@ -298,7 +301,7 @@ HOSTILE_TEST (connection_flood)
         continue; /* refused or backlog full: also a way of capping */
       opened++;
       /* a request begun and never finished holds its connection */
-      (void) pc_send_all (fds[i], partial, sizeof partial - 1);
+      (void)pc_send_all (fds[i], partial, sizeof partial - 1);
     }
   cr_assert_gt (opened, 0, "no connection at all");
   cr_assert (pc_alive (&srv), "server died in the flood\n%s", pc_log_tail (&srv));
@@ -319,8 +322,7 @@ static void
 call_status (const char *path, const char *body, int want)
 {
   struct pc_response r;
-  cr_assert_eq (pc_post (&srv, path, body, &r), 0, "%s: no response\n%s", path,
-                pc_log_tail (&srv));
+  cr_assert_eq (pc_post (&srv, path, body, &r), 0, "%s: no response\n%s", path, pc_log_tail (&srv));
   cr_assert_eq (r.status, want, "%s %s: %d %s\n%s", path, body, r.status, r.body ? r.body : "",
                 pc_log_tail (&srv));
   pc_response_free (&r);
@@ -328,14 +330,15 @@ call_status (const char *path, const char *body, int want)
 
 /* Bad chunk framings sent after a valid tar header; each on its own connection. */
 static const char *const bad_chunking[] = {
-  "zz\r\nabc\r\n0\r\n\r\n",                   /* size not hex */
-  "-1\r\nabc\r\n0\r\n\r\n",                   /* negative size */
-  "ffffffffffffffffff\r\nabc\r\n0\r\n\r\n",   /* size overflows */
-  "3\r\nabcdef\r\n0\r\n\r\n",                 /* more data than the size */
-  "3\r\nabcXY0\r\n\r\n",                      /* no CRLF after the data */
-  "3;" "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx" /* long ext */
+  "zz\r\nabc\r\n0\r\n\r\n",                 /* size not hex */
+  "-1\r\nabc\r\n0\r\n\r\n",                 /* negative size */
+  "ffffffffffffffffff\r\nabc\r\n0\r\n\r\n", /* size overflows */
+  "3\r\nabcdef\r\n0\r\n\r\n",               /* more data than the size */
+  "3\r\nabcXY0\r\n\r\n",                    /* no CRLF after the data */
+  "3;"
+  "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx" /* long ext */
   "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\nabc\r\n",
-  "400\r\nabc",                               /* cut inside a chunk */
+  "400\r\nabc", /* cut inside a chunk */
 };
 
 static void
@@ -352,11 +355,11 @@ apply_bad_chunking (const char *id, const char *chunking)
             id);
   tl_ustar_header (tar, "file", 100);
   snprintf (sz, sizeof sz, "%x\r\n", 512);
-  (void) pc_send_all (fd, head, strlen (head));
-  (void) pc_send_all (fd, sz, strlen (sz));
-  (void) pc_send_all (fd, tar, sizeof tar);
-  (void) pc_send_all (fd, "\r\n", 2);
-  (void) pc_send_all (fd, chunking, strlen (chunking));
+  (void)pc_send_all (fd, head, strlen (head));
+  (void)pc_send_all (fd, sz, strlen (sz));
+  (void)pc_send_all (fd, tar, sizeof tar);
+  (void)pc_send_all (fd, "\r\n", 2);
+  (void)pc_send_all (fd, chunking, strlen (chunking));
   shutdown (fd, SHUT_WR);
   struct pc_response r;
   if (pc_read_response (fd, &r) == 0)

@@ -96,8 +96,9 @@ Test (readme, curl_section_runs_on_a_fresh_server)
   snprintf (home, sizeof home, "%s/demo-home", srv.dir);
   extract_block ("## Debugging with curl", srv.socket, home, block, sizeof block);
   first_call (block, call, sizeof call);
-  cr_assert_str_eq (call, "Init", "the curl section must begin with Init (a fresh server "
-                                  "answers everything else \"driver not initialised\")");
+  cr_assert_str_eq (call, "Init",
+                    "the curl section must begin with Init (a fresh server "
+                    "answers everything else \"driver not initialised\")");
 
   snprintf (work, sizeof work, "%s/work", srv.dir);
   cr_assert_eq (mkdir (work, 0700), 0);
@@ -124,8 +125,7 @@ Test (readme, curl_section_runs_on_a_fresh_server)
   cr_assert_not_null (strstr (output, "{\"Size\":6}"), "ApplyDiff's size missing:\n%s", output);
   cr_assert_not_null (strstr (output, "{\"Path\":\"/etc/motd\",\"Kind\":0}"),
                       "Changes missing the changed file:\n%s", output);
-  cr_assert_not_null (strstr (output, "etc/motd\n"), "the Diff tar lists no etc/motd:\n%s",
-                      output);
+  cr_assert_not_null (strstr (output, "etc/motd\n"), "the Diff tar lists no etc/motd:\n%s", output);
   cr_assert_eq (lk_mounts_under (srv.dir, found, sizeof found), 0, "left mounted: %s", found);
   cr_assert_eq (pc_stop (&srv), 0, "the server did not exit cleanly on SIGTERM");
 }

@@ -522,9 +522,9 @@ Test (chain, reads_v2)
 
 /* ---- allocating writes in parallel ------------------------------------------- */
 
-#define MT_WRITERS 4   /* quarter k of every cluster belongs to writer k */
-#define MT_OPS 400     /* writes per quarter writer */
-#define MT_HOT 256     /* clusters the quarter writers share; the base maps the first half */
+#define MT_WRITERS 4      /* quarter k of every cluster belongs to writer k */
+#define MT_OPS 400        /* writes per quarter writer */
+#define MT_HOT 256        /* clusters the quarter writers share; the base maps the first half */
 #define MT_RUN_FIRST 1024 /* clusters from here on belong to the run writer */
 
 struct mt_writer

@@ -6,8 +6,8 @@
 #include <sys/xattr.h>
 #include <time.h>
 
-#include "diffkit.h"
 #include "diff/tree.h"
+#include "diffkit.h"
 
 TestSuite (changes, .init = kit_setup, .fini = kit_teardown);
 

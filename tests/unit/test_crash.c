@@ -102,7 +102,7 @@ assert_nothing_left (const char *id)
   pid_t pids[8];
   snprintf (dir, sizeof dir, "%s/layers/%s", S.home, id);
   int n = tl_servers_under (dir, pids, 8);
-  cr_assert_eq (n, 0, "image server %d of %s still running", n ? (int) pids[0] : 0, id);
+  cr_assert_eq (n, 0, "image server %d of %s still running", n ? (int)pids[0] : 0, id);
 }
 
 /* Write TEXT to DIR/NAME and make it durable (file and directory fsync'ed). */
@@ -113,7 +113,7 @@ write_durable (const char *dir, const char *name, const char *text)
   snprintf (path, sizeof path, "%s/%s", dir, name);
   int fd = open (path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   cr_assert_geq (fd, 0, "open %s", path);
-  cr_assert_eq (write (fd, text, strlen (text)), (ssize_t) strlen (text));
+  cr_assert_eq (write (fd, text, strlen (text)), (ssize_t)strlen (text));
   cr_assert_eq (fsync (fd), 0, "fsync %s", path);
   close (fd);
   fd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -149,7 +149,7 @@ write_all (int fd, const void *buf, size_t len)
       if (n <= 0)
         return -1;
       p += n;
-      len -= (size_t) n;
+      len -= (size_t)n;
     }
   return 0;
 }
@@ -169,7 +169,7 @@ tar_file (int fd, const char *name, size_t size, unsigned seed)
       for (size_t i = 0; i < sizeof block; i++)
         {
           seed = seed * 1103515245u + 12345u;
-          block[i] = (char) (seed >> 16);
+          block[i] = (char)(seed >> 16);
         }
       size_t n = size - off < sizeof block ? size - off : sizeof block;
       if (write_all (fd, block, n) < 0)
@@ -191,7 +191,12 @@ tar_end (int fd)
 Test (crash, apply_diff_killed_midway)
 {
   /* a 200 MiB tar (FILES x 1 MiB), cut in its middle */
-  enum { FILES = 200, FILE_SIZE = 1 << 20, KILL_AFTER = FILES / 2 };
+  enum
+  {
+    FILES = 200,
+    FILE_SIZE = 1 << 20,
+    KILL_AFTER = FILES / 2
+  };
   int pfd[2];
 
   /* the parent lets go of the store: the child is "the plugin" now */
@@ -220,7 +225,7 @@ Test (crash, apply_diff_killed_midway)
     {
       char name[32];
       snprintf (name, sizeof name, "f%03d", i);
-      cr_assert_eq (tar_file (pfd[1], name, FILE_SIZE, (unsigned) i), 0,
+      cr_assert_eq (tar_file (pfd[1], name, FILE_SIZE, (unsigned)i), 0,
                     "the child stopped reading after %d files", i);
     }
   cr_assert_eq (kill (child, SIGKILL), 0);
@@ -295,7 +300,7 @@ server_pid (const char *id)
   cr_assert_eq (sscanf (text, "%ld", &pid), 1, "%s: %s", path, text);
   free (text);
   cr_assert_gt (pid, 1);
-  return (pid_t) pid;
+  return (pid_t)pid;
 }
 
 /* Create A and B, mount both, write durable data, kill -9 A's server. */

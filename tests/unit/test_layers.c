@@ -42,7 +42,7 @@ write_file (const char *dir, const char *name, const char *text, mode_t mode)
   snprintf (path, sizeof path, "%s/%s", dir, name);
   int fd = open (path, O_WRONLY | O_CREAT | O_TRUNC, mode);
   cr_assert_geq (fd, 0, "open %s", path);
-  cr_assert_eq (write (fd, text, strlen (text)), (ssize_t) strlen (text));
+  cr_assert_eq (write (fd, text, strlen (text)), (ssize_t)strlen (text));
   cr_assert_eq (fchmod (fd, mode), 0);
   close (fd);
 }
@@ -233,13 +233,13 @@ Test (layers, bad_requests_change_nothing)
 
   cr_assert_neq (ops->create (S.l, &req, &err), 0);
   cr_assert (strstr (err.msg, "Unknown option flavour"), "%s", err.msg);
-  req = (struct pgd_create_req) { .id = "orphan", .parent = "missing" };
+  req = (struct pgd_create_req){ .id = "orphan", .parent = "missing" };
   cr_assert_neq (ops->create (S.l, &req, &err), 0);
   cr_assert (strstr (err.msg, "missing"), "%s", err.msg);
   cr_assert_eq (ops->exists (S.l, "orphan", &exists, &err), 0);
   cr_assert_not (exists);
   tl_create (&S, "dup", NULL, false);
-  req = (struct pgd_create_req) { .id = "dup" };
+  req = (struct pgd_create_req){ .id = "dup" };
   cr_assert_neq (ops->create (S.l, &req, &err), 0, "an existing ID is an error");
   char *dir = NULL;
   cr_assert_neq (ops->get (S.l, "missing", NULL, &dir, &err), 0);
@@ -260,9 +260,9 @@ Test (layers, storage_opt_size)
   char *dir = tl_get (&S, "big");
   cr_assert_eq (statvfs (dir, &sv), 0);
   /* ext4 keeps some blocks for itself; 12 GiB shows as a bit less */
-  uint64_t bytes = (uint64_t) sv.f_blocks * sv.f_frsize;
-  cr_assert_gt (bytes, 11500ULL << 20, "size %llu", (unsigned long long) bytes);
-  cr_assert_lt (bytes, 12300ULL << 20, "size %llu", (unsigned long long) bytes);
+  uint64_t bytes = (uint64_t)sv.f_blocks * sv.f_frsize;
+  cr_assert_gt (bytes, 11500ULL << 20, "size %llu", (unsigned long long)bytes);
+  cr_assert_lt (bytes, 12300ULL << 20, "size %llu", (unsigned long long)bytes);
   tl_put (&S, "big");
   free (dir);
   /* smaller than the parent is refused */
@@ -307,9 +307,8 @@ Test (layers, apply_diff_once)
 
   snprintf (src, sizeof src, "%s/src", S.tmp);
   snprintf (tarpath, sizeof tarpath, "%s/l.tar", S.tmp);
-  snprintf (cmd, sizeof cmd,
-            "mkdir -p %s/d && printf hello > %s/d/hello && tar -C %s -cf %s d", src, src, src,
-            tarpath);
+  snprintf (cmd, sizeof cmd, "mkdir -p %s/d && printf hello > %s/d/hello && tar -C %s -cf %s d",
+            src, src, src, tarpath);
   cr_assert_eq (system (cmd), 0);
   tl_create (&S, "applied", NULL, false);
   int fd = open (tarpath, O_RDONLY);
@@ -361,7 +360,7 @@ server_of (const char *id)
   long pid = atol (text);
   free (text);
   cr_assert_gt (pid, 1, "%s", path);
-  return (pid_t) pid;
+  return (pid_t)pid;
 }
 
 /* True while PID runs (exists and is not a zombie waiting for init to reap it). */
@@ -369,7 +368,7 @@ static bool
 running (pid_t pid)
 {
   char path[64], buf[256] = "";
-  snprintf (path, sizeof path, "/proc/%d/stat", (int) pid);
+  snprintf (path, sizeof path, "/proc/%d/stat", (int)pid);
   int fd = open (path, O_RDONLY);
   if (fd < 0)
     return false;

@@ -14,8 +14,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "store/layers.h"
 #include "store/internal.h"
+#include "store/layers.h"
 #include "store_fixture.h"
 #include "util.h"
 

@@ -64,11 +64,12 @@ reap_job_main (void *arg)
   struct reap_job *job = arg;
   struct pgd_layers *l = job->l;
 
-  pthread_mutex_lock (&l->lock);
-  unmount_idle (l, job->lay);
-  l->reap_jobs--;
-  pthread_cond_broadcast (&l->cond); /* pgd_reaper_stop waits for the last one */
-  pthread_mutex_unlock (&l->lock);
+  {
+    PGD_SCOPED_LOCK (&l->lock);
+    unmount_idle (l, job->lay);
+    l->reap_jobs--;
+    pthread_cond_broadcast (&l->cond); /* pgd_reaper_stop waits for the last one */
+  }
   free (job);
   return NULL;
 }
@@ -104,7 +105,7 @@ reaper_main (void *arg)
 {
   struct pgd_layers *l = arg;
 
-  pthread_mutex_lock (&l->lock);
+  PGD_SCOPED_LOCK (&l->lock);
   while (!l->reaper_stop)
     {
       uint64_t next;
@@ -124,7 +125,6 @@ reaper_main (void *arg)
           pthread_cond_timedwait (&l->cond, &l->lock, &ts);
         }
     }
-  pthread_mutex_unlock (&l->lock);
   return NULL;
 }
 
@@ -146,14 +146,14 @@ pgd_reaper_stop (struct pgd_layers *l)
 {
   if (!l->reaper_running)
     return;
-  pthread_mutex_lock (&l->lock);
-  l->reaper_stop = true;
-  pthread_cond_broadcast (&l->cond);
-  pthread_mutex_unlock (&l->lock);
+  {
+    PGD_SCOPED_LOCK (&l->lock);
+    l->reaper_stop = true;
+    pthread_cond_broadcast (&l->cond);
+  }
   pthread_join (l->reaper, NULL);
   l->reaper_running = false;
-  pthread_mutex_lock (&l->lock);
+  PGD_SCOPED_LOCK (&l->lock);
   while (l->reap_jobs > 0)
     pthread_cond_wait (&l->cond, &l->lock);
-  pthread_mutex_unlock (&l->lock);
 }

@@ -142,6 +142,63 @@ clone_or_flatten (const char *src, const char *id, const char *staging, struct p
   return 0;
 }
 
+/* Claim the entry of ID (adding it) once the store is ready: NULL with ERR otherwise. */
+static struct layer *
+claim_layer (struct pgd_layers *l, const char *id, const char *what, struct pgd_err *err)
+{
+  struct layer *lay;
+
+  PGD_SCOPED_LOCK (&l->lock);
+  if (pgd_store_ready (l, err) < 0)
+    return NULL;
+  lay = pgd_layer_claim_id (l, id, true);
+  if (lay == NULL)
+    pgd_error (err, ENOMEM, "%s %s", what, id);
+  return lay;
+}
+
+/* Unclaim LAY under the store lock; ABSENT: its ID turned out not to be on disk. */
+static void
+unclaim_layer (struct pgd_layers *l, struct layer *lay, bool absent)
+{
+  PGD_SCOPED_LOCK (&l->lock);
+  if (absent)
+    pgd_layer_unclaim_absent (l, lay);
+  else
+    pgd_layer_unclaim (l, lay);
+}
+
+/* Claim PARENT for a clone: it must be on disk and whole; an idle read-write mount of it
+   is closed first (a clone shares its deltas). *MOUNTED_RW: it is still mounted
+   read-write (held). NULL with ERR when it cannot be used. */
+static struct layer *
+claim_parent (struct pgd_layers *l, const char *parent, bool *mounted_rw, struct pgd_err *err)
+{
+  struct layer *play;
+
+  PGD_SCOPED_LOCK (&l->lock);
+  /* claimed first: a Remove that held the claim has deleted the parent by now */
+  play = pgd_layer_claim_id (l, parent, true);
+  if (play == NULL)
+    return pgd_error (err, ENOMEM, "parent layer %s", parent), NULL;
+  if (!pgd_layer_on_disk (l, parent))
+    {
+      pgd_error (err, ENOENT, "parent layer %s", parent);
+      pgd_layer_unclaim_absent (l, play);
+      return NULL;
+    }
+  if (pgd_layer_usable (l, parent, err) < 0
+      || (play->state == LAYER_MOUNTED && !play->ro && play->refs == 0
+          && pgd_layer_unmount (l, play, err) < 0))
+    {
+      pgd_error_wrap (err, "parent");
+      pgd_layer_unclaim (l, play);
+      return NULL;
+    }
+  *mounted_rw = play->state == LAYER_MOUNTED && !play->ro;
+  return play;
+}
+
 /* Build the new layer in STAGING: clone of the parent (or of the base template),
    grown when asked. The parent is claimed so that it is not mounted read-write,
    removed or cloned meanwhile. */
@@ -162,42 +219,17 @@ build_layer (struct pgd_layers *l, const struct pgd_create_req *req, uint64_t si
     }
   else
     {
-      struct layer *play;
+      bool mounted_rw = false;
+      struct layer *play = claim_parent (l, req->parent, &mounted_rw, err);
 
-      pthread_mutex_lock (&l->lock);
-      /* claimed first: a Remove that held the claim has deleted the parent by now */
-      play = pgd_layer_claim_id (l, req->parent, true);
       if (play == NULL)
-        {
-          pthread_mutex_unlock (&l->lock);
-          return pgd_error (err, ENOMEM, "parent layer %s", req->parent);
-        }
-      ret = 0;
-      if (!pgd_layer_on_disk (l, req->parent))
-        ret = pgd_error (err, ENOENT, "parent layer %s", req->parent);
-      else if (pgd_layer_usable (l, req->parent, err) < 0)
-        ret = pgd_error_wrap (err, "parent");
-      if (ret < 0)
-        {
-          pgd_layer_unclaim_absent (l, play);
-          pthread_mutex_unlock (&l->lock);
-          return -1;
-        }
-      /* an idle read-write mount of the parent is closed first: a clone shares its deltas */
-      if (play->state == LAYER_MOUNTED && !play->ro && play->refs == 0)
-        ret = pgd_layer_unmount (l, play, err);
-      bool mounted_rw = play->state == LAYER_MOUNTED && !play->ro;
-      pthread_mutex_unlock (&l->lock);
+        return -1;
       pgd_store_path (l, src, "layers", req->parent);
-      if (ret < 0)
-        pgd_error_wrap (err, "parent");
-      else if (mounted_rw)
+      if (mounted_rw)
         ret = pgd_error (err, EBUSY, "parent layer %s is mounted read-write", req->parent);
       else
         ret = clone_or_flatten (src, req->parent, staging, err);
-      pthread_mutex_lock (&l->lock);
-      pgd_layer_unclaim (l, play);
-      pthread_mutex_unlock (&l->lock);
+      unclaim_layer (l, play, false);
     }
   if (ret < 0)
     return -1;
@@ -226,20 +258,11 @@ pgd_store_create (void *ctx, const struct pgd_create_req *req, struct pgd_err *e
 
   if (parse_storage_opt (req, &size, err) < 0)
     return pgd_error_wrap (err, "create layer %s", req->id);
-  pthread_mutex_lock (&l->lock);
-  if (pgd_store_ready (l, err) < 0)
-    {
-      pthread_mutex_unlock (&l->lock);
-      return -1;
-    }
-  lay = pgd_layer_claim_id (l, req->id, true);
+  lay = claim_layer (l, req->id, "create layer", err);
   if (lay == NULL)
-    {
-      pthread_mutex_unlock (&l->lock);
-      return pgd_error (err, ENOMEM, "create layer %s", req->id);
-    }
+    return -1;
+  /* on disk or not cannot change while the ID is claimed */
   bool exists = pgd_layer_on_disk (l, req->id);
-  pthread_mutex_unlock (&l->lock);
   if (exists)
     ret = pgd_error (err, EEXIST, "create layer %s", req->id);
   else
@@ -275,12 +298,7 @@ pgd_store_create (void *ctx, const struct pgd_create_req *req, struct pgd_err *e
           pgd_error_wrap (err, "create layer %s", req->id);
         }
     }
-  pthread_mutex_lock (&l->lock);
-  if (ret < 0 && !exists)
-    pgd_layer_unclaim_absent (l, lay);
-  else
-    pgd_layer_unclaim (l, lay);
-  pthread_mutex_unlock (&l->lock);
+  unclaim_layer (l, lay, ret < 0 && !exists);
   if (ret == 0)
     pgd_log (PGD_LOG_DEBUG, "created %s%s%s", req->id, req->parent ? " on " : "",
              req->parent ? req->parent : "");
@@ -320,19 +338,9 @@ pgd_store_remove (void *ctx, const char *id, struct pgd_err *err)
   struct layer *lay;
   int ret = 0;
 
-  pthread_mutex_lock (&l->lock);
-  if (pgd_store_ready (l, err) < 0)
-    {
-      pthread_mutex_unlock (&l->lock);
-      return -1;
-    }
-  lay = pgd_layer_claim_id (l, id, true);
+  lay = claim_layer (l, id, "remove layer", err);
   if (lay == NULL)
-    {
-      pthread_mutex_unlock (&l->lock);
-      return pgd_error (err, ENOMEM, "remove layer %s", id);
-    }
-  pthread_mutex_unlock (&l->lock);
+    return -1;
 
   pgd_store_path (l, image, "layers", id);
   pgd_store_path (l, run, "run", id);
@@ -356,16 +364,17 @@ pgd_store_remove (void *ctx, const char *id, struct pgd_err *err)
   if (ret == 0)
     ret = delete_layer_files (l, id, err);
 
-  pthread_mutex_lock (&l->lock);
-  if (ret == 0)
-    {
-      lay->state = LAYER_UNMOUNTED;
-      lay->refs = 0;
-      /* out of the table before the unclaim: a waiter wakes, sees it gone and looks
-         the ID up again (it no longer exists) */
-      pgd_layer_forget (l, id);
-    }
-  pgd_layer_unclaim (l, lay);
-  pthread_mutex_unlock (&l->lock);
+  {
+    PGD_SCOPED_LOCK (&l->lock);
+    if (ret == 0)
+      {
+        lay->state = LAYER_UNMOUNTED;
+        lay->refs = 0;
+        /* out of the table before the unclaim: a waiter wakes, sees it gone and looks
+           the ID up again (it no longer exists) */
+        pgd_layer_forget (l, id);
+      }
+    pgd_layer_unclaim (l, lay);
+  }
   return ret < 0 ? pgd_error_wrap (err, "remove layer %s", id) : 0;
 }

@@ -16,11 +16,10 @@
 #include "util.h"
 
 void
-tl_store_setup (struct tl_store *s, const char *name)
+tl_store_prepare (struct tl_store *s, const char *name)
 {
   const char *b = getenv ("PGD_BUILD");
   char *r = realpath (b ? b : "build", NULL);
-  struct pgd_err err = { 0 };
 
   cr_assert_not_null (r, "build dir");
   snprintf (s->exe, sizeof s->exe, "%s/ploop-graphdriver", r);
@@ -30,6 +29,14 @@ tl_store_setup (struct tl_store *s, const char *name)
   cr_assert_not_null (mkdtemp (s->tmp));
   snprintf (s->home, sizeof s->home, "%s/home", s->tmp);
   snprintf (s->state, sizeof s->state, "%s/state.json", s->tmp);
+}
+
+void
+tl_store_setup (struct tl_store *s, const char *name)
+{
+  struct pgd_err err = { 0 };
+
+  tl_store_prepare (s, name);
   tl_store_open (s);
   struct pgd_init_req req = { .home = s->home };
   cr_assert_eq (pgd_layers_ops.init (s->l, &req, &err), 0, "init: %s", err.msg);

@@ -23,7 +23,11 @@ struct tl_store
   struct pgd_layers *l;      /* NULL while closed */
 };
 
-/* Make S's directory /var/tmp/pgd-NAME.XXXXXX, open a store there and Init it. */
+/* Make S's directory /var/tmp/pgd-NAME.XXXXXX and fill S's paths (Home, state, the
+   binary); nothing is opened. */
+void tl_store_prepare (struct tl_store *s, const char *name);
+
+/* tl_store_prepare, then open a store there and Init it. */
 void tl_store_setup (struct tl_store *s, const char *name);
 
 /* Open the store of S (state from S->state, no Init); 0 or -1 with ERR. */

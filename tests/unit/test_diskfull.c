@@ -17,44 +17,34 @@
 #include <unistd.h>
 
 #include "store/layers.h"
+#include "store_fixture.h"
 #include "util.h"
 
 #define HOST_MIB 160  /* the host filesystem holding Home */
 #define FILLER_MIB 24 /* freed once the disk is full */
 #define CHUNK_MIB 4
 
-static char tmp[PATH_MAX];
-static char home[PATH_MAX + 16];
-static char state[PATH_MAX + 16];
-static char exe[PATH_MAX];
 static struct pgd_layers *L;
 static const struct pgd_ops *ops = &pgd_layers_ops;
+static struct tl_store S;
 static bool home_mounted;
 
 static void
 setup (void)
 {
-  const char *b = getenv ("PGD_BUILD");
-  char *r = realpath (b ? b : "build", NULL);
-  cr_assert_not_null (r, "build dir");
-  snprintf (exe, sizeof exe, "%s/ploop-graphdriver", r);
-  free (r);
-  snprintf (tmp, sizeof tmp, "/var/tmp/pgd-full.XXXXXX");
-  cr_assert_not_null (mkdtemp (tmp));
-  snprintf (home, sizeof home, "%s/home", tmp);
-  snprintf (state, sizeof state, "%s/state.json", tmp);
+  tl_store_prepare (&S, "full");
   char cmd[PATH_MAX * 4];
   snprintf (cmd, sizeof cmd,
             "truncate -s %dM %s/host.img && mkfs.ext4 -q -F -m 0 %s/host.img && mkdir %s && "
             "mount -o loop %s/host.img %s",
-            HOST_MIB, tmp, tmp, home, tmp, home);
+            HOST_MIB, S.tmp, S.tmp, S.home, S.tmp, S.home);
   cr_assert_eq (system (cmd), 0, "%s", cmd);
   home_mounted = true;
-  struct pgd_layers_config cfg = { .state_file = state, .engine = "user", .exe = exe };
+  struct pgd_layers_config cfg = { .state_file = S.state, .engine = "user", .exe = S.exe };
   struct pgd_err err = { 0 };
   cr_assert_eq (pgd_layers_open (&L, &cfg, &err), 0, "open: %s", err.msg);
   char *opts[] = { (char *)"ploop.size=512M" };
-  struct pgd_init_req req = { .home = home, .opts = opts, .nopts = 1 };
+  struct pgd_init_req req = { .home = S.home, .opts = opts, .nopts = 1 };
   cr_assert_eq (ops->init (L, &req, &err), 0, "init: %s", err.msg);
 }
 
@@ -72,13 +62,13 @@ teardown (void)
   snprintf (cmd, sizeof cmd,
             "awk '{print $5}' /proc/self/mountinfo | grep '^%s/' | sort -r | "
             "xargs -r -n1 umount -l 2>/dev/null; true",
-            home);
+            S.home);
   if (system (cmd) != 0)
     fprintf (stderr, "cleanup of mounts failed\n");
-  if (home_mounted && umount (home) < 0)
-    fprintf (stderr, "umount %s: %s\n", home, strerror (errno));
+  if (home_mounted && umount (S.home) < 0)
+    fprintf (stderr, "umount %s: %s\n", S.home, strerror (errno));
   home_mounted = false;
-  if (pgd_rm_rf (tmp, &err) < 0)
+  if (pgd_rm_rf (S.tmp, &err) < 0)
     fprintf (stderr, "cleanup: %s\n", err.msg);
 }
 
@@ -127,7 +117,7 @@ Test (diskfull, put_that_cannot_flush_says_so_and_the_next_get_checks)
   struct pgd_err err = { 0 };
   char *dir = NULL, path[PATH_MAX * 2], filler[PATH_MAX * 2], mark[PATH_MAX * 2];
 
-  snprintf (filler, sizeof filler, "%s/filler", home);
+  snprintf (filler, sizeof filler, "%s/filler", S.home);
   cr_assert_eq (write_mib (filler, FILLER_MIB, 'f', true), 0);
   cr_assert_eq (ops->create (L, &req, &err), 0, "create: %s", err.msg);
   cr_assert_eq (ops->get (L, "L", NULL, &dir, &err), 0, "get: %s", err.msg);
@@ -147,7 +137,7 @@ Test (diskfull, put_that_cannot_flush_says_so_and_the_next_get_checks)
 
   cr_assert_eq (ops->put (L, "L", &err), -1, "the Put reported a clean close");
   cr_assert (strstr (err.msg, "L") && strstr (err.msg, "flush"), "Put: %s", err.msg);
-  snprintf (mark, sizeof mark, "%s/layers/L/fsck-needed", home);
+  snprintf (mark, sizeof mark, "%s/layers/L/fsck-needed", S.home);
   cr_assert_eq (access (mark, F_OK), 0, "the image is not marked for a check");
 
   /* space again: the Get checks the filesystem first, then hands it out clean */

@@ -12,33 +12,23 @@
 #include <unistd.h>
 
 #include "store/layers.h"
+#include "store_fixture.h"
 #include "util.h"
 
-static char tmp[PATH_MAX];
-static char home[PATH_MAX + 16];
-static char state[PATH_MAX + 16];
-static char exe[PATH_MAX];
 static const struct pgd_ops *ops = &pgd_layers_ops;
+static struct tl_store S;
 
 static void
 setup (void)
 {
-  const char *b = getenv ("PGD_BUILD");
-  char *r = realpath (b ? b : "build", NULL);
-  cr_assert_not_null (r, "build dir");
-  snprintf (exe, sizeof exe, "%s/ploop-graphdriver", r);
-  free (r);
-  snprintf (tmp, sizeof tmp, "/var/tmp/pgd-state.XXXXXX");
-  cr_assert_not_null (mkdtemp (tmp));
-  snprintf (home, sizeof home, "%s/home", tmp);
-  snprintf (state, sizeof state, "%s/state.json", tmp);
+  tl_store_prepare (&S, "state");
 }
 
 static void
 teardown (void)
 {
   struct pgd_err err;
-  if (pgd_rm_rf (tmp, &err) < 0)
+  if (pgd_rm_rf (S.tmp, &err) < 0)
     fprintf (stderr, "cleanup: %s\n", err.msg);
 }
 
@@ -48,7 +38,7 @@ TestSuite (state, .init = setup, .fini = teardown, .timeout = 120);
 static bool
 find_aside (char *out)
 {
-  DIR *d = opendir (tmp);
+  DIR *d = opendir (S.tmp);
   struct dirent *de;
   int n = 0;
 
@@ -56,7 +46,7 @@ find_aside (char *out)
   while ((de = readdir (d)) != NULL)
     if (strncmp (de->d_name, "state.json.damaged-", 19) == 0)
       {
-        snprintf (out, PATH_MAX, "%s/%s", tmp, de->d_name);
+        snprintf (out, PATH_MAX, "%s/%s", S.tmp, de->d_name);
         n++;
       }
   closedir (d);
@@ -95,14 +85,14 @@ ParameterizedTest (int *i, state, damaged_file_is_moved_aside)
   struct pgd_layers *l = NULL;
   struct pgd_kvlist kv = { 0 };
 
-  snprintf (text, sizeof text, damaged[*i], home);
-  cr_assert_eq (pgd_write_file_atomic (state, text, strlen (text), &err), 0, "%s", err.msg);
-  struct pgd_layers_config cfg = { .state_file = state, .engine = "user", .exe = exe };
+  snprintf (text, sizeof text, damaged[*i], S.home);
+  cr_assert_eq (pgd_write_file_atomic (S.state, text, strlen (text), &err), 0, "%s", err.msg);
+  struct pgd_layers_config cfg = { .state_file = S.state, .engine = "user", .exe = S.exe };
   cr_assert_eq (pgd_layers_open (&l, &cfg, &err), 0, "case %d: open: %s", *i, err.msg);
 
   /* kept aside, byte for byte; no state file left to trip the next start */
   cr_assert (find_aside (aside), "case %d: no state.json.damaged-* file", *i);
-  cr_assert_neq (access (state, F_OK), 0, "case %d: the damaged file is still in place", *i);
+  cr_assert_neq (access (S.state, F_OK), 0, "case %d: the damaged file is still in place", *i);
   cleanup_free char *kept = NULL;
   size_t len = 0;
   cr_assert_eq (pgd_read_file (aside, &kept, &len, &err), 0, "%s", err.msg);
@@ -114,7 +104,7 @@ ParameterizedTest (int *i, state, damaged_file_is_moved_aside)
   cr_assert (strstr (err.msg, "not initialised"), "case %d: %s", *i, err.msg);
 
   /* then Init works as on a first start, and writes a good state file */
-  struct pgd_init_req req = { .home = home };
+  struct pgd_init_req req = { .home = S.home };
   cr_assert_eq (ops->init (l, &req, &err), 0, "case %d: init: %s", *i, err.msg);
   cr_assert_eq (ops->status (l, &kv, &err), 0, "case %d: status: %s", *i, err.msg);
   pgd_kvlist_free (&kv);

@@ -118,7 +118,7 @@ rec_add (struct pgd_tracker *t, struct track_rec *r, int32_t type, const unsigne
     return;
   if (hlen > 255)
     return pgd_track_distrust (t, r, "a file handle longer than 255 bytes");
-  e = malloc (len);
+  e = calloc (1, len); /* padding included: E is also the dedup key */
   if (e == NULL)
     return pgd_track_distrust (t, r, "out of memory");
   e->type = type;

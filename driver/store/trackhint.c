@@ -210,8 +210,9 @@ pgd_track_hint (struct pgd_tracker *t, const char *id, const char *parent, const
   pthread_mutex_lock (&r->lock);
   pthread_mutex_unlock (&t->lock);
   pgd_track_drain (t, r);
+  char why_buf[sizeof r->why];
   if (!r->trusted)
-    why = r->why;
+    why = strcpy (why_buf, r->why); /* R may be freed once unlocked */
   else if (parent == NULL || old_root == NULL || strcmp (parent, r->parent) != 0)
     why = "asked against another layer than its clone parent";
   if (why == NULL)

@@ -758,9 +758,11 @@ Test (engine, memory_pressure_in_small_memcg)
   cr_skip_test ("memory pressure is measured on the build without ASan");
 #endif
   if (!make_memcg (cg, sizeof cg, 64ULL << 20))
-    teardown (),
-        cr_skip_test (
-            "no writable memory cgroup (v2 with memory in the root's subtree_control, or v1)");
+    {
+      teardown ();
+      cr_skip_test ("no writable memory cgroup (v2 with memory in the root's subtree_control, "
+                    "or v1)");
+    }
   fx_sh ("echo '%s' > '%s/memcg'", cg, root); /* for the fini sweep */
   fx_create_image (img, 8ULL << 30, 2048);
   do_mount (img, run, mnt, PGD_MOUNT_MKFS);

@@ -179,7 +179,12 @@ umount_steps (const char *image_dir, const struct pgd_srv_paths *p, const char *
         return -1;
       t_loop = pgd_elapsed_ms (t0);
       if (pgd_srv_stop (p, err) < 0)
-        return -1;
+        {
+          /* both said: the flush that failed and how the server ended */
+          if (flushed < 0)
+            pgd_error_wrap (err, "%s", flush.msg);
+          return -1;
+        }
       pgd_log (PGD_LOG_DEBUG, "unmounted %s from %s (ms since start: ext4 %u, loop %u, server %u)",
                image_dir, target, t_fs, t_loop, pgd_elapsed_ms (t0));
     }

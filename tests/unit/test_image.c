@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* driver/image.c against real libploop 1.15, ploop CLI and qemu-img. Needs root and an
+/* driver/engine/image.c against real libploop 1.15, ploop CLI and qemu-img. Needs root and an
    O_DIRECT-capable file system for the temporary images (/var/tmp, not tmpfs). */
 #include <criterion/criterion.h>
 

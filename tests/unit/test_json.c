@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* The protocol's JSON codec (driver/proto.c): requests as dockerd 20.10.24 sends them,
+/* The protocol's JSON codec (plugin/proto.c): requests as dockerd 20.10.24 sends them,
    malformed input, and byte-exact responses (PROTOCOL.md §2.3, §2.4, §5). */
 #include <criterion/criterion.h>
 #include <string.h>

@@ -11,6 +11,7 @@
 
 #include "log.h"
 #include "proto.h"
+#include "request.h"
 #include "stream.h"
 #include "util.h"
 
@@ -497,7 +498,14 @@ request_answer (struct request *req, struct MHD_Connection *conn, const char *ur
       pgd_log (PGD_LOG_DEBUG, "%s: 200 streaming", url);
       return ret;
     }
-  if (req->route->fn (req->r, req->body, req->len, &out, &req->err) < 0)
+  /* a call that waits (a claim held by a stuck unmount) stops before it changes
+     anything once its client has hung up */
+  const union MHD_ConnectionInfo *ci
+      = MHD_get_connection_info (conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+  pgd_request_attach (ci ? ci->connect_fd : -1);
+  int rc = req->route->fn (req->r, req->body, req->len, &out, &req->err);
+  pgd_request_detach ();
+  if (rc < 0)
     return reply_err (conn, url, MHD_HTTP_INTERNAL_SERVER_ERROR, &req->err);
   pgd_log (PGD_LOG_DEBUG, "%s: 200", url);
   return pgd_routes_reply (conn, MHD_HTTP_OK, out);

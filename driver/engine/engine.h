@@ -6,6 +6,8 @@
 #ifndef PGD_ENGINE_H
 #define PGD_ENGINE_H
 
+#include <errno.h>
+
 #include <limits.h>
 #include <stdbool.h>
 
@@ -39,6 +41,10 @@ struct pgd_engine
 /* Default bound on a wait for an image server that makes no progress at all. */
 #define PGD_SERVER_STALL_MS 30000
 
+/* The errnum of a mount or unmount whose image server made no progress for stall_ms
+   and was declared dead (killed, its FUSE connection aborted). */
+#define PGD_ESTALLED ETIME
+
 enum
 {
   PGD_MOUNT_RO = 1 << 0,     /* every delta read-only, ext4 mounted ro */
@@ -56,7 +62,8 @@ int pgd_engine_setup (struct pgd_engine *e, const char *name, const char *exe, s
    per-image directory for the engine's runtime state (FUSE mount point, pid file, the
    server's log). MOUNT_OPTS (may be NULL) are extra ext4 options, e.g. an SELinux
    context=. A top delta left in use by a dead server is checked and repaired first;
-   EBUSY when another process serves the image. Read-write mounts are noatime. Undoes
+   EBUSY when another process serves the image; PGD_ESTALLED when the server stalled
+   (every step that waits on it is watched). Read-write mounts are noatime. Undoes
    every step on failure. */
 int pgd_engine_mount (const struct pgd_engine *e, const char *image_dir, const char *run_dir,
                       const char *target, unsigned flags, const char *mount_opts,
@@ -64,7 +71,8 @@ int pgd_engine_mount (const struct pgd_engine *e, const char *image_dir, const c
 
 /* Undo pgd_engine_mount: unmount TARGET, detach the device, stop the server and close
    the image cleanly. Succeeds when nothing is mounted. Leaves no loop device, FUSE
-   mount or process behind. */
+   mount or process behind; PGD_ESTALLED when the server stalled and was declared dead
+   (what was left of the mount is torn down all the same). */
 int pgd_engine_umount (const struct pgd_engine *e, const char *image_dir, const char *run_dir,
                        const char *target, struct pgd_err *err)
     __attribute__ ((warn_unused_result));

@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -58,16 +59,58 @@ repair_if_needed (const char *image_dir, const struct pgd_srv_paths *p, struct p
   return pgd_image_check (image_dir, true, err);
 }
 
+/* The steps of pgd_user_mount after its server is up: the loop device on the exported
+   file, the filesystem check, mkfs or resize when asked, the ext4 mount. The device is
+   left to the caller's undo on failure (release_loop). */
+static int
+device_steps (const struct pgd_engine *e, const char *image_dir, const struct pgd_srv_paths *p,
+              const char *target, unsigned flags, const char *opts, uint64_t t0,
+              struct pgd_err *err)
+{
+  bool ro = flags & PGD_MOUNT_RO;
+  unsigned t_loop, t_mkfs = 0;
+  char dev[64];
+  int nr = -1, loop_fd = -1;
+
+  int file_fd = open (p->disk, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+  if (file_fd < 0)
+    return pgd_error (err, errno, "open %s", p->disk);
+  int rc = pgd_loop_attach (file_fd, (ro ? PGD_LOOP_RO : 0) | (e->loop_dio ? PGD_LOOP_DIO : 0), &nr,
+                            &loop_fd, err);
+  close (file_fd);
+  if (rc < 0)
+    return -1;
+  pgd_loop_path (nr, dev, sizeof dev);
+  t_loop = pgd_elapsed_ms (t0);
+  if (!ro && !(flags & PGD_MOUNT_MKFS))
+    rc = pgd_fs_check (image_dir, dev, err);
+  if (rc == 0 && (flags & (PGD_MOUNT_MKFS | PGD_MOUNT_RESIZE)) && ro)
+    rc = pgd_error (err, EINVAL, "mkfs or resize on a read-only mount");
+  if (rc == 0 && (flags & PGD_MOUNT_MKFS))
+    {
+      rc = pgd_mkfs_ext4 (dev, err);
+      t_mkfs = pgd_elapsed_ms (t0);
+    }
+  else if (rc == 0 && (flags & PGD_MOUNT_RESIZE))
+    rc = pgd_resize_ext4 (dev, err);
+  if (rc == 0)
+    rc = pgd_mount_ext4 (dev, target, ro, opts, err);
+  /* the mount holds the device now; our close leaves autoclear to the umount */
+  close (loop_fd);
+  if (rc == 0)
+    pgd_log (PGD_LOG_DEBUG, "%s on %s: loop ready at %u ms, mkfs done at %u ms", image_dir, dev,
+             t_loop, t_mkfs);
+  return rc;
+}
+
 int
 pgd_user_mount (const struct pgd_engine *e, const char *image_dir, const char *run_dir,
                 const char *target, unsigned flags, const char *opts, struct pgd_err *err)
 {
   bool ro = flags & PGD_MOUNT_RO;
   uint64_t t0 = pgd_now_ns ();
-  unsigned t_srv, t_loop, t_mkfs = 0;
+  unsigned t_srv;
   struct pgd_srv_paths p;
-  char dev[64];
-  int nr = -1, loop_fd = -1, file_fd = -1;
   pid_t pid = 0;
 
   if (pgd_mkdir_p (run_dir, 0700, err) < 0 || pgd_srv_paths (&p, image_dir, run_dir, err) < 0)
@@ -87,64 +130,38 @@ pgd_user_mount (const struct pgd_engine *e, const char *image_dir, const char *r
   if (repair_if_needed (image_dir, &p, err) < 0)
     return -1;
 
-  if (pgd_srv_spawn (e, &p, ro, &pid, err) < 0)
-    goto undo;
-  if (pgd_srv_record (&p, pid, err) < 0)
+  if (pgd_srv_spawn (e, &p, ro, &pid, err) < 0 || pgd_srv_record (&p, pid, err) < 0)
     goto undo;
   t_srv = pgd_elapsed_ms (t0);
-  file_fd = open (p.disk, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
-  if (file_fd < 0)
-    {
-      pgd_error (err, errno, "open %s", p.disk);
-      goto undo;
-    }
-  if (pgd_loop_attach (file_fd, (ro ? PGD_LOOP_RO : 0) | (e->loop_dio ? PGD_LOOP_DIO : 0), &nr,
-                       &loop_fd, err)
-      < 0)
-    goto undo;
-  close (file_fd);
-  file_fd = -1;
-  pgd_loop_path (nr, dev, sizeof dev);
-  t_loop = pgd_elapsed_ms (t0);
-  if (!ro && !(flags & PGD_MOUNT_MKFS) && pgd_fs_check (image_dir, dev, err) < 0)
-    goto undo;
-  if (flags & PGD_MOUNT_MKFS)
-    {
-      if (ro)
-        {
-          pgd_error (err, EINVAL, "mkfs on a read-only mount");
-          goto undo;
-        }
-      if (pgd_mkfs_ext4 (dev, err) < 0)
+  {
+    /* every step from here waits on the server: bounded by its progress */
+    struct pgd_watch w;
+    unsigned long long start = 0;
+    if (!pgd_srv_read (&p, &pid, &start))
+      start = 0;
+    pgd_watch_start (&w, start ? pid : 0, start, p.fuse, image_dir, e->stall_ms);
+    if (getenv ("PGD_TEST_STOP_SERVER") != NULL)
+      kill (pid, SIGSTOP); /* test hook (test_stall): a server that stops while mounting */
+    int rc = device_steps (e, image_dir, &p, target, flags, opts, t0, err);
+    if (pgd_watch_end (&w))
+      rc = pgd_error (err, PGD_ESTALLED,
+                      "image server %ld made no progress for %u ms and was declared dead "
+                      "(killed, its FUSE connection aborted)",
+                      (long)pid, e->stall_ms);
+    if (rc < 0)
+      {
+        /* mounted just as the server was declared dead: that mount goes too */
+        if (pgd_is_mountpoint (target) && umount2 (target, MNT_DETACH) < 0)
+          pgd_log (PGD_LOG_ERROR, "umount %s: %s", target, strerror (errno));
         goto undo;
-      t_mkfs = pgd_elapsed_ms (t0);
-    }
-  else if (flags & PGD_MOUNT_RESIZE)
-    {
-      if (ro)
-        {
-          pgd_error (err, EINVAL, "resize on a read-only mount");
-          goto undo;
-        }
-      if (pgd_resize_ext4 (dev, err) < 0)
-        goto undo;
-    }
-  if (pgd_mount_ext4 (dev, target, ro, opts, err) < 0)
-    goto undo;
-  /* the mount holds the device now; our close leaves autoclear to the umount */
-  close (loop_fd);
-  pgd_log (PGD_LOG_DEBUG,
-           "mounted %s at %s via %s (ms since start: server ready %u, loop %u, "
-           "mkfs %u, mounted %u)",
-           image_dir, target, dev, t_srv, t_loop, t_mkfs, pgd_elapsed_ms (t0));
+      }
+  }
+  pgd_log (PGD_LOG_DEBUG, "mounted %s at %s (ms since start: server ready %u, mounted %u)",
+           image_dir, target, t_srv, pgd_elapsed_ms (t0));
   return 0;
 
 undo:
   pgd_error_wrap (err, "mount image %s", image_dir);
-  if (file_fd >= 0)
-    close (file_fd);
-  if (loop_fd >= 0)
-    close (loop_fd);
   {
     struct pgd_err e2 = { 0 };
     if (release_loop (&p, &e2) < 0 || pgd_srv_stop (&p, &e2) < 0)
@@ -162,11 +179,13 @@ umount_steps (const char *image_dir, const struct pgd_srv_paths *p, const char *
   uint64_t t0 = pgd_now_ns ();
   struct pgd_err flush = { 0 };
   int flushed = 0;
+  unsigned t_flush = 0;
 
   if (pgd_is_mountpoint (target))
     {
       /* umount succeeds even when the write-back failed: ask first */
       flushed = pgd_fs_flush (image_dir, target, &flush);
+      t_flush = pgd_elapsed_ms (t0);
       if (pgd_umount_retry (target, TARGET_UMOUNT_TIMEOUT_MS, err) < 0)
         return -1;
     }
@@ -185,8 +204,9 @@ umount_steps (const char *image_dir, const struct pgd_srv_paths *p, const char *
             pgd_error_wrap (err, "%s", flush.msg);
           return -1;
         }
-      pgd_log (PGD_LOG_DEBUG, "unmounted %s from %s (ms since start: ext4 %u, loop %u, server %u)",
-               image_dir, target, t_fs, t_loop, pgd_elapsed_ms (t0));
+      pgd_log (PGD_LOG_DEBUG,
+               "unmounted %s from %s (ms since start: flushed %u, ext4 %u, loop %u, server %u)",
+               image_dir, target, t_flush, t_fs, t_loop, pgd_elapsed_ms (t0));
     }
   if (flushed < 0)
     {
@@ -216,7 +236,7 @@ pgd_user_umount (const struct pgd_engine *e, const char *image_dir, const char *
   int ret = umount_steps (image_dir, ours ? &p : NULL, target, err);
   if (pgd_watch_end (&w))
     {
-      pgd_error (err, ETIMEDOUT,
+      pgd_error (err, PGD_ESTALLED,
                  "image server %ld made no progress for %u ms and was declared dead (killed, "
                  "its FUSE connection aborted)",
                  (long)pid, e->stall_ms);

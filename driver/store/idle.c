@@ -43,6 +43,7 @@ unmount_idle (struct pgd_layers *l, struct layer *lay)
 {
   struct pgd_err err;
 
+  pgd_log (PGD_LOG_DEBUG, "idle layer %s: unmounting", lay->id);
   if (pgd_layer_unmount (l, lay, &err) < 0)
     {
       pgd_log (PGD_LOG_WARN, "idle layer %s: %s; retrying later", lay->id, err.msg);

@@ -37,6 +37,8 @@ struct layer
                           only when it has left the table and nobody pins it */
   bool gone;           /* dropped from the table while pinned (its ID was removed) */
   uint64_t idle_since; /* pgd_now_ns of the last Put to 0 refs while still mounted; 0 = not idle */
+  bool server_lost;    /* its image server made no progress and was declared dead (killed):
+                          writes it had not flushed may be lost; the next Get says so */
 };
 
 struct pgd_layers
@@ -130,6 +132,12 @@ bool pgd_layer_claim (struct pgd_layers *l, struct layer *lay) __attribute__ ((w
    Remove dropped it meanwhile. NULL: no entry (without CREATE) or out of memory.
    Called with l->lock held. */
 struct layer *pgd_layer_claim_id (struct pgd_layers *l, const char *id, bool create);
+
+/* Claim the entry of ID (added when absent) for a request, as pgd_layer_claim_id, except
+   that a wait for another claim ends when the request's client has gone
+   (pgd_request_gone). NULL with ERR (ECANCELED, or ENOMEM) then; WHAT names the request. */
+struct layer *pgd_layer_claim_req (struct pgd_layers *l, const char *id, const char *what,
+                                   struct pgd_err *err);
 
 /* Unclaim LAY, claimed for an ID found absent on disk: its entry goes unless it tracks
    a mount. Called with l->lock held. */

@@ -17,6 +17,7 @@
 #include "engine/engine.h"
 #include "internal.h"
 #include "log.h"
+#include "request.h"
 #include "track.h"
 #include "util.h"
 
@@ -34,9 +35,9 @@ pgd_layer_acquire (struct pgd_layers *l, const char *id, const char *mount_label
   if (pgd_store_ready (l, err) < 0)
     return -1;
   /* claimed first: a Remove that held the claim has deleted the layer by now */
-  lay = pgd_layer_claim_id (l, id, true);
+  lay = pgd_layer_claim_req (l, id, "get layer", err);
   if (lay == NULL)
-    return pgd_error (err, ENOMEM, "layer %s", id);
+    return -1;
   ret = 0;
   if (!pgd_layer_on_disk (l, id))
     ret = pgd_error (err, ENOENT, "layer %s", id);
@@ -66,6 +67,28 @@ pgd_layer_acquire (struct pgd_layers *l, const char *id, const char *mount_label
               pgd_layer_unclaim (l, lay);
               return -1;
             }
+        }
+    }
+  if (lay->server_lost && lay->state == LAYER_UNMOUNTED)
+    {
+      /* said once, to the first Get after it, rather than mounted again in silence */
+      lay->server_lost = false;
+      pgd_layer_unclaim (l, lay);
+      return pgd_error (err, PGD_ESTALLED,
+                        "layer %s: its image server made no progress for %u ms and was declared "
+                        "dead (killed); writes not yet flushed may be lost; the image is checked "
+                        "at the next Get",
+                        id, l->stall_ms);
+    }
+  if (lay->state != LAYER_MOUNTED)
+    {
+      /* the mount below is the first change: not for a client that has gone */
+      char what[PATH_MAX];
+      snprintf (what, sizeof what, "get layer %s", id);
+      if (pgd_request_check (what, err) < 0)
+        {
+          pgd_layer_unclaim (l, lay);
+          return -1;
         }
     }
   if (lay->state == LAYER_MOUNTED)
@@ -131,10 +154,13 @@ pgd_layer_unmount (struct pgd_layers *l, struct layer *lay, struct pgd_err *err)
   pgd_store_path (l, dir, "mnt", lay->id);
   int ret = pgd_engine_umount (&l->engine, image, run, dir, err);
   bool gone = ret == 0 || !pgd_is_mountpoint (dir);
+  bool lost = ret < 0 && err->errnum == PGD_ESTALLED;
   if (gone)
     pgd_track_close (l->tracker, lay->id, image, ret == 0);
   pthread_mutex_lock (&l->lock);
   lay->idle_since = 0;
+  if (lost)
+    lay->server_lost = true;
   if (gone)
     {
       /* also when torn down all the same (e.g. its image server had died): a later Get

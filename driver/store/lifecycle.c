@@ -13,6 +13,7 @@
 #include "engine/engine.h"
 #include "internal.h"
 #include "log.h"
+#include "request.h"
 #include "track.h"
 #include "util.h"
 
@@ -146,15 +147,11 @@ clone_or_flatten (const char *src, const char *id, const char *staging, struct p
 static struct layer *
 claim_layer (struct pgd_layers *l, const char *id, const char *what, struct pgd_err *err)
 {
-  struct layer *lay;
-
   PGD_SCOPED_LOCK (&l->lock);
   if (pgd_store_ready (l, err) < 0)
     return NULL;
-  lay = pgd_layer_claim_id (l, id, true);
-  if (lay == NULL)
-    pgd_error (err, ENOMEM, "%s %s", what, id);
-  return lay;
+  /* a wait for another claim ends when the client has gone: nothing changed then */
+  return pgd_layer_claim_req (l, id, what, err);
 }
 
 /* Unclaim LAY under the store lock; ABSENT: its ID turned out not to be on disk. */
@@ -178,9 +175,9 @@ claim_parent (struct pgd_layers *l, const char *parent, bool *mounted_rw, struct
 
   PGD_SCOPED_LOCK (&l->lock);
   /* claimed first: a Remove that held the claim has deleted the parent by now */
-  play = pgd_layer_claim_id (l, parent, true);
+  play = pgd_layer_claim_req (l, parent, "parent layer", err);
   if (play == NULL)
-    return pgd_error (err, ENOMEM, "parent layer %s", parent), NULL;
+    return NULL;
   if (!pgd_layer_on_disk (l, parent))
     {
       pgd_error (err, ENOENT, "parent layer %s", parent);
@@ -192,6 +189,14 @@ claim_parent (struct pgd_layers *l, const char *parent, bool *mounted_rw, struct
           && pgd_layer_unmount (l, play, err) < 0))
     {
       pgd_error_wrap (err, "parent");
+      pgd_layer_unclaim (l, play);
+      return NULL;
+    }
+  char what[PATH_MAX];
+  snprintf (what, sizeof what, "create a child of layer %s", parent);
+  /* (the unmount of an idle parent may have waited on its server) */
+  if (pgd_request_check (what, err) < 0)
+    {
       pgd_layer_unclaim (l, play);
       return NULL;
     }

@@ -13,8 +13,12 @@
 #include "engine/engine.h"
 #include "internal.h"
 #include "log.h"
+#include "request.h"
 #include "track.h"
 #include "util.h"
+
+/* how often a request waiting for a claim looks whether its client is still there */
+#define CANCEL_POLL_MS 200U
 
 static unsigned
 hash_id (const char *id)
@@ -136,19 +140,43 @@ unpin (struct layer *lay)
     free_layer (lay);
 }
 
-bool
-pgd_layer_claim (struct pgd_layers *l, struct layer *lay)
+/* Wait for LAY's claim: 1 claimed, 0 the entry left the table meanwhile, -1 the calling
+   request's client went away while it waited (CANCELLABLE only; polled every
+   CANCEL_POLL_MS, since a hang-up wakes nobody here). */
+static int
+claim_wait (struct pgd_layers *l, struct layer *lay, bool cancellable)
 {
   lay->pins++;
   while (lay->busy && !lay->gone)
-    pthread_cond_wait (&l->cond, &l->lock);
+    {
+      if (!cancellable)
+        {
+          pthread_cond_wait (&l->cond, &l->lock);
+          continue;
+        }
+      uint64_t t = pgd_now_ns () + (uint64_t)CANCEL_POLL_MS * 1000000ULL;
+      struct timespec ts
+          = { .tv_sec = (time_t)(t / 1000000000ULL), .tv_nsec = (long)(t % 1000000000ULL) };
+      pthread_cond_timedwait (&l->cond, &l->lock, &ts);
+      if (lay->busy && !lay->gone && pgd_request_gone ())
+        {
+          unpin (lay);
+          return -1;
+        }
+    }
   if (lay->gone)
     {
       unpin (lay);
-      return false;
+      return 0;
     }
   lay->busy = true; /* the pin stays until the unclaim */
-  return true;
+  return 1;
+}
+
+bool
+pgd_layer_claim (struct pgd_layers *l, struct layer *lay)
+{
+  return claim_wait (l, lay, false) == 1;
 }
 
 struct layer *
@@ -159,6 +187,35 @@ pgd_layer_claim_id (struct pgd_layers *l, const char *id, bool create)
       struct layer *lay = pgd_layer_find (l, id, create);
       if (lay == NULL || pgd_layer_claim (l, lay))
         return lay;
+    }
+}
+
+struct layer *
+pgd_layer_claim_req (struct pgd_layers *l, const char *id, const char *what, struct pgd_err *err)
+{
+  for (;;)
+    {
+      struct layer *lay = pgd_layer_find (l, id, true);
+      if (lay == NULL)
+        return pgd_error (err, ENOMEM, "%s %s", what, id), NULL;
+      bool waited = lay->busy;
+      if (waited)
+        pgd_log (PGD_LOG_DEBUG, "%s %s: waiting (another operation holds the layer)", what, id);
+      int rc = claim_wait (l, lay, true);
+      if (rc == 0)
+        continue;
+      /* after a wait, the client may have left: stop before anything changes */
+      char req[PATH_MAX];
+      snprintf (req, sizeof req, "%s %s", what, id);
+      if (rc < 0 || (waited && pgd_request_gone ()))
+        {
+          if (rc == 1)
+            pgd_layer_unclaim (l, lay);
+          if (pgd_request_check (req, err) < 0)
+            return NULL;
+          continue; /* (not reached: a hang-up stays) */
+        }
+      return lay;
     }
 }
 

@@ -235,3 +235,97 @@ Test (faults_proto, supervised_plugin_restarts_and_keeps_mounts)
   must (&a, "/GraphDriver.Remove", "{\"ID\":\"live\"}");
   cr_assert_eq (pc_stop (&a), 0, "the supervisor did not stop cleanly: %s", pc_log_tail (&a));
 }
+
+/* How many times NEEDLE occurs in S's whole log. */
+static int
+log_count (const struct pc_server *s, const char *needle)
+{
+  cleanup_free char *text = NULL;
+  int n = 0;
+
+  if (pgd_read_file (s->log, &text, NULL, NULL) < 0)
+    return 0;
+  for (const char *p = text; (p = strstr (p, needle)) != NULL; p++)
+    n++;
+  return n;
+}
+
+static void
+wait_log (const struct pc_server *s, const char *needle)
+{
+  while (log_count (s, needle) == 0)
+    usleep (10000);
+}
+
+/* POST BODY to PATH on a connection of its own, wait until S logs WAITING (the call
+   waits for the layer), then hang up without reading the answer. */
+static void
+post_and_hang_up (struct pc_server *s, const char *path, const char *body, const char *waiting)
+{
+  char req[1024];
+  int before = log_count (s, waiting);
+  int n = snprintf (req, sizeof req,
+                    "POST %s HTTP/1.1\r\nHost: \r\nContent-Type: application/json\r\n"
+                    "Content-Length: %zu\r\n\r\n%s",
+                    path, strlen (body), body);
+  int fd = pc_connect (s);
+  cr_assert_geq (fd, 0, "connect");
+  cr_assert_eq (pc_send_all (fd, req, (size_t)n), 0, "send %s", path);
+  while (log_count (s, waiting) == before)
+    usleep (10000);
+  close (fd);
+}
+
+/* Issue #17: a Get and a Remove that wait for a layer (its idle unmount is stuck on a
+   stopped image server) end when their client hangs up, and neither changes anything
+   once the unmount finishes: the Get does not mount for a client long gone, the Remove
+   does not delete. */
+Test (faults_proto, requests_whose_client_hung_up_change_nothing)
+{
+  char mnt[PATH_MAX + 32], path[PATH_MAX + 64], pidfile[PATH_MAX + 32];
+  struct pc_response r;
+  struct pgd_err err;
+
+  cr_assert_eq (pc_start (&a, true), 0, "the server did not start");
+  must (&a, "/GraphDriver.CreateReadWrite", "{\"ID\":\"L\",\"Parent\":\"\",\"MountLabel\":\"\"}");
+  must (&a, "/GraphDriver.Get", "{\"ID\":\"L\",\"MountLabel\":\"\"}");
+  snprintf (mnt, sizeof mnt, "%s/mnt/L", a.home);
+  write_synced (mnt, "kept");
+  /* dirty data: the idle unmount's flush must go through the server */
+  snprintf (path, sizeof path, "%s/dirty", mnt);
+  FILE *f = fopen (path, "w");
+  cr_assert_not_null (f, "open %s", path);
+  for (int i = 0; i < 4096; i++)
+    cr_assert_gt (fputs ("dirty data, not flushed; dirty data, not flushed; dirty data!!\n", f), 0);
+  cr_assert_eq (fclose (f), 0);
+  snprintf (pidfile, sizeof pidfile, "%s/run/L/server.pid", a.home);
+  cleanup_free char *line = NULL;
+  cr_assert_eq (pgd_read_file (pidfile, &line, NULL, &err), 0, "%s", err.msg);
+  pid_t server = (pid_t)atoi (line);
+  cr_assert_eq (kill (server, SIGSTOP), 0);
+  must (&a, "/GraphDriver.Put", "{\"ID\":\"L\"}");
+  wait_log (&a, "idle layer L: unmounting"); /* after --linger: stuck on the server */
+
+  post_and_hang_up (&a, "/GraphDriver.Get", "{\"ID\":\"L\",\"MountLabel\":\"\"}",
+                    "get layer L: waiting");
+  wait_log (&a, "get layer L: the client went away");
+  post_and_hang_up (&a, "/GraphDriver.Remove", "{\"ID\":\"L\"}", "remove layer L: waiting");
+  wait_log (&a, "remove layer L: the client went away");
+
+  cr_assert_eq (kill (server, SIGCONT), 0);
+  wait_log (&a, "unmounted L");
+  cr_assert_not (pgd_is_mountpoint (mnt), "the cancelled Get mounted %s", mnt);
+  cr_assert_eq (pc_post (&a, "/GraphDriver.Exists", "{\"ID\":\"L\"}", &r), 0);
+  json_t *j = pc_json (&r);
+  cr_assert (j && json_is_true (json_object_get (j, "Exists")),
+             "the cancelled Remove deleted L: %s", r.body);
+  json_decref (j);
+  pc_response_free (&r);
+  /* the layer is whole: a Get now (client present) mounts it with its data */
+  must (&a, "/GraphDriver.Get", "{\"ID\":\"L\",\"MountLabel\":\"\"}");
+  snprintf (path, sizeof path, "%s/kept", mnt);
+  cr_assert_eq (access (path, F_OK), 0, "%s is lost", path);
+  must (&a, "/GraphDriver.Put", "{\"ID\":\"L\"}");
+  must (&a, "/GraphDriver.Remove", "{\"ID\":\"L\"}");
+  cr_assert_eq (pc_stop (&a), 0, "the plugin did not stop cleanly: %s", pc_log_tail (&a));
+}

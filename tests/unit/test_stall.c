@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* A stopped image server (SIGSTOP), through the store in process on the real engine
-   (issue #17): a Remove or Get that needs the server ends once the stall bound passes
-   (the server is declared dead: killed, its FUSE connection aborted), and an idle
-   unmount stuck on it never holds up the idle unmounts of other layers. */
+   (issue #17): a Remove, Get or mount that needs the server ends once the stall bound
+   passes (the server is declared dead: killed, its FUSE connection aborted; a Get says
+   so), an idle unmount stuck on it never holds up the idle unmounts of other layers,
+   and a request waiting behind it stops, changing nothing, when its client hangs up. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -11,9 +12,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "engine/engine.h"
+#include "request.h"
 #include "store/internal.h"
 #include "store/layers.h"
 #include "store_fixture.h"
@@ -143,15 +147,43 @@ Test (stall, get_of_an_idle_layer_whose_server_is_stopped)
   put ("L");
   pid_t pid = server_of ("L");
   stop_server (pid);
-  /* the mount is not handed out again: taken down (the server declared dead), mounted
-     afresh on a new server, with the data that was made durable */
-  cr_assert_eq (ops->get (S.l, "L", NULL, &dir, &err), 0, "get: %s", err.msg);
+  /* the mount is not handed out again: taken down (the server declared dead), and this
+     Get fails saying so, since writes the server had not flushed may be lost */
+  cr_assert_lt (ops->get (S.l, "L", NULL, &dir, &err), 0, "a Get on a stopped server succeeded");
+  cr_assert_eq (err.errnum, PGD_ESTALLED, "%s", err.msg);
+  cr_assert (strstr (err.msg, "layer L") && strstr (err.msg, "declared dead"), "%s", err.msg);
   cr_assert (gone (pid), "the stopped server %d still exists", (int)pid);
   stopped = -1;
+  cr_assert_not (mounted ("L"));
+  /* the next Get mounts it afresh on a new server, with the data made durable */
+  cr_assert_eq (ops->get (S.l, "L", NULL, &dir, &err), 0, "get: %s", err.msg);
   cr_assert_neq (server_of ("L"), pid);
   snprintf (path, sizeof path, "%s/fill", dir);
   cr_assert_eq (stat (path, &st), 0, "%s", path);
   cr_assert_eq (st.st_size, (off_t)FILL_MIB << 20);
+  free (dir);
+  put ("L");
+}
+
+Test (stall, mount_on_a_server_that_stops_fails_and_leaves_nothing)
+{
+  struct pgd_err err = { 0 };
+  char *dir = NULL, fuse[PATH_MAX * 2];
+
+  open_store (600000, STALL_MS);
+  tl_create (&S, "L", NULL, false);
+  /* the engine stops the server right after it started, before the loop device */
+  setenv ("PGD_TEST_STOP_SERVER", "1", 1);
+  int rc = ops->get (S.l, "L", NULL, &dir, &err);
+  unsetenv ("PGD_TEST_STOP_SERVER");
+  cr_assert_lt (rc, 0, "a mount on a stopped server succeeded");
+  cr_assert_eq (err.errnum, PGD_ESTALLED, "%s", err.msg);
+  cr_assert (strstr (err.msg, "declared dead"), "%s", err.msg);
+  cr_assert_not (mounted ("L"));
+  snprintf (fuse, sizeof fuse, "%s/run/L/fuse", S.home);
+  cr_assert_not (pgd_is_mountpoint (fuse), "the server's FUSE mount is left");
+  /* and the layer mounts once its server behaves */
+  cr_assert_eq (ops->get (S.l, "L", NULL, &dir, &err), 0, "get: %s", err.msg);
   free (dir);
   put ("L");
 }
@@ -186,4 +218,50 @@ Test (stall, idle_unmount_stuck_on_one_server_does_not_hold_up_others)
   stopped = -1;
   while (busy ("stuck"))
     usleep (1000);
+}
+
+/* A Get, a Remove and a Create of a child, each waiting for the claim that a stuck idle
+   unmount holds, end when their client hangs up, and none of them changes anything. */
+Test (stall, requests_whose_client_left_while_waiting_change_nothing)
+{
+  struct pgd_err err = { 0 };
+  struct pgd_create_req child = { .id = "C", .parent = "L", .rw = true };
+  char *dir = NULL;
+  bool exists = false;
+  int sv[2];
+
+  open_store (200, 0); /* no stall bound: the stuck unmount stays stuck */
+  create_and_fill ("L", true);
+  pid_t pid = server_of ("L");
+  stop_server (pid);
+  put ("L");
+  while (!busy ("L")) /* the reaper took it: its unmount waits on the server */
+    usleep (1000);
+  cr_assert_eq (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  pgd_request_attach (sv[0]);
+  close (sv[1]); /* the client hangs up */
+  cr_assert_lt (ops->get (S.l, "L", NULL, &dir, &err), 0, "the Get waited on");
+  cr_assert_eq (err.errnum, ECANCELED, "%s", err.msg);
+  cr_assert (strstr (err.msg, "get layer L"), "%s", err.msg);
+  cr_assert_lt (ops->remove (S.l, "L", &err), 0, "the Remove waited on");
+  cr_assert_eq (err.errnum, ECANCELED, "%s", err.msg);
+  cr_assert_lt (ops->create (S.l, &child, &err), 0, "the Create waited on");
+  cr_assert_eq (err.errnum, ECANCELED, "%s", err.msg);
+  pgd_request_detach ();
+  close (sv[0]);
+  /* let the stuck unmount go: the server dies, the kernel fails what waited on it */
+  kill (pid, SIGKILL);
+  kill (pid, SIGCONT);
+  stopped = -1;
+  while (busy ("L"))
+    usleep (1000);
+  cr_assert_not (mounted ("L"), "the cancelled Get mounted the layer");
+  cr_assert_eq (ops->exists (S.l, "L", &exists, &err), 0);
+  cr_assert (exists, "the cancelled Remove deleted the layer");
+  cr_assert_eq (ops->exists (S.l, "C", &exists, &err), 0);
+  cr_assert_not (exists, "the cancelled Create made the child");
+  /* and without a client attached, the same calls go through */
+  cr_assert_eq (ops->get (S.l, "L", NULL, &dir, &err), 0, "get: %s", err.msg);
+  free (dir);
+  put ("L");
 }

@@ -197,27 +197,42 @@ busy (const char *id)
   return lay && lay->busy;
 }
 
+/* Stop ID's server, Put ID, and wait until the reaper's unmount of it is stuck on the
+   stopped server (with no stall bound it stays stuck). Returns the server's pid. */
+static pid_t
+stick_idle_unmount (const char *id)
+{
+  pid_t pid = server_of (id);
+  stop_server (pid);
+  put (id);
+  while (!busy (id)) /* the reaper took it: its unmount waits on the server */
+    usleep (1000);
+  return pid;
+}
+
+/* Let ID's stuck unmount go: the server PID dies, the kernel fails what waited on it. */
+static void
+release_stuck (pid_t pid, const char *id)
+{
+  kill (pid, SIGKILL);
+  kill (pid, SIGCONT);
+  stopped = -1;
+  while (busy (id))
+    usleep (1000);
+}
+
 Test (stall, idle_unmount_stuck_on_one_server_does_not_hold_up_others)
 {
   open_store (200, 0); /* no stall bound: the stuck unmount stays stuck */
   create_and_fill ("stuck", false);
   create_and_fill ("other", false);
-  pid_t pid = server_of ("stuck");
-  stop_server (pid);
-  put ("stuck");
-  while (!busy ("stuck")) /* the reaper took it: its unmount waits on the server */
-    usleep (1000);
+  pid_t pid = stick_idle_unmount ("stuck");
   put ("other");
   while (mounted ("other"))
     usleep (1000);
   /* (its mount point is already out of mountinfo: the kernel flushes after that) */
   cr_assert (busy ("stuck"), "the stuck unmount ended on its own");
-  /* let it go: the server dies, the kernel fails what waited on it */
-  kill (pid, SIGKILL);
-  kill (pid, SIGCONT);
-  stopped = -1;
-  while (busy ("stuck"))
-    usleep (1000);
+  release_stuck (pid, "stuck");
 }
 
 /* A Get, a Remove and a Create of a child, each waiting for the claim that a stuck idle
@@ -232,11 +247,7 @@ Test (stall, requests_whose_client_left_while_waiting_change_nothing)
 
   open_store (200, 0); /* no stall bound: the stuck unmount stays stuck */
   create_and_fill ("L", true);
-  pid_t pid = server_of ("L");
-  stop_server (pid);
-  put ("L");
-  while (!busy ("L")) /* the reaper took it: its unmount waits on the server */
-    usleep (1000);
+  pid_t pid = stick_idle_unmount ("L");
   cr_assert_eq (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
   pgd_request_attach (sv[0]);
   close (sv[1]); /* the client hangs up */
@@ -249,12 +260,7 @@ Test (stall, requests_whose_client_left_while_waiting_change_nothing)
   cr_assert_eq (err.errnum, ECANCELED, "%s", err.msg);
   pgd_request_detach ();
   close (sv[0]);
-  /* let the stuck unmount go: the server dies, the kernel fails what waited on it */
-  kill (pid, SIGKILL);
-  kill (pid, SIGCONT);
-  stopped = -1;
-  while (busy ("L"))
-    usleep (1000);
+  release_stuck (pid, "L");
   cr_assert_not (mounted ("L"), "the cancelled Get mounted the layer");
   cr_assert_eq (ops->exists (S.l, "L", &exists, &err), 0);
   cr_assert (exists, "the cancelled Remove deleted the layer");

@@ -6,6 +6,7 @@
 #include <jansson.h>
 #include <string.h>
 
+#include "idmap.h"
 #include "util.h"
 
 /* jansson's json_auto_t (json_t released at end of scope) under our naming */
@@ -165,52 +166,6 @@ decode_opts (json_t *root, struct pgd_init_req *req, struct pgd_err *err)
   return 0;
 }
 
-static int
-idmap_field (json_t *obj, const char *what, size_t i, const char *key, uint32_t *out,
-             struct pgd_err *err)
-{
-  json_t *v = json_object_get (obj, key);
-
-  if (v == NULL)
-    return pgd_error (err, 0, "%s[%zu]: missing %s", what, i, key);
-  if (!json_is_integer (v) || json_integer_value (v) < 0
-      || json_integer_value (v) > (json_int_t)UINT32_MAX)
-    return pgd_error (err, 0, "%s[%zu]: %s is not an integer in 0..4294967295", what, i, key);
-  *out = (uint32_t)json_integer_value (v);
-  return 0;
-}
-
-static int
-decode_idmap (json_t *root, const char *what, struct pgd_idmap **out, size_t *n,
-              struct pgd_err *err)
-{
-  json_t *arr = json_object_get (root, what);
-  size_t i;
-  json_t *v;
-
-  if (arr == NULL || json_is_null (arr))
-    return 0;
-  if (!json_is_array (arr))
-    return pgd_error (err, 0, "%s is not an array", what);
-  if (json_array_size (arr) == 0)
-    return 0;
-  *out = calloc (json_array_size (arr), sizeof **out);
-  if (*out == NULL)
-    return pgd_error (err, ENOMEM, "%s", what);
-  json_array_foreach (arr, i, v)
-  {
-    struct pgd_idmap *m = &(*out)[i];
-    if (!json_is_object (v))
-      return pgd_error (err, 0, "%s[%zu] is not an object", what, i);
-    if (idmap_field (v, what, i, "container_id", &m->container_id, err) < 0
-        || idmap_field (v, what, i, "host_id", &m->host_id, err) < 0
-        || idmap_field (v, what, i, "size", &m->size, err) < 0)
-      return -1;
-    *n = i + 1;
-  }
-  return 0;
-}
-
 int
 pgd_proto_decode_init (const char *body, size_t len, struct pgd_proto_init_req *out,
                        struct pgd_err *err)
@@ -230,8 +185,8 @@ pgd_proto_decode_init (const char *body, size_t len, struct pgd_proto_init_req *
     return pgd_error (err, 0, "Home is empty");
   r.req.home = home;
   if (decode_opts (root, &r.req, err) < 0
-      || decode_idmap (root, "UIDMaps", &r.req.maps.uid, &r.req.maps.nuid, err) < 0
-      || decode_idmap (root, "GIDMaps", &r.req.maps.gid, &r.req.maps.ngid, err) < 0)
+      || pgd_idmaps_decode (root, "UIDMaps", &r.req.maps.uid, &r.req.maps.nuid, err) < 0
+      || pgd_idmaps_decode (root, "GIDMaps", &r.req.maps.gid, &r.req.maps.ngid, err) < 0)
     {
       pgd_proto_init_req_free (&r);
       return -1;

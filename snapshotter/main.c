@@ -14,6 +14,7 @@
 
 #include "engine/imgsrv.h"
 #include "log.h"
+#include "options.h"
 #include "service.h"
 #include "signals.h"
 #include "store/layers.h"
@@ -96,21 +97,13 @@ parse_options (int argc, char **argv, struct options *opt)
         opt->blocksize = optarg;
         break;
       case OPT_ENGINE:
-        if (strcmp (optarg, "auto") != 0 && strcmp (optarg, "user") != 0
-            && strcmp (optarg, "kernel") != 0)
-          {
-            fprintf (stderr, "%s: --engine must be auto, user or kernel\n", argv[0]);
-            return -1;
-          }
+        if (pgd_opt_engine (argv[0], optarg) < 0)
+          return -1;
         opt->engine = optarg;
         break;
       case OPT_LOG_LEVEL:
-        opt->log_level = pgd_log_parse_level (optarg);
-        if (opt->log_level < 0)
-          {
-            fprintf (stderr, "%s: --log-level must be error, warn, info or debug\n", argv[0]);
-            return -1;
-          }
+        if (pgd_opt_log_level (argv[0], optarg, &opt->log_level) < 0)
+          return -1;
         break;
       case OPT_HELP:
         usage (stdout, argv[0]);

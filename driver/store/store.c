@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "engine/engine.h"
+#include "idmap.h"
 #include "internal.h"
 #include "log.h"
 #include "track.h"
@@ -226,46 +227,6 @@ pgd_store_init (struct pgd_layers *l, const struct pgd_init_req *req, bool save,
   return 0;
 }
 
-/* One ID-map field of the state file: absent, null or an array of objects with three
-   integers within 32 bits. */
-static int
-maps_from_json (json_t *a, const char *name, struct pgd_idmap **out, size_t *n, struct pgd_err *err)
-{
-  static const char *const keys[] = { "container_id", "host_id", "size" };
-  size_t i;
-  json_t *v;
-
-  *out = NULL;
-  *n = 0;
-  if (a == NULL || json_is_null (a))
-    return 0;
-  if (!json_is_array (a))
-    return pgd_error (err, 0, "%s is not an array", name);
-  if (json_array_size (a) == 0)
-    return 0;
-  *out = calloc (json_array_size (a), sizeof **out);
-  if (*out == NULL)
-    return pgd_error (err, ENOMEM, "%s", name);
-  json_array_foreach (a, i, v)
-  {
-    json_int_t x[3];
-    for (size_t k = 0; k < 3; k++)
-      {
-        json_t *f = json_is_object (v) ? json_object_get (v, keys[k]) : NULL;
-        if (!json_is_integer (f) || json_integer_value (f) < 0
-            || json_integer_value (f) > UINT32_MAX)
-          return pgd_error (err, 0, "%s[%zu].%s is not an integer from 0 to %u", name, i, keys[k],
-                            UINT32_MAX);
-        x[k] = json_integer_value (f);
-      }
-    (*out)[i] = (struct pgd_idmap){ .container_id = (uint32_t)x[0],
-                                    .host_id = (uint32_t)x[1],
-                                    .size = (uint32_t)x[2] };
-  }
-  *n = json_array_size (a);
-  return 0;
-}
-
 /* The persisted Init of ROOT into REQ, every field type-checked; REQ's arrays are
    malloc'd (free them whether or not this fails). */
 static int
@@ -293,12 +254,8 @@ state_from_json (json_t *root, struct pgd_init_req *req, struct pgd_err *err)
       return pgd_error (err, 0, "Opts[%zu] is not a string", i);
     req->opts[i] = (char *)json_string_value (v);
   }
-  if (maps_from_json (json_object_get (root, "UIDMaps"), "UIDMaps", &req->maps.uid, &req->maps.nuid,
-                      err)
-          < 0
-      || maps_from_json (json_object_get (root, "GIDMaps"), "GIDMaps", &req->maps.gid,
-                         &req->maps.ngid, err)
-             < 0)
+  if (pgd_idmaps_decode (root, "UIDMaps", &req->maps.uid, &req->maps.nuid, err) < 0
+      || pgd_idmaps_decode (root, "GIDMaps", &req->maps.gid, &req->maps.ngid, err) < 0)
     return -1;
   return 0;
 }

@@ -28,6 +28,9 @@
 #define SHARED 4  /* children every thread diffs; only their creator writes them */
 #define BASE "dr-base"
 #define MSG_LEN 4096
+/* nesting for the deep-tree test: far past PATH_MAX ("d/" a level), and just within */
+#define DEEP_LEVELS 12000
+#define WITHIN_LEVELS 2000
 
 static struct pc_server srv;
 static atomic_bool stop_all;
@@ -386,6 +389,96 @@ Test (diffrace, parallel_diffs_while_the_reaper_unmounts)
     cr_assert_eq (workers[i].error[0], '\0', "thread %d: %s\n%s", i, workers[i].error,
                   pc_log_tail (&srv));
   cr_log_info ("diffrace: %u calls", calls);
+  cr_assert (pc_alive (&srv), "the server died: %s", pc_log_tail (&srv));
+  cr_assert_eq (pc_stop (&srv), 0, "the server did not exit cleanly: %s", pc_log_tail (&srv));
+}
+
+/* Nest LEVELS directories named "d" under DIR (by descriptor: no path gets long). */
+static int
+nest (struct worker *w, const char *dir, int levels)
+{
+  int fd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+  for (int i = 0; fd >= 0 && i < levels; i++)
+    {
+      if (mkdirat (fd, "d", 0755) < 0)
+        {
+          close (fd);
+          return fail (w, "mkdir level %d under %s: %s", i, dir, strerror (errno));
+        }
+      int sub = openat (fd, "d", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      close (fd);
+      fd = sub;
+    }
+  if (fd < 0)
+    return fail (w, "open a level under %s: %s", dir, strerror (errno));
+  close (fd);
+  return 0;
+}
+
+/* A child layer holding LEVELS nested directories. */
+static void
+deep_child (struct worker *w, const char *id, int levels)
+{
+  char body[256], dir[PATH_MAX];
+
+  snprintf (body, sizeof body, "{\"ID\":\"%s\",\"Parent\":\"" BASE "\",\"MountLabel\":\"\"}", id);
+  cr_assert_eq (call (w, "/GraphDriver.CreateReadWrite", body, NULL), 0, "%s", w->error);
+  cr_assert_eq (get (w, id, dir), 0, "%s", w->error);
+  cr_assert_eq (nest (w, dir, levels), 0, "%s", w->error);
+  cr_assert_eq (put (w, id), 0, "%s", w->error);
+}
+
+/* A container may nest directories far deeper than any path can name: the diff of its
+   layer was a recursion a level per directory on the request thread's stack, and the
+   server died of a SIGSEGV at about 8000 levels. Now a path longer than PATH_MAX is an
+   error (dockerd's own diff cannot name it either), and a tree just within the bound
+   still fits the stack. */
+Test (diffrace, a_tree_nested_past_path_max_is_an_error_not_a_crash)
+{
+  struct worker w = { 0 };
+  struct pc_response r;
+  char dir[PATH_MAX];
+
+  cr_assert_eq (call (&w, "/GraphDriver.CreateReadWrite",
+                      "{\"ID\":\"" BASE "\",\"Parent\":\"\",\"MountLabel\":\"\"}", NULL),
+                0, "%s", w.error);
+  cr_assert_eq (get (&w, BASE, dir), 0, "%s", w.error);
+  cr_assert_eq (put (&w, BASE), 0, "%s", w.error);
+  deep_child (&w, "dr-deep", DEEP_LEVELS);
+  deep_child (&w, "dr-within", WITHIN_LEVELS);
+
+  static const char *const calls[] = { "/GraphDriver.Changes", "/GraphDriver.DiffSize" };
+  for (size_t i = 0; i < sizeof calls / sizeof *calls; i++)
+    {
+      cr_assert_eq (pc_post (&srv, calls[i], "{\"ID\":\"dr-deep\",\"Parent\":\"" BASE "\"}", &r), 0,
+                    "%s: no answer (the server died?): %s", calls[i], pc_log_tail (&srv));
+      const char *e = pc_json_str (&r, "Err");
+      cr_assert (r.status == 500 && e && strstr (e, "longer than"), "%s: %d %s", calls[i], r.status,
+                 r.body ? r.body : "");
+      pc_response_free (&r);
+      cr_assert (pc_alive (&srv), "the server died: %s", pc_log_tail (&srv));
+    }
+  /* the Diff fails once its stream has begun: cut, without the final chunk */
+  cr_assert_eq (
+      pc_post (&srv, "/GraphDriver.Diff", "{\"ID\":\"dr-deep\",\"Parent\":\"" BASE "\"}", &r), 0,
+      "Diff: no answer (the server died?): %s", pc_log_tail (&srv));
+  cr_assert (r.status == 200 && !r.complete, "Diff: %d, %s", r.status,
+             r.complete ? "complete" : "cut");
+  pc_response_free (&r);
+  cr_assert (pc_alive (&srv), "the server died: %s", pc_log_tail (&srv));
+  cr_assert_eq (
+      pc_post (&srv, "/GraphDriver.DiffSize", "{\"ID\":\"dr-within\",\"Parent\":\"" BASE "\"}", &r),
+      0, "DiffSize: no answer: %s", pc_log_tail (&srv));
+  cr_assert_eq (r.status, 200, "DiffSize of %d levels: %d %s", WITHIN_LEVELS, r.status,
+                r.body ? r.body : "");
+  pc_response_free (&r);
+  cr_assert_eq (
+      pc_post (&srv, "/GraphDriver.Diff", "{\"ID\":\"dr-within\",\"Parent\":\"" BASE "\"}", &r), 0,
+      "Diff: no answer: %s", pc_log_tail (&srv));
+  cr_assert (r.status == 200 && r.complete, "Diff of %d levels: %d, %s", WITHIN_LEVELS, r.status,
+             r.complete ? "complete" : "cut");
+  pc_response_free (&r);
   cr_assert (pc_alive (&srv), "the server died: %s", pc_log_tail (&srv));
   cr_assert_eq (pc_stop (&srv), 0, "the server did not exit cleanly: %s", pc_log_tail (&srv));
 }

@@ -149,7 +149,7 @@ asan:
 
 # ThreadSanitizer: the plugin and image server built into build-tsan/, driven by the
 # plain protocol suites (Criterion cannot run under TSan: Snaipe/Criterion#274).
-TSAN_SUITES ?= test_races_proto test_stress test_layers_proto test_protocol test_faults_proto
+TSAN_SUITES ?= test_races_proto test_stress test_layers_proto test_protocol test_faults_proto test_diffrace
 tsan: all
 	$(MAKE) BUILD=build-tsan CFLAGS="-O1 -g -fsanitize=thread -fno-omit-frame-pointer" \
 	  build-tsan/ploop-graphdriver build-tsan/ploop-graphdriver-serve-image

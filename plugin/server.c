@@ -217,13 +217,13 @@ pgd_server_start (struct pgd_server **out, int fd, const struct pgd_ops *ops, vo
       free (s);
       return -1;
     }
-  s->daemon = MHD_start_daemon (flags, 0, NULL, NULL, pgd_routes_handle, &s->routes,
-                                /* first, so that every later message goes through it */
-                                MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
-                                MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_TIMEOUT,
-                                (unsigned)0, MHD_OPTION_CONNECTION_LIMIT,
-                                (unsigned)PGD_SERVER_MAX_CONNECTIONS, MHD_OPTION_NOTIFY_COMPLETED,
-                                pgd_routes_completed, &s->routes, MHD_OPTION_END);
+  s->daemon = MHD_start_daemon (
+      flags, 0, NULL, NULL, pgd_routes_handle, &s->routes,
+      /* first, so that every later message goes through it */
+      MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_LISTEN_SOCKET, fd,
+      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)0, MHD_OPTION_CONNECTION_LIMIT,
+      (unsigned)PGD_SERVER_MAX_CONNECTIONS, MHD_OPTION_THREAD_STACK_SIZE, PGD_REQUEST_STACK,
+      MHD_OPTION_NOTIFY_COMPLETED, pgd_routes_completed, &s->routes, MHD_OPTION_END);
   if (s->daemon == NULL)
     {
       pgd_routes_destroy (&s->routes);

@@ -14,6 +14,12 @@
 /* Most connections served at once; more are refused by libmicrohttpd. */
 #define PGD_SERVER_MAX_CONNECTIONS 256
 
+/* The stack of every thread that serves a request (libmicrohttpd's, the stream
+   workers): the diff walk recurses once per directory level (driver/diff/tree.c bounds
+   the depth by PATH_MAX, about 1 KiB a level), so the size is stated here rather than
+   left to RLIMIT_STACK (glibc gives threads 2 MiB when it is unlimited). */
+#define PGD_REQUEST_STACK ((size_t)8 << 20)
+
 struct pgd_server;
 
 /* The socket file a server bound, as found right after bind: removed at exit only

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "server.h"
 #include "util.h"
 
 /* Pipe capacity asked for (best effort) and the Diff response block size. */
@@ -26,6 +27,22 @@ make_pipe (int fds[2], struct pgd_err *err)
     return pgd_error (err, errno, "pipe");
   (void)fcntl (fds[1], F_SETPIPE_SZ, PIPE_SIZE);
   return 0;
+}
+
+/* Start FN(ARG) in *T with the stack a request's work needs (PGD_REQUEST_STACK). */
+static int
+start_worker (pthread_t *t, void *(*fn) (void *), void *arg)
+{
+  pthread_attr_t attr;
+  int rc = pthread_attr_init (&attr);
+
+  if (rc != 0)
+    return rc;
+  rc = pthread_attr_setstacksize (&attr, PGD_REQUEST_STACK);
+  if (rc == 0)
+    rc = pthread_create (t, &attr, fn, arg);
+  pthread_attr_destroy (&attr);
+  return rc;
 }
 
 static void
@@ -112,7 +129,7 @@ pgd_apply_start (struct pgd_apply **out, struct pgd_routes *r, const char *id, c
     }
   a->rfd = fds[0];
   a->wfd = fds[1];
-  rc = pthread_create (&a->thread, NULL, apply_worker, a);
+  rc = start_worker (&a->thread, apply_worker, a);
   if (rc != 0)
     {
       pgd_apply_free (a);
@@ -303,7 +320,7 @@ pgd_diff_response (struct pgd_routes *r, struct MHD_Connection *conn, const char
     }
   d->rfd = fds[0];
   d->wfd = fds[1];
-  rc = pthread_create (&d->thread, NULL, diff_worker, d);
+  rc = start_worker (&d->thread, diff_worker, d);
   if (rc != 0)
     {
       diff_free (d);

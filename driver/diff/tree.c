@@ -143,6 +143,13 @@ path_push (struct walk *w, const char *name, struct pgd_err *err)
 {
   size_t len = strlen (name);
 
+  /* dockerd's own diff reaches every path by its name: none is longer than PATH_MAX.
+     The bound also bounds the walk's recursion (a frame per directory, at most
+     PATH_MAX / 2 deep), which runs on a request thread's stack: a container that
+     nests directories deeper must get an error, not overflow it. */
+  if (w->len + 1 + len >= PATH_MAX)
+    return pgd_error (err, ENAMETOOLONG, "%.64s...: a path longer than %d bytes", w->path,
+                      PATH_MAX - 1);
   if (w->len + len + 2 > w->cap)
     {
       size_t cap = w->cap * 2;

@@ -6,8 +6,7 @@
 #include <stdlib.h>
 
 static int
-field (json_t *obj, const char *key, size_t i, const char *name, uint32_t *out,
-       struct pgd_err *err)
+field (json_t *obj, const char *key, size_t i, const char *name, uint32_t *out, struct pgd_err *err)
 {
   json_t *v = json_object_get (obj, name);
 

@@ -45,13 +45,16 @@ read_cb (struct archive *a, void *opaque, const void **buf)
 {
   struct pgd_apply *ap = opaque;
   /* two buffers in turn: libarchive may still look at the previous one, and the
-     end-of-archive check needs the bytes just before where it stopped */
+     end-of-archive check needs the bytes just before where it stopped. Each is filled
+     (up to the end of the stream) however the stream arrives: a slow client's small
+     pieces would leave the 1024 end-of-archive bytes spread over many reads */
   int next = !ap->incur;
   char *dst = ap->inbuf + (size_t)next * PGD_APPLY_READ;
+  size_t got = 0;
 
-  for (;;)
+  while (got < PGD_APPLY_READ)
     {
-      ssize_t n = read (ap->fd, dst, PGD_APPLY_READ);
+      ssize_t n = read (ap->fd, dst + got, PGD_APPLY_READ - got);
       if (n < 0 && errno == EINTR)
         continue;
       if (n < 0)
@@ -59,14 +62,17 @@ read_cb (struct archive *a, void *opaque, const void **buf)
           archive_set_error (a, errno, "read the tar stream");
           return -1;
         }
-      ap->input_eof = n == 0;
-      ap->incur = next;
-      ap->inoff[next] = ap->delivered;
-      ap->inlen[next] = n;
-      ap->delivered += n;
-      *buf = dst;
-      return n;
+      if (n == 0)
+        break;
+      got += (size_t)n;
     }
+  ap->input_eof = got == 0;
+  ap->incur = next;
+  ap->inoff[next] = ap->delivered;
+  ap->inlen[next] = got;
+  ap->delivered += got;
+  *buf = dst;
+  return (la_ssize_t)got;
 }
 
 /* The byte at stream offset OFF if a read buffer still holds it, else -1. */

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -240,6 +241,10 @@ kit_tar_free (struct kit_tar *t)
 
 /* ---- feeding bytes through a pipe ---- */
 
+/* Set: kit_apply_chunked's writer waits after each chunk until the applier has read
+   it, as a slow client's upload arrives (under load the reader keeps up). */
+static bool kit_drip;
+
 struct kit_feed
 {
   int fd;
@@ -248,6 +253,8 @@ struct kit_feed
   const size_t *chunks; /* cycled; NULL = all at once */
   size_t nchunks;
   size_t written;
+  int drip_fd; /* >= 0: the pipe's read end; each write waits until it was read out,
+                  so every read of the applier returns one chunk at most */
 };
 
 static inline void *
@@ -267,6 +274,9 @@ kit_feed_thread (void *opaque)
       if (n <= 0)
         break; /* the reader went away (EPIPE) */
       f->written += n;
+      int left = 1;
+      while (f->drip_fd >= 0 && ioctl (f->drip_fd, FIONREAD, &left) == 0 && left > 0)
+        usleep (100);
     }
   close (f->fd);
   return NULL;
@@ -281,10 +291,13 @@ kit_apply_chunked (const char *root, const void *buf, size_t len, const size_t *
 {
   int p[2];
   pthread_t th;
-  struct kit_feed f = { .buf = buf, .len = len, .chunks = chunks, .nchunks = nchunks };
+  struct kit_feed f
+      = { .buf = buf, .len = len, .chunks = chunks, .nchunks = nchunks, .drip_fd = -1 };
 
   cr_assert_eq (pipe2 (p, O_CLOEXEC), 0);
   f.fd = p[1];
+  if (kit_drip)
+    f.drip_fd = p[0];
   cr_assert_eq (pthread_create (&th, NULL, kit_feed_thread, &f), 0);
   int r = pgd_diff_apply (root, p[0], maps, size, err);
   close (p[0]);

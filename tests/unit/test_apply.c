@@ -310,6 +310,9 @@ Test (apply, chunk_sizes_do_not_matter)
   kit_tar_end (&t);
   for (size_t s = 0; s < 4; s++)
     {
+      /* each chunk read on its own, as from a slow client: the end-of-archive check
+         must not depend on how the stream was cut up */
+      kit_drip = s > 0;
       struct pgd_err err = { 0 };
       int64_t size = 0;
       const char *root = kit_path ("r%zu", s);
@@ -326,6 +329,7 @@ Test (apply, chunk_sizes_do_not_matter)
           kit_sh ("cmp -s %s/dir/big %s/dir/big", root, kit_path ("r0"));
         }
     }
+  kit_drip = false;
   kit_tar_free (&t);
 }
 

@@ -25,15 +25,15 @@
 #define MKFS_EXT4_EXTENDED "lazy_itable_init=1,lazy_journal_init=1,nodiscard"
 #endif
 /* Every cluster a layer touches is copied up whole, so a layer's metadata writes should
-   land in few clusters (bench/initcost.sh, README "Disk per container"):
+   land in few clusters (bench/createcost.sh, README "Disk per container"):
    - meta_bg instead of resize_inode: no 4 MiB of reserved GDT between the superblock and
-     the bitmaps, so group 0's block bitmap shares cluster 0 with the superblock; offline
-     grow (resize2fs) still works, it adds descriptor blocks in the new meta groups;
-   - one flex group for the whole disk (-G, see flex_groups): ext4's Orlov allocator
-     spreads top-level directories over flex groups, each with its own bitmaps and inode
-     table clusters (at 1 TiB, /proc and /sys of every -init layer landed in two more). */
+     the bitmaps; offline grow (resize2fs) still works, it adds descriptor blocks in the
+     new meta groups;
+   - inline_data: an empty directory or a small file lives in its inode, with no data
+     block (and no block bitmap) to change: docker's -init layer makes eight of them;
+   - few, large flex groups (-G, see flex_groups). */
 #ifndef MKFS_EXT4_FEATURES
-#define MKFS_EXT4_FEATURES "meta_bg,^resize_inode"
+#define MKFS_EXT4_FEATURES "meta_bg,^resize_inode,inline_data"
 #endif
 #define EXT4_GROUP_BYTES (32768ULL * 4096) /* blocks per group x block size (4 KiB) */
 #define FLEX_GROUPS_MIN 16                 /* mke2fs's default */
@@ -67,8 +67,13 @@ pgd_umount_retry (const char *path, unsigned timeout_ms, struct pgd_err *err)
   return 0;
 }
 
-/* The flex group size that puts all block groups of DEV in one flex group: a power of
-   two, at least mke2fs's default. */
+/* The flex group size for DEV. ext4 places a new top-level directory (/proc, /sys, /dev
+   of every -init layer) in the flex group with the most free inodes, and at the start of
+   it: with the largest power of two below the number of groups, the first flex group is
+   the larger one and takes them all next to the root inode (10 GiB: 80 groups, -G 64).
+   With a single flex group ext4 falls back to spreading them one group each, every
+   group's inode table in another cluster; that is left only where the number of groups
+   is a power of two itself (1 TiB), where two equal flex groups spread them too. */
 static int
 flex_groups (const char *dev, unsigned *flex, struct pgd_err *err)
 {
@@ -84,8 +89,10 @@ flex_groups (const char *dev, unsigned *flex, struct pgd_err *err)
     return pgd_error (err, saved, "size of %s", dev);
   uint64_t groups = (bytes + EXT4_GROUP_BYTES - 1) / EXT4_GROUP_BYTES;
   *flex = FLEX_GROUPS_MIN;
-  while (*flex < groups && *flex < FLEX_GROUPS_MAX)
+  while ((uint64_t)*flex * 2 < groups && *flex < FLEX_GROUPS_MAX)
     *flex <<= 1;
+  if ((uint64_t)*flex * 2 == groups)
+    *flex <<= 1; /* a power of two: one flex group */
   return 0;
 }
 

@@ -49,8 +49,8 @@ journal_head (void)
 static void
 write_cycle (int n)
 {
-  cr_assert_eq (fx_sh ("mount -o loop '%s' '%s' && echo %d > '%s/f%d' && umount '%s'", disk, mnt,
-                       n, mnt, n, mnt),
+  cr_assert_eq (fx_sh ("mount -o loop '%s' '%s' && echo %d > '%s/f%d' && umount '%s'", disk, mnt, n,
+                       mnt, n, mnt),
                 0, "mount, write and unmount %s", disk);
 }
 
@@ -66,9 +66,10 @@ rewind_ok (bool expect)
 
 Test (jhead, rewound_after_unmount_and_fsck_clean)
 {
-  cr_assert_eq (fx_sh ("truncate -s 256M '%s' && mkfs.ext4 -q -F -b 4096 -O meta_bg,^resize_inode '%s'",
-                       disk, disk),
-                0);
+  cr_assert_eq (
+      fx_sh ("truncate -s 256M '%s' && mkfs.ext4 -q -F -b 4096 -O meta_bg,^resize_inode '%s'", disk,
+             disk),
+      0);
   rewind_ok (false); /* mke2fs records no head */
   write_cycle (1);
   if (journal_head () == 0)

@@ -20,6 +20,7 @@
 #include "chain.h"
 #include "fsck.h"
 #include "image.h"
+#include "jhead.h"
 #include "log.h"
 #include "loop.h"
 #include "util.h"
@@ -170,6 +171,21 @@ undo:
   return -1;
 }
 
+/* The ext4 of P is unmounted and its loop device gone: let the next mount of this
+   image or of a clone log from the journal's start (jhead.h), still in the server's
+   cluster of the journal superblock. Only saves disk: a failure is logged. */
+static void
+rewind_journal (const char *image_dir, const struct pgd_srv_paths *p)
+{
+  struct pgd_err err;
+  bool rewound;
+
+  if (pgd_jhead_rewind (p->disk, &rewound, &err) < 0)
+    pgd_log (PGD_LOG_WARN, "image %s: journal head left as it is: %s", image_dir, err.msg);
+  else if (rewound)
+    pgd_log (PGD_LOG_DEBUG, "image %s: journal head rewound", image_dir);
+}
+
 /* The steps of pgd_user_umount; P is NULL when the engine never mounted IMAGE_DIR. A
    failed flush still unmounts everything, then fails: closed, but not cleanly. */
 static int
@@ -197,6 +213,8 @@ umount_steps (const char *image_dir, const struct pgd_srv_paths *p, const char *
       if (release_loop (p, err) < 0)
         return -1;
       t_loop = pgd_elapsed_ms (t0);
+      if (flushed == 0)
+        rewind_journal (image_dir, p);
       if (pgd_srv_stop (p, err) < 0)
         {
           /* both said: the flush that failed and how the server ended */

@@ -143,6 +143,22 @@ pgd_layer_acquire (struct pgd_layers *l, const char *id, const char *mount_label
   return ret;
 }
 
+/* After a clean unmount of ID: its runtime directory RUN (the closed server's log) and
+   its empty mount point DIR go. Nothing of a closed layer stays outside layers/ (a
+   Get makes both again), and a stray write to the old path fails instead of landing
+   on the host disk. An unclean close keeps RUN, and its log, for a look. */
+static void
+tidy_unmounted (const char *id, const char *run, const char *dir)
+{
+  struct pgd_err e;
+
+  if (pgd_rm_rf (run, &e) < 0)
+    pgd_log (PGD_LOG_WARN, "layer %s: %s", id, e.msg);
+  if (rmdir (dir) < 0 && errno != ENOENT)
+    pgd_log (PGD_LOG_WARN, "layer %s: rmdir %s: %s (something wrote into it unmounted)", id, dir,
+             strerror (errno));
+}
+
 int
 pgd_layer_unmount (struct pgd_layers *l, struct layer *lay, struct pgd_err *err)
 {
@@ -157,6 +173,8 @@ pgd_layer_unmount (struct pgd_layers *l, struct layer *lay, struct pgd_err *err)
   bool lost = ret < 0 && err->errnum == PGD_ESTALLED;
   if (gone)
     pgd_track_close (l->tracker, lay->id, image, ret == 0);
+  if (ret == 0)
+    tidy_unmounted (lay->id, run, dir);
   pthread_mutex_lock (&l->lock);
   lay->idle_since = 0;
   if (lost)

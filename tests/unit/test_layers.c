@@ -181,6 +181,16 @@ Test (layers, get_put_nest)
   cr_assert (pgd_is_mountpoint (a), "still mounted after one of two Puts");
   tl_put (&S, "nest");
   cr_assert_not (pgd_is_mountpoint (a), "unmounted at zero");
+  /* a closed layer keeps nothing outside layers/: no mount point, no runtime dir */
+  char run[PATH_MAX * 2];
+  snprintf (run, sizeof run, "%s/run/nest", S.home);
+  cr_assert (access (a, F_OK) < 0 && errno == ENOENT, "%s is left", a);
+  cr_assert (access (run, F_OK) < 0 && errno == ENOENT, "%s is left", run);
+  char *c = tl_get (&S, "nest");
+  cr_assert_str_eq (a, c, "Get returns the same path after an unmount");
+  cr_assert (pgd_is_mountpoint (c));
+  tl_put (&S, "nest");
+  free (c);
   tl_put (&S, "nest"); /* a Put too many succeeds */
   tl_put (&S, "never-created");
   free (a);

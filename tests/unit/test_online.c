@@ -1,0 +1,243 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* Online snapshots of a served image (engine/chain_snap.c, engine/snap.c,
+   store/online.c): the chain switched to a new top while served, read back against a
+   model before and after; the parent's image closed cleanly and unchanged, the child's
+   valid, also when the process dies around the switch; the store's Create of a child
+   of an idle parent handing the mount over. */
+#include "ploop_fixture.h"
+
+#include <sys/stat.h>
+
+#include "driver.h"
+#include "engine/chain.h"
+#include "engine/delta.h"
+#include "engine/image.h"
+#include "store/layers.h"
+#include "store_fixture.h"
+
+#define DISK (64ULL << 20)
+#define CB (32768ULL) /* 64-sector clusters */
+
+static char dir[PATH_MAX], dd[PATH_MAX], child[PATH_MAX], cdd[PATH_MAX];
+static unsigned char *model, *parent_model;
+static unsigned rng_state;
+
+static void
+setup (void)
+{
+  fx_tmpdir (dir, sizeof dir, "online");
+  snprintf (dd, sizeof dd, "%s/" FX_DD, dir);
+  snprintf (child, sizeof child, "%s/child", dir);
+  snprintf (cdd, sizeof cdd, "%s/" FX_DD, child);
+  cr_assert_eq (mkdir (child, 0700), 0);
+  model = calloc (1, DISK);
+  parent_model = calloc (1, DISK);
+  cr_assert (model && parent_model);
+  rng_state = 4242;
+}
+
+static void
+teardown (void)
+{
+  free (model);
+  free (parent_model);
+  fx_sh ("rm -rf '%s'", dir);
+}
+
+TestSuite (online, .init = setup, .fini = teardown, .timeout = 600);
+
+static unsigned
+rnd (void)
+{
+  rng_state = rng_state * 1103515245u + 12345u;
+  return rng_state >> 8;
+}
+
+static void
+put (struct pgd_chain *c, uint64_t off, size_t len, unsigned seed)
+{
+  struct pgd_err err = { 0 };
+  unsigned char *buf = NULL;
+
+  cr_assert_eq (posix_memalign ((void **)&buf, 4096, len ? len : 1), 0);
+  fx_pattern (buf, len, off, seed);
+  cr_assert_eq (pgd_chain_write (c, buf, len, off, &err), 0, "write: %s", err.msg);
+  memcpy (model + off, buf, len);
+  free (buf);
+}
+
+static void
+random_writes (struct pgd_chain *c, unsigned n, unsigned seed)
+{
+  for (unsigned i = 0; i < n; i++)
+    {
+      uint64_t off = (uint64_t)rnd () % DISK;
+      size_t len = 1 + rnd () % (3 * CB);
+      if (rnd () % 2 == 0)
+        {
+          off -= off % 4096;
+          len = (len + 4095) / 4096 * 4096;
+        }
+      if (off + len > DISK)
+        len = DISK - off;
+      put (c, off, len, seed + i);
+    }
+}
+
+static void
+verify (struct pgd_chain *c, const unsigned char *want, const char *when)
+{
+  size_t chunk = (1 << 20) + 4567;
+  unsigned char *buf = NULL;
+  struct pgd_err err = { 0 };
+
+  cr_assert_eq (posix_memalign ((void **)&buf, 4096, chunk), 0);
+  for (uint64_t off = 0; off < DISK; off += chunk)
+    {
+      size_t n = DISK - off < chunk ? DISK - off : chunk;
+      cr_assert_eq (pgd_chain_read (c, buf, n, off, &err), 0, "%s", err.msg);
+      cr_assert_eq (memcmp (buf, want + off, n), 0, "%s: differs in %llu+%zu", when,
+                    (unsigned long long)off, n);
+    }
+  free (buf);
+}
+
+static struct pgd_chain *
+open_chain (const char *path, unsigned flags)
+{
+  struct pgd_chain *c = NULL;
+  struct pgd_err err = { 0 };
+  cr_assert_eq (pgd_chain_open (&c, path, flags, &err), 0, "%s", err.msg);
+  return c;
+}
+
+static bool
+top_in_use (const char *path)
+{
+  struct pgd_err err = { 0 };
+  bool in_use = true;
+  cr_assert_eq (pgd_chain_top_in_use (path, &in_use, &err), 0, "%s", err.msg);
+  return in_use;
+}
+
+/* A served chain with data written and flushed, switched onto the child's new top. */
+static struct pgd_chain *
+served_then_snapshot (void)
+{
+  char top[PATH_MAX];
+  struct pgd_err err = { 0 };
+
+  fx_create_image (dir, DISK, 64);
+  fx_snapshot (dir);
+  struct pgd_chain *c = open_chain (dd, 0);
+  random_writes (c, 60, 1);
+  /* writes not flushed by the caller: the snapshot's own flush makes them the parent's */
+  cr_assert_eq (pgd_image_clone_served (dir, child, top, sizeof top, &err), 0, "%s", err.msg);
+  cr_assert_eq (pgd_chain_snapshot (c, top, cdd, &err), 0, "%s", err.msg);
+  memcpy (parent_model, model, DISK);
+  cr_expect_eq (pgd_chain_levels (c), 3);
+  return c;
+}
+
+Test (online, snapshot_of_served_chain_reads_model)
+{
+  struct pgd_err err = { 0 };
+  struct pgd_chain *c = served_then_snapshot ();
+
+  cr_expect (!top_in_use (dd), "the parent's top is still in use after the snapshot");
+  verify (c, model, "right after the snapshot");
+  random_writes (c, 60, 100);
+  put (c, 0, CB, 7); /* overwrite of a cluster the parent's top maps: copy up */
+  verify (c, model, "after writes into the new top");
+  cr_assert_eq (pgd_chain_close (c, &err), 0, "%s", err.msg);
+
+  /* the parent: unchanged, closed cleanly, valid for libploop and QEMU */
+  c = open_chain (dd, PGD_CHAIN_RO);
+  verify (c, parent_model, "the parent afterwards");
+  cr_assert_eq (pgd_chain_close (c, &err), 0, "%s", err.msg);
+  fx_check_deltas (dir);
+  /* the child: the chain as a clone describes it, holding the writes */
+  cr_expect (!top_in_use (cdd));
+  c = open_chain (cdd, PGD_CHAIN_RO);
+  verify (c, model, "the child afterwards");
+  cr_assert_eq (pgd_chain_close (c, &err), 0, "%s", err.msg);
+  cr_expect_eq (pgd_image_check (child, false, &err), 0, "%s", err.msg);
+  fx_check_deltas (child);
+}
+
+Test (online, crash_after_switch_leaves_valid_images)
+{
+  struct pgd_err err = { 0 };
+  struct pgd_chain *c = served_then_snapshot ();
+
+  random_writes (c, 30, 200);
+  cr_assert_eq (pgd_chain_flush (c, &err), 0, "%s", err.msg);
+  unsigned char *flushed = malloc (DISK);
+  memcpy (flushed, model, DISK);
+  random_writes (c, 10, 300); /* never flushed */
+  pgd_chain_abandon (c);      /* as a kill -9 leaves it */
+
+  cr_expect (!top_in_use (dd), "the parent's top was left in use");
+  c = open_chain (dd, PGD_CHAIN_RO);
+  verify (c, parent_model, "the parent after the crash");
+  cr_assert_eq (pgd_chain_close (c, &err), 0, "%s", err.msg);
+  fx_check_deltas (dir);
+  /* the child's top is in use: the repair makes it valid with the flushed data */
+  cr_expect (top_in_use (cdd));
+  cr_assert_eq (pgd_image_check (child, true, &err), 0, "%s", err.msg);
+  cr_expect (!top_in_use (cdd));
+  c = open_chain (cdd, PGD_CHAIN_RO);
+  unsigned char *buf = malloc (DISK);
+  cr_assert_eq (pgd_chain_read (c, buf, DISK, 0, &err), 0, "%s", err.msg);
+  /* every byte is the flushed one or the later (unflushed) one, cluster by cluster */
+  for (uint64_t off = 0; off < DISK; off += CB)
+    cr_assert (memcmp (buf + off, flushed + off, CB) == 0 || memcmp (buf + off, model + off, CB) == 0,
+               "cluster at %llu is neither flushed nor later data", (unsigned long long)off);
+  free (buf);
+  free (flushed);
+  cr_assert_eq (pgd_chain_close (c, &err), 0, "%s", err.msg);
+}
+
+Test (online, failed_flush_refuses_the_switch)
+{
+  char top[PATH_MAX];
+  struct pgd_err err = { 0 };
+
+  fx_create_image (dir, DISK, 64);
+  fx_snapshot (dir);
+  struct pgd_chain *c = open_chain (dd, 0);
+  random_writes (c, 20, 1);
+  cr_assert_eq (pgd_image_clone_served (dir, child, top, sizeof top, &err), 0, "%s", err.msg);
+  pgd_chain_inject_fault (c, PGD_CHAIN_FAULT_SYNC, 1);
+  cr_expect_lt (pgd_chain_snapshot (c, top, cdd, &err), 0);
+  cr_expect_eq (pgd_chain_levels (c), 2, "the chain switched all the same");
+  /* the old top stays the top, in use; the image goes through a check next time */
+  cr_expect (top_in_use (dd));
+  pgd_chain_abandon (c);
+  /* the engine empties the child's staging directory after a failed switch */
+  fx_sh ("rm -rf '%s'", child);
+  cr_assert_eq (pgd_image_check (dir, true, &err), 0, "%s", err.msg);
+  fx_check_deltas (dir);
+}
+
+Test (online, snapshot_refuses_a_wrong_top)
+{
+  char top[PATH_MAX], other[PATH_MAX];
+  struct pgd_err err = { 0 };
+
+  fx_create_image (dir, DISK, 64);
+  fx_snapshot (dir);
+  struct pgd_chain *c = open_chain (dd, 0);
+  random_writes (c, 10, 1);
+  cr_assert_eq (pgd_image_clone_served (dir, child, top, sizeof top, &err), 0, "%s", err.msg);
+  /* a delta of another size */
+  snprintf (other, sizeof other, "%s/other.hdd", dir);
+  cr_assert_eq (pgd_delta_create_thin (other, DISK / 512 * 2, 64, &err), 0, "%s", err.msg);
+  cr_expect_lt (pgd_chain_snapshot (c, other, cdd, &err), 0);
+  cr_expect_eq (err.errnum, EINVAL, "%s", err.msg);
+  verify (c, model, "after a refused switch");
+  cr_expect (top_in_use (dd));
+  cr_assert_eq (pgd_chain_snapshot (c, top, cdd, &err), 0, "%s", err.msg);
+  verify (c, model, "after the switch");
+  cr_assert_eq (pgd_chain_close (c, &err), 0, "%s", err.msg);
+}

@@ -95,8 +95,8 @@ push_level (struct pgd_chain *c, struct pgd_delta *levels, const struct pgd_delt
   c->trim = c->rescan = false;
   c->nfreed = 0;
   c->freed_dirty = false;
-  c->alloc_head = new->file_clusters > new->header_clusters ? new->file_clusters
-                                                            : new->header_clusters;
+  c->alloc_head
+      = new->file_clusters > new->header_clusters ? new->file_clusters : new->header_clusters;
   c->prealloc_end = c->open_head = c->alloc_head;
   c->max_alloc = pgd_delta_max_cluster (new) + 1;
   if (c->idx_bits < 64 && c->max_alloc > (1ULL << c->idx_bits) - 1)

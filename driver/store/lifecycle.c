@@ -271,7 +271,12 @@ pgd_store_create (void *ctx, const struct pgd_create_req *req, struct pgd_err *e
                  (unsigned long long)pgd_now_ns ());
       pgd_store_path (l, final, "layers", req->id);
       pgd_store_path (l, layers_dir, "layers", NULL);
+      bool online = false;
       ret = pgd_mkdir_p (staging, 0700, err);
+      if (ret == 0 && size == 0)
+        ret = pgd_store_create_online (l, req, lay, staging, final, &online, err);
+      if (online)
+        goto out;
       if (ret == 0)
         ret = build_layer (l, req, size, staging, err);
       if (ret == 0 && req->parent)
@@ -298,6 +303,7 @@ pgd_store_create (void *ctx, const struct pgd_create_req *req, struct pgd_err *e
           pgd_error_wrap (err, "create layer %s", req->id);
         }
     }
+out:
   unclaim_layer (l, lay, ret < 0 && !exists);
   if (ret == 0)
     pgd_log (PGD_LOG_DEBUG, "created %s%s%s", req->id, req->parent ? " on " : "",

@@ -501,16 +501,10 @@ pgd_track_open (struct pgd_tracker *t, const char *id, const char *image, const 
   t->recs = r;
 }
 
-void
-pgd_track_watch (struct pgd_tracker *t, const char *id, const char *dir)
+/* Watch the filesystem mounted at DIR for R (locked). */
+static void
+watch_locked (struct pgd_tracker *t, struct track_rec *r, const char *dir)
 {
-  if (t == NULL)
-    return;
-  PGD_SCOPED_LOCK (&t->lock);
-  struct track_rec *r = pgd_track_find (t, id);
-  if (r == NULL)
-    return;
-  PGD_SCOPED_LOCK (&r->lock);
   if (!r->trusted || !r->taken || r->fan >= 0)
     return;
   r->fan = fanotify_init (FAN_CLASS_NOTIF | FAN_REPORT_DFID_NAME | FAN_NONBLOCK | FAN_CLOEXEC,
@@ -521,6 +515,54 @@ pgd_track_watch (struct pgd_tracker *t, const char *id, const char *dir)
   if (fanotify_mark (r->fan, FAN_MARK_ADD | FAN_MARK_FILESYSTEM, TRACK_MASK, AT_FDCWD, dir) < 0
       || epoll_ctl (t->ep, EPOLL_CTL_ADD, r->fan, &ev) < 0)
     return pgd_track_distrust (t, r, "fanotify_mark on the layer's filesystem failed");
+}
+
+void
+pgd_track_watch (struct pgd_tracker *t, const char *id, const char *dir)
+{
+  if (t == NULL)
+    return;
+  PGD_SCOPED_LOCK (&t->lock);
+  struct track_rec *r = pgd_track_find (t, id);
+  if (r == NULL)
+    return;
+  PGD_SCOPED_LOCK (&r->lock);
+  watch_locked (t, r, dir);
+}
+
+void
+pgd_track_fork (struct pgd_tracker *t, const char *parent_id, const char *child_id, const char *dir)
+{
+  struct track_rec *c;
+
+  if (t == NULL)
+    return;
+  PGD_SCOPED_LOCK (&t->lock);
+  struct track_rec *r = pgd_track_find (t, parent_id);
+  if (r != NULL)
+    {
+      PGD_SCOPED_LOCK (&r->lock);
+      /* what the parent changed was queued before the freeze; nothing comes after it */
+      pgd_track_drain (t, r);
+      rec_unwatch (t, r);
+    }
+  /* the child's record needs only what happens from now on, whatever the parent's */
+  const char *off = getenv ("PGD_TRACK");
+  if ((off != NULL && strcmp (off, "0") == 0) || (c = calloc (1, sizeof *c)) == NULL)
+    return;
+  pthread_mutex_init (&c->lock, NULL);
+  c->fan = -1;
+  snprintf (c->id, sizeof c->id, "%s", child_id);
+  snprintf (c->parent, sizeof c->parent, "%s", parent_id);
+  /* the child starts empty at the snapshot point, off disk (it never had a record) */
+  c->trusted = c->taken = true;
+  struct track_rec *old = pgd_track_find (t, child_id);
+  if (old != NULL)
+    rec_free (t, old);
+  c->next = t->recs;
+  t->recs = c;
+  PGD_SCOPED_LOCK (&c->lock);
+  watch_locked (t, c, dir);
 }
 
 /* Does the filesystem R watches still live (mounted in another namespace too)? Its

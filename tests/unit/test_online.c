@@ -6,6 +6,8 @@
    of an idle parent handing the mount over. */
 #include "ploop_fixture.h"
 
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 
 #include "driver.h"
@@ -14,6 +16,7 @@
 #include "engine/image.h"
 #include "store/layers.h"
 #include "store_fixture.h"
+#include "util.h"
 
 #define DISK (64ULL << 20)
 #define CB (32768ULL) /* 64-sector clusters */
@@ -191,7 +194,8 @@ Test (online, crash_after_switch_leaves_valid_images)
   cr_assert_eq (pgd_chain_read (c, buf, DISK, 0, &err), 0, "%s", err.msg);
   /* every byte is the flushed one or the later (unflushed) one, cluster by cluster */
   for (uint64_t off = 0; off < DISK; off += CB)
-    cr_assert (memcmp (buf + off, flushed + off, CB) == 0 || memcmp (buf + off, model + off, CB) == 0,
+    cr_assert (memcmp (buf + off, flushed + off, CB) == 0
+                   || memcmp (buf + off, model + off, CB) == 0,
                "cluster at %llu is neither flushed nor later data", (unsigned long long)off);
   free (buf);
   free (flushed);
@@ -240,4 +244,196 @@ Test (online, snapshot_refuses_a_wrong_top)
   cr_assert_eq (pgd_chain_snapshot (c, top, cdd, &err), 0, "%s", err.msg);
   verify (c, model, "after the switch");
   cr_assert_eq (pgd_chain_close (c, &err), 0, "%s", err.msg);
+}
+
+/* ---- the store: Create of a child of an idle parent ------------------------------- */
+
+static struct tl_store S;
+static const struct pgd_ops *ops = &pgd_layers_ops;
+
+static void
+store_setup (void)
+{
+  setenv ("PGD_TRACK_VERIFY", "1", 1); /* every tracked diff checked against the full one */
+  S.linger_ms = 600000;                /* idle mounts stay until the test is done */
+  tl_store_setup (&S, "online-store");
+}
+
+static void
+store_teardown (void)
+{
+  tl_store_teardown (&S);
+}
+
+TestSuite (online_store, .init = store_setup, .fini = store_teardown, .timeout = 600);
+
+static void
+write_text (const char *d, const char *name, const char *text)
+{
+  char path[PATH_MAX * 2];
+  snprintf (path, sizeof path, "%s/%s", d, name);
+  FILE *f = fopen (path, "w");
+  cr_assert_not_null (f, "%s", path);
+  fputs (text, f);
+  cr_assert_eq (fclose (f), 0);
+}
+
+static bool
+has_text (const char *d, const char *name, const char *text)
+{
+  char path[PATH_MAX * 2], buf[256] = { 0 };
+  snprintf (path, sizeof path, "%s/%s", d, name);
+  FILE *f = fopen (path, "r");
+  if (f == NULL)
+    return false;
+  size_t n = fread (buf, 1, sizeof buf - 1, f);
+  fclose (f);
+  buf[n] = '\0';
+  return strcmp (buf, text) == 0;
+}
+
+static bool
+mounted (const char *id)
+{
+  char path[PATH_MAX * 2];
+  snprintf (path, sizeof path, "%s/mnt/%s", S.home, id);
+  return pgd_is_mountpoint (path);
+}
+
+/* A container's -init layer P, written and Put (idle), then its container layer X. */
+static void
+make_idle_parent (void)
+{
+  tl_create (&S, "base", NULL, false);
+  char *d = tl_get (&S, "base");
+  write_text (d, "image-file", "from the image\n");
+  tl_put (&S, "base");
+  free (d);
+  tl_create (&S, "p", "base", true);
+  d = tl_get (&S, "p");
+  write_text (d, "init-file", "written by init\n");
+  cr_assert_eq (mkdir (strcat (d, "/etc"), 0755), 0);
+  tl_put (&S, "p");
+  free (d);
+  cr_assert (mounted ("p"), "the parent is not idle");
+}
+
+/* The image server of mounted layer ID (its pid file), 0 when none. */
+static long
+server_of (const char *id)
+{
+  char path[PATH_MAX * 2];
+  long pid = 0;
+  snprintf (path, sizeof path, "%s/run/%s/server.pid", S.home, id);
+  FILE *f = fopen (path, "r");
+  if (f == NULL)
+    return 0;
+  if (fscanf (f, "%ld", &pid) != 1)
+    pid = 0;
+  fclose (f);
+  return pid;
+}
+
+Test (online_store, child_of_idle_parent_takes_its_mount)
+{
+  struct pgd_err err = { 0 };
+
+  make_idle_parent ();
+  long srv = server_of ("p");
+  cr_assert_gt (srv, 0);
+  /* p took base's idle mount the same way */
+  cr_expect (!mounted ("base"));
+  tl_create (&S, "x", "p", true);
+  cr_expect (mounted ("x"), "the child's mount was not handed over");
+  cr_expect (!mounted ("p"), "the parent is still mounted");
+  cr_expect_eq (server_of ("x"), srv, "another server serves the child");
+  cr_expect_eq (server_of ("p"), 0);
+
+  /* the first Get mounts nothing: the same server serves it */
+  char *x = tl_get (&S, "x");
+  cr_expect_eq (server_of ("x"), srv);
+  cr_expect (has_text (x, "image-file", "from the image\n"));
+  cr_expect (has_text (x, "init-file", "written by init\n"));
+  write_text (x, "container-file", "written in the container\n");
+  write_text (x, "init-file", "overwritten\n");
+  tl_put (&S, "x");
+
+  /* the parent afterwards: its own content only, read-only (it has a child) */
+  char *p = tl_get (&S, "p");
+  cr_expect (has_text (p, "init-file", "written by init\n"));
+  cr_expect (!has_text (p, "container-file", "written in the container\n"));
+  char probe[PATH_MAX * 2];
+  snprintf (probe, sizeof probe, "%s/probe", p);
+  cr_expect_lt (open (probe, O_WRONLY | O_CREAT, 0600), 0, "the parent is writable");
+  cr_expect_eq (errno, EROFS);
+  tl_put (&S, "p");
+
+  /* the child's changes, tracked from the snapshot and checked against the full walk */
+  struct pgd_changes ch = { 0 };
+  cr_assert_eq (ops->changes (S.l, "x", "p", &ch, &err), 0, "%s", err.msg);
+  cr_expect_eq (ch.n, 2, "got %zu changes", ch.n);
+  pgd_changes_free (&ch);
+  bool use = false;
+  size_t nvisit = 0;
+  cr_assert_eq (pgd_layers_track_hint (S.l, "x", "p", &use, &nvisit, &err), 0, "%s", err.msg);
+  cr_expect (use, "the child's changes are not tracked");
+  free (x);
+  free (p);
+
+  /* the images on disk: both valid, the child's chain one longer than the parent's */
+  char img[PATH_MAX * 2];
+  snprintf (img, sizeof img, "%s/layers/x", S.home);
+  tl_remove (&S, "x");
+  cr_expect (!mounted ("x"));
+  snprintf (img, sizeof img, "%s/layers/p", S.home);
+  cr_expect_eq (pgd_image_check (img, false, &err), 0, "%s", err.msg);
+  tl_remove (&S, "p");
+  tl_remove (&S, "base");
+}
+
+Test (online_store, busy_parent_is_cloned_unmounted)
+{
+  make_idle_parent ();
+  char *p = tl_get (&S, "p"); /* held: not idle */
+  struct pgd_create_req req = { .id = "x", .parent = "p", .rw = true };
+  struct pgd_err err = { 0 };
+  /* a parent held read-write cannot be cloned, as before */
+  cr_expect_lt (ops->create (S.l, &req, &err), 0);
+  tl_put (&S, "p");
+  free (p);
+}
+
+Test (online_store, kill_of_server_after_snapshot_leaves_valid_images)
+{
+  struct pgd_err err = { 0 };
+  char img[PATH_MAX * 2], run[PATH_MAX * 2];
+
+  make_idle_parent ();
+  tl_create (&S, "x", "p", true);
+  char *x = tl_get (&S, "x");
+  write_text (x, "container-file", "written in the container\n");
+  sync ();
+  free (x);
+  /* kill -9 the server of x's mount */
+  snprintf (run, sizeof run, "%s/run/x/server.pid", S.home);
+  FILE *f = fopen (run, "r");
+  cr_assert_not_null (f);
+  long pid = 0;
+  cr_assert_eq (fscanf (f, "%ld", &pid), 1);
+  fclose (f);
+  cr_assert_eq (kill ((pid_t)pid, SIGKILL), 0);
+  tl_wait_gone ((pid_t)pid);
+  tl_put (&S, "x");
+  /* the parent's image was closed at the snapshot: valid, untouched by the kill */
+  snprintf (img, sizeof img, "%s/layers/p", S.home);
+  cr_expect_eq (pgd_image_check (img, false, &err), 0, "%s", err.msg);
+  /* the child's is repaired at its next mount and holds what was synced */
+  x = tl_get (&S, "x");
+  cr_expect (has_text (x, "container-file", "written in the container\n"));
+  cr_expect (has_text (x, "init-file", "written by init\n"));
+  tl_put (&S, "x");
+  free (x);
+  tl_remove (&S, "x");
+  tl_remove (&S, "p");
+  tl_remove (&S, "base");
 }

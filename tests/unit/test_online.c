@@ -14,6 +14,7 @@
 #include "engine/chain.h"
 #include "engine/delta.h"
 #include "engine/image.h"
+#include "store/internal.h"
 #include "store/layers.h"
 #include "store_fixture.h"
 #include "util.h"
@@ -433,6 +434,59 @@ Test (online_store, kill_of_server_after_snapshot_leaves_valid_images)
   cr_expect (has_text (x, "init-file", "written by init\n"));
   tl_put (&S, "x");
   free (x);
+  tl_remove (&S, "x");
+  tl_remove (&S, "p");
+  tl_remove (&S, "base");
+}
+
+/* The plugin dies between the switch and the handover (here: the store is closed with
+   the snapshot done and the child moved into place, the mount still at the parent's
+   paths): the next start takes that mount down (the server closes the child's top
+   cleanly) instead of adopting it as the parent's; both layers are valid. */
+Test (online_store, start_after_a_cut_short_snapshot)
+{
+  char pimage[PATH_MAX * 2], prun[PATH_MAX * 2], pmnt[PATH_MAX * 2], crun[PATH_MAX * 2],
+      cmnt[PATH_MAX * 2], staging[PATH_MAX * 2], cimage[PATH_MAX * 2], pf[PATH_MAX * 3];
+  struct pgd_err err = { 0 };
+
+  make_idle_parent ();
+  long srv = server_of ("p");
+  snprintf (pimage, sizeof pimage, "%s/layers/p", S.home);
+  snprintf (prun, sizeof prun, "%s/run/p", S.home);
+  snprintf (pmnt, sizeof pmnt, "%s/mnt/p", S.home);
+  snprintf (crun, sizeof crun, "%s/run/x", S.home);
+  snprintf (cmnt, sizeof cmnt, "%s/mnt/x", S.home);
+  snprintf (staging, sizeof staging, "%s/staging/x.test", S.home);
+  snprintf (cimage, sizeof cimage, "%s/layers/x", S.home);
+  cr_assert_eq (mkdir (staging, 0700), 0);
+  cr_assert_eq (mkdir (cmnt, 0755), 0);
+  cr_assert_eq (
+      pgd_engine_snapshot (&S.l->engine, pimage, prun, pmnt, staging, crun, cmnt, NULL, NULL, &err),
+      0, "%s", err.msg);
+  snprintf (pf, sizeof pf, "%s/parent", staging);
+  FILE *f = fopen (pf, "w");
+  cr_assert_not_null (f);
+  fputs ("p", f);
+  fclose (f);
+  cr_assert_eq (rename (staging, cimage), 0);
+  cr_assert (pgd_engine_snapshot_pending (prun));
+
+  tl_store_close (&S);
+  tl_store_open (&S);
+  cr_expect (!mounted ("p"), "the cut-short mount was adopted");
+  cr_expect (!mounted ("x"));
+  tl_wait_gone ((pid_t)srv);
+  cr_expect (!pgd_engine_snapshot_pending (prun));
+  cr_expect_eq (pgd_image_check (pimage, false, &err), 0, "%s", err.msg);
+  cr_expect_eq (pgd_image_check (cimage, false, &err), 0, "%s", err.msg);
+  char *x = tl_get (&S, "x");
+  cr_expect (has_text (x, "init-file", "written by init\n"));
+  tl_put (&S, "x");
+  free (x);
+  char *p = tl_get (&S, "p");
+  cr_expect (has_text (p, "init-file", "written by init\n"));
+  tl_put (&S, "p");
+  free (p);
   tl_remove (&S, "x");
   tl_remove (&S, "p");
   tl_remove (&S, "base");

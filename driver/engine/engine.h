@@ -69,6 +69,13 @@ int pgd_engine_umount (const struct pgd_engine *e, const char *image_dir, const 
                        const char *target, struct pgd_err *err)
     __attribute__ ((warn_unused_result));
 
+/* pgd_engine_umount for an image about to be deleted: nothing is flushed, the
+   filesystem is shut down (no write-back, not even its journal) before the unmount.
+   The image may be left inconsistent: delete it. Leaves nothing behind either. */
+int pgd_engine_discard (const struct pgd_engine *e, const char *image_dir, const char *run_dir,
+                        const char *target, struct pgd_err *err)
+    __attribute__ ((warn_unused_result));
+
 /* True when the image in IMAGE_DIR is mounted at TARGET by this engine and its server
    (user engine) is alive: a restarted plugin adopts such a mount. */
 bool pgd_engine_is_mounted (const struct pgd_engine *e, const char *image_dir, const char *run_dir,

@@ -210,7 +210,7 @@ pgd_engine_snapshot_abort (const struct pgd_engine *e, const char *image_dir, co
     if (t[0] == '/' && pgd_is_mountpoint (t) && umount2 (t, MNT_DETACH | UMOUNT_NOFOLLOW) < 0)
       pgd_log (PGD_LOG_WARN, "umount %s: %s", t, strerror (errno));
   struct pgd_err e2;
-  if (pgd_user_umount (e, image_dir, run_dir, "/nonexistent", &e2) < 0)
+  if (pgd_user_umount (e, image_dir, run_dir, "/nonexistent", false, &e2) < 0)
     pgd_log (PGD_LOG_WARN, "%s (a snapshot cut short)", e2.msg);
   if (unlink (marker) < 0 && errno != ENOENT)
     return pgd_error (err, errno, "remove %s", marker);

@@ -60,7 +60,8 @@ abandon (struct pgd_layers *l, const char *id, const char *image, const char *pr
   const char *run = pgd_engine_snapshot_pending (prun) ? prun : crun;
 
   pgd_track_drop (l->tracker, id, image);
-  if (pgd_engine_snapshot_pending (run) && pgd_engine_snapshot_abort (&l->engine, image, run, &e) < 0)
+  if (pgd_engine_snapshot_pending (run)
+      && pgd_engine_snapshot_abort (&l->engine, image, run, &e) < 0)
     pgd_log (PGD_LOG_ERROR, "create %s: %s", id, e.msg);
   if (pgd_rm_rf (image, &e) < 0)
     pgd_log (PGD_LOG_WARN, "%s", e.msg);
@@ -103,9 +104,8 @@ finish (struct pgd_layers *l, const struct pgd_create_req *req, const char *stag
 }
 
 int
-pgd_store_create_online (struct pgd_layers *l, const struct pgd_create_req *req,
-                         struct layer *lay, const char *staging, const char *final, bool *done,
-                         struct pgd_err *err)
+pgd_store_create_online (struct pgd_layers *l, const struct pgd_create_req *req, struct layer *lay,
+                         const char *staging, const char *final, bool *done, struct pgd_err *err)
 {
   char pimage[PATH_MAX], prun[PATH_MAX], pmnt[PATH_MAX], crun[PATH_MAX], cmnt[PATH_MAX];
   struct pgd_err serr;

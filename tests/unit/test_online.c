@@ -313,7 +313,9 @@ make_idle_parent (void)
   tl_create (&S, "p", "base", true);
   d = tl_get (&S, "p");
   write_text (d, "init-file", "written by init\n");
-  cr_assert_eq (mkdir (strcat (d, "/etc"), 0755), 0);
+  char etc[PATH_MAX * 2];
+  snprintf (etc, sizeof etc, "%s/etc", d);
+  cr_assert_eq (mkdir (etc, 0755), 0);
   tl_put (&S, "p");
   free (d);
   cr_assert (mounted ("p"), "the parent is not idle");

@@ -58,9 +58,10 @@ send_command (const struct pgd_srv_paths *p, const char *cmd, struct pgd_err *er
    CHILD_DD, status file STATUS), run FROZEN, thaw. */
 static int
 switch_frozen (const struct pgd_srv_paths *p, const char *target, const char *cmd,
-               pgd_engine_frozen_fn frozen, void *ctx, struct pgd_err *err)
+               pgd_engine_frozen_fn frozen, void *ctx, unsigned *ms, struct pgd_err *err)
 {
   cleanup_close int fd = open (target, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  uint64_t t0 = pgd_now_ns ();
   int rc;
 
   if (fd < 0)
@@ -68,10 +69,15 @@ switch_frozen (const struct pgd_srv_paths *p, const char *target, const char *cm
   /* writes back and commits everything: the image is consistent as it stands */
   if (ioctl (fd, FIFREEZE, 0) < 0)
     return pgd_error (err, errno, "freeze %s", target);
+  ms[0] = pgd_elapsed_ms (t0);
   rc = send_command (p, cmd, err);
+  ms[1] = pgd_elapsed_ms (t0);
   if (rc == 0 && frozen)
     frozen (ctx);
-  if (ioctl (fd, FITHAW, 0) < 0)
+  ms[2] = pgd_elapsed_ms (t0);
+  int thawed = ioctl (fd, FITHAW, 0);
+  ms[3] = pgd_elapsed_ms (t0);
+  if (thawed < 0)
     {
       struct pgd_err e2;
       pgd_error (&e2, errno, "thaw %s", target);
@@ -138,7 +144,8 @@ pgd_engine_snapshot (const struct pgd_engine *e, const char *image_dir, const ch
   snprintf (cmd, sizeof cmd, PGD_IMGCTL_SNAPSHOT "\n%s\n%s/%s\n%s\n", top, child, PGD_IMAGE_DD,
             status);
   pgd_watch_start (&w, pid, start, p.fuse, image_dir, e->stall_ms);
-  int rc = switch_frozen (&p, target, cmd, frozen, ctx, err);
+  unsigned t_clone = pgd_elapsed_ms (t0), ms[4] = { 0, 0, 0, 0 };
+  int rc = switch_frozen (&p, target, cmd, frozen, ctx, ms, err);
   if (pgd_watch_end (&w))
     rc = pgd_error (err, ETIMEDOUT, "image server %ld made no progress for %u ms", (long)pid,
                     e->stall_ms);
@@ -147,8 +154,11 @@ pgd_engine_snapshot (const struct pgd_engine *e, const char *image_dir, const ch
       unlink (marker);
       goto undo;
     }
-  pgd_log (PGD_LOG_DEBUG, "online snapshot of %s into %s in %u ms", image_dir, child_dir,
-           pgd_elapsed_ms (t0));
+  pgd_log (PGD_LOG_DEBUG,
+           "online snapshot of %s into %s in %u ms (ms: clone and marker %u, freeze %u, "
+           "switch %u, tracker %u, thaw %u)",
+           image_dir, child_dir, pgd_elapsed_ms (t0), t_clone, ms[0], ms[1] - ms[0], ms[2] - ms[1],
+           ms[3] - ms[2]);
   return 0;
 
 undo:

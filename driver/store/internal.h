@@ -154,8 +154,8 @@ void pgd_reaper_stop (struct pgd_layers *l);
 
 /* Create REQ (ID claimed as LAY; STAGING an empty directory, FINAL its place) as an
    online snapshot of its parent when the parent is mounted read-write and idle and the
-   engine can: the parent's mount becomes the new layer's (left idle, mounted), the
-   parent is unmounted, its image final. *DONE false (and 0): not applicable or failed
+   engine can and PGD_ONLINE_SNAPSHOT=1: the parent's mount becomes the new layer's (left idle,
+   mounted), the parent is unmounted, its image final. *DONE false (and 0): not applicable or failed
    before anything changed; the regular path follows. With *DONE, -1 means the layer was
    not created (nothing of it left) and the parent is unmounted. */
 int pgd_store_create_online (struct pgd_layers *l, const struct pgd_create_req *req,

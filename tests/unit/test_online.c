@@ -255,8 +255,9 @@ static const struct pgd_ops *ops = &pgd_layers_ops;
 static void
 store_setup (void)
 {
-  setenv ("PGD_TRACK_VERIFY", "1", 1); /* every tracked diff checked against the full one */
-  S.linger_ms = 600000;                /* idle mounts stay until the test is done */
+  setenv ("PGD_TRACK_VERIFY", "1", 1);    /* every tracked diff checked against the full one */
+  setenv ("PGD_ONLINE_SNAPSHOT", "1", 1); /* off by default */
+  S.linger_ms = 600000;                   /* idle mounts stay until the test is done */
   tl_store_setup (&S, "online-store");
 }
 

@@ -29,7 +29,7 @@ BIN        := $(BUILD)/ploop-graphdriver
 # the image server alone: only what serving a chain needs, linked without libploop
 SERVE_BIN  := $(BUILD)/ploop-graphdriver-serve-image
 SERVE_OBJ  := $(BUILD)/plugin/serve/main.o \
-              $(addprefix $(BUILD)/driver/engine/,imgsrv.o chain.o chain_io.o delta.o) \
+              $(addprefix $(BUILD)/driver/engine/,imgsrv.o imgctl.o srvproc.o chain.o chain_io.o chain_snap.o delta.o) \
               $(addprefix $(BUILD)/driver/,util.o err.o log.o)
 # Docker's JSON codec belongs to the plugin face; its unit tests and fuzzer link it too.
 PROTO_OBJ  := $(BUILD)/plugin/proto.o

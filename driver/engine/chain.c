@@ -110,6 +110,19 @@ bits_for (unsigned n)
   return b;
 }
 
+unsigned
+pgd_chain_idx_bits (unsigned nlevels)
+{
+  return 32 - bits_for (nlevels);
+}
+
+void
+pgd_chain_gate_release (pthread_rwlock_t **gate)
+{
+  if (*gate)
+    pthread_rwlock_unlock (*gate);
+}
+
 static int
 open_levels (struct pgd_chain *c, char **files, bool raw_base, uint32_t *cluster_sectors,
              struct pgd_err *err)
@@ -171,7 +184,7 @@ build_map (struct pgd_chain *c, struct pgd_err *err)
   c->nclusters = t->h.bat_entries;
   c->size = t->h.size_sectors * PGD_SECTOR_SIZE;
   c->cb = t->cluster_bytes;
-  c->idx_bits = 32 - bits_for (c->nlevels);
+  c->idx_bits = pgd_chain_idx_bits (c->nlevels);
   c->map = calloc (c->nclusters ? c->nclusters : 1, sizeof *c->map);
   c->lower = calloc (c->nclusters / 64 + 1, sizeof *c->lower);
   c->npages = (uint32_t)((PGD_DELTA_HDR_SIZE + 4ULL * c->nclusters + PGD_DELTA_BAT_PAGE - 1)
@@ -215,6 +228,12 @@ pgd_chain_open_files (struct pgd_chain **out, const char *dd_path, char *const *
   c->dflags = (flags & PGD_CHAIN_BUFFERED) ? PGD_DELTA_BUFFERED : 0;
   pthread_mutex_init (&c->lock, NULL);
   pthread_cond_init (&c->published, NULL);
+  /* a switch waiting for the gate holds new I/O back instead of starving */
+  pthread_rwlockattr_t ga;
+  pthread_rwlockattr_init (&ga);
+  pthread_rwlockattr_setkind_np (&ga, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+  pthread_rwlock_init (&c->gate, &ga);
+  pthread_rwlockattr_destroy (&ga);
   if (pgd_chain_lock (dd_path, &c->lock_fd, err) < 0)
     goto fail;
   while (files[n])
@@ -271,6 +290,7 @@ pgd_chain_abandon (struct pgd_chain *c)
     close (c->lock_fd);
   pthread_mutex_destroy (&c->lock);
   pthread_cond_destroy (&c->published);
+  pthread_rwlock_destroy (&c->gate);
   free (c);
 }
 
@@ -483,6 +503,13 @@ pgd_chain_flush (struct pgd_chain *c, struct pgd_err *err)
 {
   if (c->ro)
     return 0;
+  PGD_CHAIN_GATE (c);
+  return pgd_chain_flush_gated (c, err);
+}
+
+int
+pgd_chain_flush_gated (struct pgd_chain *c, struct pgd_err *err)
+{
   PGD_SCOPED_LOCK (&c->lock);
   /* no append half written below one the BAT will name: a crash then leaves only whole
      orphans at the tail, which the repair trims (PLOOP.md §2.3) */
@@ -526,6 +553,7 @@ pgd_chain_seek (struct pgd_chain *c, uint64_t off, bool data, uint64_t *out, str
 {
   if (off >= c->size)
     return pgd_error (err, ENXIO, "seek past the end of the disk");
+  PGD_CHAIN_GATE (c);
   for (uint64_t vc = off / c->cb; vc < c->nclusters; vc++)
     if ((map_get (c, vc) != 0) == data)
       {

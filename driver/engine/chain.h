@@ -136,6 +136,18 @@ int pgd_chain_seek (struct pgd_chain *c, uint64_t off, bool data, uint64_t *out,
    C is freed even on error; the in-use flag then stays set. */
 int pgd_chain_close (struct pgd_chain *c, struct pgd_err *err) __attribute__ ((warn_unused_result));
 
+/* Online snapshot: wait for the I/O in flight and hold new I/O back, flush the top and
+   close it as a clean close would (in use cleared, CIF_Empty right; it stays open
+   read-only as a lower level), then open TOP_PATH (a private, empty delta of the same
+   geometry) as the new top, marked in use, and move to the lock of DD_PATH (the image
+   the chain now serves; the old lock is let go). From then on writes copy up into the
+   new top. On failure before the old top was closed nothing changed; when only marking
+   the new top failed the old top is marked in use again and goes on serving (or, if
+   that fails too, the chain refuses writes). EROFS on a read-only chain. */
+int pgd_chain_snapshot (struct pgd_chain *c, const char *top_path, const char *dd_path,
+                        struct pgd_err *err)
+    __attribute__ ((warn_unused_result, nonnull (1, 2, 3)));
+
 /* Free C without flushing or clearing in-use, as a crash would leave it (tests). */
 void pgd_chain_abandon (struct pgd_chain *c);
 

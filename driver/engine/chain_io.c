@@ -267,6 +267,7 @@ pgd_chain_read (struct pgd_chain *c, void *buf, size_t len, uint64_t off, struct
   if (off > c->size || len > c->size - off)
     return pgd_error (err, EINVAL, "read past the end of the disk (%llu+%zu)",
                       (unsigned long long)off, len);
+  PGD_CHAIN_GATE (c);
   while (len > 0)
     {
       uint64_t vc = off / c->cb, co = off % c->cb;
@@ -547,9 +548,9 @@ write_alloc (struct pgd_chain *c, const char *buf, size_t len, uint64_t off, str
   return rc < 0 ? -1 : (int64_t)r.done;
 }
 
-int
-pgd_chain_write (struct pgd_chain *c, const void *buf, size_t len, uint64_t off,
-                 struct pgd_err *err)
+/* pgd_chain_write with the gate held. */
+static int
+chain_write (struct pgd_chain *c, const void *buf, size_t len, uint64_t off, struct pgd_err *err)
 {
   const char *p = buf;
 
@@ -588,6 +589,14 @@ pgd_chain_write (struct pgd_chain *c, const void *buf, size_t len, uint64_t off,
   return 0;
 }
 
+int
+pgd_chain_write (struct pgd_chain *c, const void *buf, size_t len, uint64_t off,
+                 struct pgd_err *err)
+{
+  PGD_CHAIN_GATE (c);
+  return chain_write (c, buf, len, off, err);
+}
+
 /* ---- discard / write zeros ------------------------------------------------------- */
 
 /* Drop VC from the top when only the top maps it; false when that does not apply. */
@@ -618,6 +627,7 @@ pgd_chain_zero (struct pgd_chain *c, uint64_t off, uint64_t len, struct pgd_err 
   if (off > c->size || len > c->size - off)
     return pgd_error (err, ENOSPC, "discard past the end of the disk (%llu+%llu)",
                       (unsigned long long)off, (unsigned long long)len);
+  PGD_CHAIN_GATE (c);
   while (len > 0)
     {
       uint64_t vc = off / c->cb, co = off % c->cb;
@@ -628,7 +638,7 @@ pgd_chain_zero (struct pgd_chain *c, uint64_t off, uint64_t len, struct pgd_err 
         for (uint64_t z = 0; z < n;)
           {
             size_t piece = n - z < ZERO_BUF ? n - z : ZERO_BUF;
-            if (pgd_chain_write (c, zero_buf, piece, off + z, err) < 0)
+            if (chain_write (c, zero_buf, piece, off + z, err) < 0)
               return -1;
             z += piece;
           }

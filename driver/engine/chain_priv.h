@@ -40,6 +40,8 @@ struct pgd_chain
   uint64_t *lower; /* bitmap: some level below the top maps vc */
   uint64_t *dirty; /* bitmap of dirty BAT pages of the top */
   uint32_t npages;
+  pthread_rwlock_t gate;    /* read by every I/O and flush, written by a top switch (the
+                               levels and the map's encoding change under it) */
   pthread_mutex_t lock;     /* reservation and publication of clusters, discard, flush */
   pthread_cond_t published; /* a reservation ended (its vcs are no longer pending) */
   uint64_t *pending;        /* bitmap: vc has a top cluster reserved, its data being written */
@@ -152,6 +154,19 @@ fault_write_allows (struct pgd_chain *c, uint64_t len)
     return len;
   return c->fault_torn ? len / 2 / PGD_SECTOR_SIZE * PGD_SECTOR_SIZE : 0;
 }
+
+/* Hold the gate for an I/O or flush (shared) until the end of the scope. */
+void pgd_chain_gate_release (pthread_rwlock_t **gate);
+#define PGD_CHAIN_GATE(c)                                                                          \
+  __attribute__ ((cleanup (pgd_chain_gate_release))) pthread_rwlock_t *gate_held_                  \
+      = (pthread_rwlock_rdlock (&(c)->gate), &(c)->gate)
+
+/* pgd_chain_flush with the gate held. */
+int pgd_chain_flush_gated (struct pgd_chain *c, struct pgd_err *err)
+    __attribute__ ((warn_unused_result));
+
+/* Bits of a map entry that hold the file cluster, in a chain of NLEVELS levels. */
+unsigned pgd_chain_idx_bits (unsigned nlevels);
 
 /* 0, or -1 (EIO) once an fdatasync of the top has failed: see sync_top in chain.c. */
 int pgd_chain_refuse_broken (struct pgd_chain *c, struct pgd_err *err)

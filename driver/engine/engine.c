@@ -82,7 +82,16 @@ pgd_engine_umount (const struct pgd_engine *e, const char *image_dir, const char
 {
   if (e->kind == PGD_ENGINE_KERNEL)
     return pgd_kernel_umount (image_dir, target, err);
-  return pgd_user_umount (e, image_dir, run_dir, target, err);
+  return pgd_user_umount (e, image_dir, run_dir, target, false, err);
+}
+
+int
+pgd_engine_discard (const struct pgd_engine *e, const char *image_dir, const char *run_dir,
+                    const char *target, struct pgd_err *err)
+{
+  if (e->kind == PGD_ENGINE_KERNEL)
+    return pgd_kernel_umount (image_dir, target, err);
+  return pgd_user_umount (e, image_dir, run_dir, target, true, err);
 }
 
 bool

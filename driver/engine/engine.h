@@ -77,9 +77,53 @@ int pgd_engine_umount (const struct pgd_engine *e, const char *image_dir, const 
                        const char *target, struct pgd_err *err)
     __attribute__ ((warn_unused_result));
 
+/* pgd_engine_umount for an image about to be deleted: nothing is flushed, the
+   filesystem is shut down (no write-back, not even its journal) before the unmount.
+   The image may be left inconsistent: delete it. Leaves nothing behind either. */
+int pgd_engine_discard (const struct pgd_engine *e, const char *image_dir, const char *run_dir,
+                        const char *target, struct pgd_err *err)
+    __attribute__ ((warn_unused_result));
+
 /* True when the image in IMAGE_DIR is mounted at TARGET by this engine and its server
    (user engine) is alive: a restarted plugin adopts such a mount. */
 bool pgd_engine_is_mounted (const struct pgd_engine *e, const char *image_dir, const char *run_dir,
                             const char *target);
+
+/* Called by pgd_engine_snapshot while the filesystem is frozen, once the image was
+   switched: nothing was written since the snapshot point. */
+typedef void (*pgd_engine_frozen_fn) (void *ctx);
+
+/* Online snapshot of the image in IMAGE_DIR, mounted read-write and idle at TARGET
+   (RUN_DIR its state): CHILD_DIR (existing, empty; keep it in staging until this
+   returns) becomes a clone of it, and the mount goes on as the child's: the filesystem
+   is frozen (flushed and consistent), the image server closes the parent's top (from
+   then on the parent's image, unchanged, closed cleanly) and from then on writes into
+   the child's new top; FROZEN (may be NULL) runs before the thaw. CHILD_RUN and
+   CHILD_TARGET are the child's run directory (must not exist but as an empty directory)
+   and mount point, where pgd_engine_handover moves the mount next. ENOTSUP when the
+   engine cannot (kernel: unmount, then clone); on any failure the parent is mounted
+   and served as before and CHILD_DIR is empty, unless its server died (ETIMEDOUT).
+   A crash before the handover leaves a marker pgd_engine_snapshot_pending sees. */
+int pgd_engine_snapshot (const struct pgd_engine *e, const char *image_dir, const char *run_dir,
+                         const char *target, const char *child_dir, const char *child_run,
+                         const char *child_target, pgd_engine_frozen_fn frozen, void *ctx,
+                         struct pgd_err *err) __attribute__ ((warn_unused_result));
+
+/* After pgd_engine_snapshot: the mount at TARGET (state in RUN_DIR) becomes the child's,
+   at CHILD_TARGET (an existing directory) with its state in CHILD_RUN; TARGET is left
+   unmounted and RUN_DIR gone. On failure the caller unmounts what is left (at
+   CHILD_TARGET and TARGET, state in RUN_DIR or CHILD_RUN, whichever exists). */
+int pgd_engine_handover (const struct pgd_engine *e, const char *run_dir, const char *target,
+                         const char *child_run, const char *child_target, struct pgd_err *err)
+    __attribute__ ((warn_unused_result));
+
+/* True when RUN_DIR holds a snapshot whose handover never finished (a crash). */
+bool pgd_engine_snapshot_pending (const char *run_dir);
+
+/* Take down what such a snapshot left: both mount points, the device, the server (its
+   image is closed cleanly). IMAGE_DIR names the image in messages. */
+int pgd_engine_snapshot_abort (const struct pgd_engine *e, const char *image_dir,
+                               const char *run_dir, struct pgd_err *err)
+    __attribute__ ((warn_unused_result));
 
 #endif

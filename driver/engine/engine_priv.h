@@ -95,8 +95,10 @@ int pgd_mount_ext4 (const char *dev, const char *target, bool ro, const char *op
 int pgd_user_mount (const struct pgd_engine *e, const char *image_dir, const char *run_dir,
                     const char *target, unsigned flags, const char *opts, struct pgd_err *err)
     __attribute__ ((warn_unused_result));
+/* DISCARD: the image is about to be deleted (pgd_engine_discard). */
 int pgd_user_umount (const struct pgd_engine *e, const char *image_dir, const char *run_dir,
-                     const char *target, struct pgd_err *err) __attribute__ ((warn_unused_result));
+                     const char *target, bool discard, struct pgd_err *err)
+    __attribute__ ((warn_unused_result));
 
 /* The kernel engine (kernel.c, libploop; needs the ploop module). */
 int pgd_kernel_mount (const char *image_dir, const char *target, unsigned flags, const char *opts,

@@ -355,6 +355,54 @@ do_clone (const char *parent_dir, const char *child_dir, struct pgd_err *err)
   return 0;
 }
 
+/* A clone of an image its server is about to snapshot online: no lock (the server holds
+   it), the top may be in use; v1 only (the thin top is ours). */
+static int
+do_clone_served (const char *parent_dir, const char *child_dir, char *top, size_t top_len,
+                 struct pgd_err *err)
+{
+  char child[PATH_MAX], child_dd[LPATH];
+  cleanup_chain struct pgd_dd_chain c = { 0 };
+  struct pgd_delta_hdr h;
+
+  if (realpath (child_dir, child) == NULL)
+    return pgd_error (err, errno, "child directory %s", child_dir);
+  if (check_empty_dir (child, err) < 0
+      || pgd_lpath (child_dd, err, "%s/%s", child, PGD_IMAGE_DD) < 0
+      || pgd_dd_chain_read (parent_dir, &c, err) < 0)
+    return -1;
+  if (c.di->nimages + 1 > PGD_IMAGE_MAX_DELTAS)
+    return pgd_error (err, EMLINK, "parent %s has %d deltas", parent_dir, c.di->nimages);
+  if (pgd_dd_top_is_raw (&c))
+    return pgd_error (err, ENOTSUP, "parent %s is a raw image", parent_dir);
+  if (pgd_delta_read_header (c.files[c.n - 1], &h, err) < 0)
+    return -1;
+  if (h.version != 1)
+    return pgd_error (err, ENOTSUP, "parent %s is a v%d image", parent_dir, h.version);
+  if (link_files (&c, child, err) < 0 || add_thin_top (&c, child, child_dd, err) < 0
+      || finish_clone (child, child_dd, err) < 0)
+    {
+      empty_dir (child);
+      return -1;
+    }
+  cleanup_chain struct pgd_dd_chain nc = { 0 };
+  if (pgd_dd_chain_read (child, &nc, err) < 0)
+    return -1;
+  if (snprintf (top, top_len, "%s", nc.files[nc.n - 1]) >= (int)top_len)
+    return pgd_error (err, ENAMETOOLONG, "%s", nc.files[nc.n - 1]);
+  return 0;
+}
+
+int
+pgd_image_clone_served (const char *parent_dir, const char *child_dir, char *top, size_t top_len,
+                        struct pgd_err *err)
+{
+  pgd_image_lib_init ();
+  if (do_clone_served (parent_dir, child_dir, top, top_len, err) < 0)
+    return pgd_error_wrap (err, "clone %s into %s", parent_dir, child_dir);
+  return 0;
+}
+
 int
 pgd_image_clone (const char *parent_dir, const char *child_dir, struct pgd_err *err)
 {

@@ -5,6 +5,7 @@
 #define PGD_IMAGE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "err.h"
@@ -40,6 +41,14 @@ int pgd_image_create (const char *dir, uint64_t size, uint32_t cluster, struct p
 /* Make CHILD_DIR (existing, empty) a clone of the closed image in PARENT_DIR: the
    parent's deltas hard-linked, plus a new private empty top delta. O(1) in data. */
 int pgd_image_clone (const char *parent_dir, const char *child_dir, struct pgd_err *err)
+    __attribute__ ((warn_unused_result));
+
+/* The same for a parent being served read-write, for an online snapshot by its image
+   server (engine.h): its DD lock is not taken and its top may be in use; the parent
+   must be a v1 image. The new top's path goes to TOP (TOP_LEN bytes). Until the server
+   has switched to the new top the clone is not a valid image: keep it in staging. */
+int pgd_image_clone_served (const char *parent_dir, const char *child_dir, char *top,
+                            size_t top_len, struct pgd_err *err)
     __attribute__ ((warn_unused_result));
 
 /* Make DST_DIR (existing, empty) a standalone image of one private delta holding the

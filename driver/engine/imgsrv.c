@@ -17,6 +17,7 @@
 #include <semaphore.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -28,20 +29,16 @@
 #include <fuse_lowlevel.h>
 
 #include "chain.h"
+#include "imgctl.h"
 #include "log.h"
+#include "srvproc.h"
 #include "util.h"
-
-#ifndef PR_SET_IO_FLUSHER
-#define PR_SET_IO_FLUSHER 57
-#endif
 
 #define DISK_NAME "disk"
 #define DISK_INO 2
+#define CTL_INO 3            /* the control node (imgctl.h) */
 #define ATTR_TIMEOUT 86400.0 /* the size changes only through grow */
 #define DEFAULT_THREADS 4
-/* Room left under RLIMIT_MEMLOCK for what the server allocates once locked (libfuse's
-   request objects, mostly recycled by malloc) */
-#define MLOCK_HEADROOM (4ull << 20)
 #define MAX_THREADS 16
 #define DEFAULT_MAX_IO (256u * 1024) /* bytes per FUSE READ/WRITE request */
 #define MAX_MAX_IO (1u << 20)        /* the kernel's default max_pages_limit */
@@ -52,7 +49,6 @@
 #define WRITE_HDR 80
 #define PAGE 4096
 #define THREAD_STACK (256 * 1024)
-#define OOM_SCORE_ADJ "-900" /* killing the server breaks a container's filesystem */
 
 struct srv
 {
@@ -61,6 +57,7 @@ struct srv
   const char *dd;
   const char *mountpoint;
   const char *status_path;
+  char *owned_dd, *owned_status;          /* DD and status of the image a snapshot switched to */
   char *deltas[PGD_CHAIN_MAX_LEVELS + 1]; /* --delta, base first, NULL-terminated */
   unsigned ndeltas;
   bool raw_base;
@@ -93,8 +90,13 @@ disk_attr (const struct srv *s, fuse_ino_t ino, struct stat *st)
       st->st_nlink = 2;
       return;
     }
-  st->st_mode = S_IFREG | (s->ro ? 0400 : 0600);
   st->st_nlink = 1;
+  if (ino == CTL_INO)
+    {
+      st->st_mode = S_IFREG | 0200;
+      return;
+    }
+  st->st_mode = S_IFREG | (s->ro ? 0400 : 0600);
   st->st_size = (off_t)s->size;
   st->st_blksize = 4096;
   st->st_blocks = (blkcnt_t)(s->size / 512);
@@ -128,17 +130,18 @@ op_lookup (fuse_req_t req, fuse_ino_t parent, const char *name)
   struct srv *s = fuse_req_userdata (req);
   struct fuse_entry_param e;
 
-  if (parent != FUSE_ROOT_ID || strcmp (name, DISK_NAME) != 0)
+  bool ctl = parent == FUSE_ROOT_ID && strcmp (name, PGD_IMGCTL_NAME) == 0;
+  if (parent != FUSE_ROOT_ID || (!ctl && strcmp (name, DISK_NAME) != 0))
     {
       fuse_reply_err (req, ENOENT);
       return;
     }
   memset (&e, 0, sizeof e);
-  e.ino = DISK_INO;
+  e.ino = ctl ? CTL_INO : DISK_INO;
   e.generation = 1;
   e.attr_timeout = ATTR_TIMEOUT;
   e.entry_timeout = ATTR_TIMEOUT;
-  disk_attr (s, DISK_INO, &e.attr);
+  disk_attr (s, e.ino, &e.attr);
   fuse_reply_entry (req, &e);
 }
 
@@ -149,7 +152,7 @@ op_getattr (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
   struct stat st;
 
   (void)fi;
-  if (ino != FUSE_ROOT_ID && ino != DISK_INO)
+  if (ino != FUSE_ROOT_ID && ino != DISK_INO && ino != CTL_INO)
     {
       fuse_reply_err (req, ENOENT);
       return;
@@ -164,7 +167,7 @@ op_setattr (fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 {
   struct srv *s = fuse_req_userdata (req);
 
-  if ((to_set & FUSE_SET_ATTR_SIZE) && (uint64_t)attr->st_size != s->size)
+  if ((to_set & FUSE_SET_ATTR_SIZE) && ino == DISK_INO && (uint64_t)attr->st_size != s->size)
     {
       fuse_reply_err (req, EPERM); /* the size changes only through grow */
       return;
@@ -177,6 +180,19 @@ op_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
   struct srv *s = fuse_req_userdata (req);
 
+  if (ino == CTL_INO)
+    {
+      /* every write reaches the server as written: one command, answered */
+      if ((fi->flags & O_ACCMODE) != O_WRONLY)
+        fuse_reply_err (req, EACCES);
+      else
+        {
+          fi->direct_io = 1;
+          fi->nonseekable = 1;
+          fuse_reply_open (req, fi);
+        }
+      return;
+    }
   if (ino != DISK_INO)
     {
       fuse_reply_err (req, EISDIR);
@@ -222,6 +238,26 @@ op_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_fil
   fuse_reply_buf (req, cur_buf, size);
 }
 
+/* A control command (imgctl.h); a snapshot moves the server to the new image's paths. */
+static void
+control (fuse_req_t req, struct srv *s, const char *buf, size_t size)
+{
+  struct pgd_err err = { 0 };
+  char *dd = NULL, *status = NULL;
+
+  if (pgd_imgctl_run (s->chain, buf, size, &dd, &status, &err) < 0)
+    {
+      pgd_log (PGD_LOG_ERROR, "control: %s", err.msg);
+      fuse_reply_err (req, err.errnum ? err.errnum : EIO);
+      return;
+    }
+  free (s->owned_dd);
+  free (s->owned_status);
+  s->dd = s->owned_dd = dd;
+  s->status_path = s->owned_status = status;
+  fuse_reply_write (req, size);
+}
+
 static void
 op_write (fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
           struct fuse_file_info *fi)
@@ -229,8 +265,12 @@ op_write (fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t of
   struct srv *s = fuse_req_userdata (req);
   struct pgd_err err = { 0 };
 
-  (void)ino;
   (void)fi;
+  if (ino == CTL_INO)
+    {
+      control (req, s, buf, size);
+      return;
+    }
   /* BUF is consumed (written to the delta) before the reply (PLOOP.md §6.3a) */
   if (pgd_chain_write (s->chain, buf, size, (uint64_t)off, &err) < 0)
     {
@@ -494,91 +534,6 @@ join_workers (struct srv *s, struct worker *w)
 
 /* ---- process setup ------------------------------------------------------------------ */
 
-static void
-harden_process (void)
-{
-  int fd;
-
-  /* Our allocations must not recurse into I/O reclaim that waits on our own device,
-     and we must not be throttled for dirty pages only we can clean (PLOOP.md §6.4). */
-  if (prctl (PR_SET_IO_FLUSHER, 1, 0, 0, 0) < 0)
-    pgd_log (PGD_LOG_WARN, "prctl PR_SET_IO_FLUSHER: %s", strerror (errno));
-  fd = open ("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
-  if (fd >= 0)
-    {
-      if (write (fd, OOM_SCORE_ADJ, strlen (OOM_SCORE_ADJ)) < 0)
-        pgd_log (PGD_LOG_WARN, "oom_score_adj: %s", strerror (errno));
-      close (fd);
-    }
-}
-
-/* Bytes of address space the process maps now (VmSize), 0 if unknown. */
-static unsigned long long
-mapped_bytes (void)
-{
-  char line[128];
-  unsigned long long kb = 0;
-  FILE *f = fopen ("/proc/self/status", "re");
-  while (f && fgets (line, sizeof line, f))
-    if (sscanf (line, "VmSize: %llu kB", &kb) == 1)
-      break;
-  if (f)
-    fclose (f);
-  return kb * 1024;
-}
-
-/* Keep the server resident once it is set up (maps, worker buffers and stacks exist
-   by then): its pages must not be reclaimed while the kernel waits on its device.
-   Locking is all or nothing: when RLIMIT_MEMLOCK leaves no room for what is mapped
-   plus MLOCK_HEADROOM of later allocations (a container's small default), every
-   allocation after mlockall would fail with EAGAIN, so the server stays unlocked. */
-static void
-lock_memory (struct srv *s)
-{
-  struct rlimit rl;
-  unsigned long long need = mapped_bytes () + MLOCK_HEADROOM;
-
-  if (!s->mlock)
-    return;
-  if (getrlimit (RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need)
-    {
-      /* up to the hard limit anyone may; past it needs CAP_SYS_RESOURCE */
-      struct rlimit raise = { .rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max };
-      if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need)
-        raise.rlim_cur = raise.rlim_max = RLIM_INFINITY;
-      if (setrlimit (RLIMIT_MEMLOCK, &raise) < 0)
-        {
-          pgd_log (PGD_LOG_WARN,
-                   "RLIMIT_MEMLOCK is %llu bytes, %llu needed: the server is not locked in "
-                   "memory",
-                   (unsigned long long)rl.rlim_cur, need);
-          return;
-        }
-    }
-  /* MCL_ONFAULT: pages stay resident once used, untouched library pages and buffer
-     tails are not pulled in */
-  if (mlockall (MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) < 0)
-    {
-      pgd_log (PGD_LOG_WARN, "mlockall: %s", strerror (errno));
-      munlockall ();
-    }
-}
-
-static void
-ignore_signals (void)
-{
-  struct sigaction sa;
-
-  /* The server stops when its FUSE mount goes away, never on a terminal's or a
-     service manager's signal: that would pull the disk from under a mounted ext4. */
-  memset (&sa, 0, sizeof sa);
-  sa.sa_handler = SIG_IGN;
-  sigaction (SIGPIPE, &sa, NULL);
-  sigaction (SIGHUP, &sa, NULL);
-  sigaction (SIGINT, &sa, NULL);
-  sigaction (SIGTERM, &sa, NULL);
-}
-
 static int
 mount_fuse (struct srv *s, struct pgd_err *err)
 {
@@ -725,8 +680,8 @@ pgd_imgsrv_main (int argc, char **argv)
   s.start = time (NULL);
   /* one malloc arena: the workers allocate only libfuse's small request objects */
   mallopt (M_ARENA_MAX, 1);
-  ignore_signals ();
-  harden_process ();
+  pgd_srvproc_ignore_signals ();
+  pgd_srvproc_harden ();
   if (pgd_chain_open_files (&s.chain, s.dd, s.deltas, s.raw_base,
                             (s.ro ? PGD_CHAIN_RO : 0) | (s.buffered ? PGD_CHAIN_BUFFERED : 0), &err)
       < 0)
@@ -741,7 +696,7 @@ pgd_imgsrv_main (int argc, char **argv)
       join_workers (&s, workers);
       goto fail;
     }
-  lock_memory (&s);
+  pgd_srvproc_lock_memory (s.mlock);
   pgd_log (PGD_LOG_INFO, "serving %s at %s/%s (%llu bytes, %u levels, %u KiB clusters%s)", s.dd,
            s.mountpoint, DISK_NAME, (unsigned long long)s.size, pgd_chain_levels (s.chain),
            pgd_chain_cluster_size (s.chain) / 1024, s.ro ? ", read-only" : "");
@@ -769,11 +724,15 @@ pgd_imgsrv_main (int argc, char **argv)
       pgd_log (PGD_LOG_ERROR, "%s", err.msg);
       snprintf (line, sizeof line, "error %s\n", err.msg);
       write_status (&s, line);
-      return rc;
     }
-  pgd_log (PGD_LOG_INFO, "closed %s cleanly", s.dd);
-  write_status (&s, "clean\n");
-  return 0;
+  else
+    {
+      pgd_log (PGD_LOG_INFO, "closed %s cleanly", s.dd);
+      write_status (&s, "clean\n");
+    }
+  free (s.owned_dd);
+  free (s.owned_status);
+  return rc;
 
 fail:
   pgd_log (PGD_LOG_ERROR, "%s", err.msg);

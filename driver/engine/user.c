@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -25,6 +26,11 @@
 #include "loop.h"
 #include "util.h"
 #include "watchdog.h"
+
+/* ext4's shutdown ioctl (EXT4_IOC_SHUTDOWN, XFS's GOINGDOWN number; not in the uapi
+   headers here): with NOLOGFLUSH nothing more is written, not even the journal. */
+#define FS_IOC_SHUTDOWN _IOR ('X', 125, uint32_t)
+#define SHUTDOWN_NOLOGFLUSH 0x2
 
 /* Detach whatever loop device still serves our disk file. */
 static int
@@ -188,16 +194,34 @@ rewind_journal (const char *image_dir, const struct pgd_srv_paths *p)
 
 /* The steps of pgd_user_umount; P is NULL when the engine never mounted IMAGE_DIR. A
    failed flush still unmounts everything, then fails: closed, but not cleanly. */
+/* Stop the filesystem at TARGET writing anything more (its image is being deleted):
+   the unmount then writes nothing back. Best effort: a plain unmount follows anyway. */
+static void
+shut_down (const char *target)
+{
+  uint32_t how = SHUTDOWN_NOLOGFLUSH;
+  cleanup_close int fd = open (target, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+  if (fd < 0 || ioctl (fd, FS_IOC_SHUTDOWN, &how) < 0)
+    pgd_log (PGD_LOG_DEBUG, "shut down %s: %s", target, strerror (errno));
+}
+
 static int
 umount_steps (const char *image_dir, const struct pgd_srv_paths *p, const char *target,
-              struct pgd_err *err)
+              bool discard, struct pgd_err *err)
 {
   uint64_t t0 = pgd_now_ns ();
   struct pgd_err flush = { 0 };
   int flushed = 0;
   unsigned t_flush = 0;
 
-  if (pgd_is_mountpoint (target))
+  if (pgd_is_mountpoint (target) && discard)
+    {
+      shut_down (target);
+      if (pgd_umount_retry (target, TARGET_UMOUNT_TIMEOUT_MS, err) < 0)
+        return -1;
+    }
+  else if (pgd_is_mountpoint (target))
     {
       /* umount succeeds even when the write-back failed: ask first */
       flushed = pgd_fs_flush (image_dir, target, &flush);
@@ -236,7 +260,7 @@ umount_steps (const char *image_dir, const struct pgd_srv_paths *p, const char *
 
 int
 pgd_user_umount (const struct pgd_engine *e, const char *image_dir, const char *run_dir,
-                 const char *target, struct pgd_err *err)
+                 const char *target, bool discard, struct pgd_err *err)
 {
   struct pgd_srv_paths p;
   struct stat st;
@@ -251,7 +275,7 @@ pgd_user_umount (const struct pgd_engine *e, const char *image_dir, const char *
     pid = 0;
   /* each step below may wait on the server: bounded by its progress */
   pgd_watch_start (&w, pid, start, ours ? p.fuse : "", image_dir, e->stall_ms);
-  int ret = umount_steps (image_dir, ours ? &p : NULL, target, err);
+  int ret = umount_steps (image_dir, ours ? &p : NULL, target, discard, err);
   if (pgd_watch_end (&w))
     {
       pgd_error (err, PGD_ESTALLED,
@@ -262,7 +286,7 @@ pgd_user_umount (const struct pgd_engine *e, const char *image_dir, const char *
         {
           /* torn down all the same: what was left of the server goes too */
           struct pgd_err e2;
-          if (umount_steps (image_dir, &p, target, &e2) < 0)
+          if (umount_steps (image_dir, &p, target, discard, &e2) < 0)
             pgd_log (PGD_LOG_WARN, "unmount image %s: %s", image_dir, e2.msg);
         }
       ret = -1;

@@ -160,6 +160,16 @@ int pgd_reaper_start (struct pgd_layers *l, struct pgd_err *err)
     __attribute__ ((warn_unused_result));
 void pgd_reaper_stop (struct pgd_layers *l);
 
+/* Create REQ (ID claimed as LAY; STAGING an empty directory, FINAL its place) as an
+   online snapshot of its parent when the parent is mounted read-write and idle and the
+   engine can and PGD_ONLINE_SNAPSHOT=1: the parent's mount becomes the new layer's (left idle,
+   mounted), the parent is unmounted, its image final. *DONE false (and 0): not applicable or failed
+   before anything changed; the regular path follows. With *DONE, -1 means the layer was
+   not created (nothing of it left) and the parent is unmounted. */
+int pgd_store_create_online (struct pgd_layers *l, const struct pgd_create_req *req,
+                             struct layer *lay, const char *staging, const char *final, bool *done,
+                             struct pgd_err *err) __attribute__ ((warn_unused_result));
+
 /* Apply Init options and Home; persist them when PERSIST. */
 int pgd_store_init (struct pgd_layers *l, const struct pgd_init_req *req, bool persist,
                     struct pgd_err *err) __attribute__ ((warn_unused_result));

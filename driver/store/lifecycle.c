@@ -276,7 +276,12 @@ pgd_store_create (void *ctx, const struct pgd_create_req *req, struct pgd_err *e
                  (unsigned long long)pgd_now_ns ());
       pgd_store_path (l, final, "layers", req->id);
       pgd_store_path (l, layers_dir, "layers", NULL);
+      bool online = false;
       ret = pgd_mkdir_p (staging, 0700, err);
+      if (ret == 0 && size == 0)
+        ret = pgd_store_create_online (l, req, lay, staging, final, &online, err);
+      if (online)
+        goto out;
       if (ret == 0)
         ret = build_layer (l, req, size, staging, err);
       if (ret == 0 && req->parent)
@@ -303,6 +308,7 @@ pgd_store_create (void *ctx, const struct pgd_create_req *req, struct pgd_err *e
           pgd_error_wrap (err, "create layer %s", req->id);
         }
     }
+out:
   unclaim_layer (l, lay, ret < 0 && !exists);
   if (ret == 0)
     pgd_log (PGD_LOG_DEBUG, "created %s%s%s", req->id, req->parent ? " on " : "",
@@ -355,7 +361,10 @@ pgd_store_remove (void *ctx, const char *id, struct pgd_err *err)
       if (lay->refs > 0)
         pgd_log (PGD_LOG_WARN, "remove %s: still held by %u reference(s); unmounting", id,
                  lay->refs);
-      ret = pgd_engine_umount (&l->engine, image, run, dir, err);
+      /* held or not, the image is deleted next: no flush, and when nobody holds it
+         nothing written back either */
+      ret = lay->refs > 0 ? pgd_engine_umount (&l->engine, image, run, dir, err)
+                          : pgd_engine_discard (&l->engine, image, run, dir, err);
       if (ret < 0 && !pgd_is_mountpoint (dir))
         {
           /* torn down all the same (its image server had died, e.g. with a managed

@@ -322,6 +322,25 @@ pgd_store_recover (struct pgd_layers *l)
   struct dirent *de;
   struct pgd_err err;
 
+  /* online snapshots cut short (engine.h): their mounts are nobody's; taken down first,
+     while the layers they name are still where the marker says */
+  pgd_store_path (l, dir, "run", NULL);
+  cleanup_dir DIR *rd = opendir (dir);
+  while (rd && (de = readdir (rd)) != NULL)
+    {
+      if (de->d_name[0] == '.')
+        continue;
+      pgd_pathf (run, sizeof run, "%s/%s", dir, de->d_name);
+      pgd_store_path (l, image, "layers", de->d_name);
+      if (pgd_engine_snapshot_pending (run))
+        {
+          pgd_log (PGD_LOG_WARN, "recover: an online snapshot of %s was cut short: taking it down",
+                   de->d_name);
+          if (pgd_engine_snapshot_abort (&l->engine, image, run, &err) < 0)
+            pgd_log (PGD_LOG_WARN, "recover: %s", err.msg);
+        }
+    }
+
   /* staging: half-created layers and templates, half-removed layers */
   pgd_store_path (l, dir, "staging", NULL);
   cleanup_dir DIR *sd = opendir (dir);

@@ -6,6 +6,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,13 +49,38 @@ rec_clear (struct track_rec *r)
   pgd_keymap_free (&r->seen);
 }
 
+static void *
+close_main (void *fd)
+{
+  close ((int)(intptr_t)fd);
+  return NULL;
+}
+
+/* Close the fanotify group FD in a thread of its own: closing a group waits for an
+   SRCU grace period (10-15 ms measured), which a Create need not wait for. */
+static void
+close_later (int fd)
+{
+  pthread_attr_t attr;
+  pthread_t th;
+
+  pthread_attr_init (&attr);
+  pthread_attr_setdetachstate (&attr, PTHREAD_CREATE_DETACHED);
+  if (pthread_create (&th, &attr, close_main, (void *)(intptr_t)fd) != 0)
+    close (fd);
+  pthread_attr_destroy (&attr);
+}
+
 static void
 rec_unwatch (struct pgd_tracker *t, struct track_rec *r)
 {
   if (r->fan < 0)
     return;
   epoll_ctl (t->ep, EPOLL_CTL_DEL, r->fan, NULL);
-  close (r->fan);
+  if (r->forked)
+    close_later (r->fan);
+  else
+    close (r->fan);
   r->fan = -1;
 }
 
@@ -501,16 +528,10 @@ pgd_track_open (struct pgd_tracker *t, const char *id, const char *image, const 
   t->recs = r;
 }
 
-void
-pgd_track_watch (struct pgd_tracker *t, const char *id, const char *dir)
+/* Watch the filesystem mounted at DIR for R (locked). */
+static void
+watch_locked (struct pgd_tracker *t, struct track_rec *r, const char *dir)
 {
-  if (t == NULL)
-    return;
-  PGD_SCOPED_LOCK (&t->lock);
-  struct track_rec *r = pgd_track_find (t, id);
-  if (r == NULL)
-    return;
-  PGD_SCOPED_LOCK (&r->lock);
   if (!r->trusted || !r->taken || r->fan >= 0)
     return;
   r->fan = fanotify_init (FAN_CLASS_NOTIF | FAN_REPORT_DFID_NAME | FAN_NONBLOCK | FAN_CLOEXEC,
@@ -521,6 +542,59 @@ pgd_track_watch (struct pgd_tracker *t, const char *id, const char *dir)
   if (fanotify_mark (r->fan, FAN_MARK_ADD | FAN_MARK_FILESYSTEM, TRACK_MASK, AT_FDCWD, dir) < 0
       || epoll_ctl (t->ep, EPOLL_CTL_ADD, r->fan, &ev) < 0)
     return pgd_track_distrust (t, r, "fanotify_mark on the layer's filesystem failed");
+}
+
+void
+pgd_track_watch (struct pgd_tracker *t, const char *id, const char *dir)
+{
+  if (t == NULL)
+    return;
+  PGD_SCOPED_LOCK (&t->lock);
+  struct track_rec *r = pgd_track_find (t, id);
+  if (r == NULL)
+    return;
+  PGD_SCOPED_LOCK (&r->lock);
+  watch_locked (t, r, dir);
+}
+
+void
+pgd_track_fork (struct pgd_tracker *t, const char *parent_id, const char *child_id, const char *dir)
+{
+  struct track_rec *c;
+
+  if (t == NULL)
+    return;
+  PGD_SCOPED_LOCK (&t->lock);
+  struct track_rec *r = pgd_track_find (t, parent_id);
+  if (r != NULL)
+    {
+      PGD_SCOPED_LOCK (&r->lock);
+      /* what the parent changed was queued before the freeze; what comes after it is
+         the child's: the parent's group is no longer read (closed at its close) */
+      pgd_track_drain (t, r);
+      if (r->fan >= 0)
+        {
+          epoll_ctl (t->ep, EPOLL_CTL_DEL, r->fan, NULL);
+          r->forked = true;
+        }
+    }
+  /* the child's record needs only what happens from now on, whatever the parent's */
+  const char *off = getenv ("PGD_TRACK");
+  if ((off != NULL && strcmp (off, "0") == 0) || (c = calloc (1, sizeof *c)) == NULL)
+    return;
+  pthread_mutex_init (&c->lock, NULL);
+  c->fan = -1;
+  snprintf (c->id, sizeof c->id, "%s", child_id);
+  snprintf (c->parent, sizeof c->parent, "%s", parent_id);
+  /* the child starts empty at the snapshot point, off disk (it never had a record) */
+  c->trusted = c->taken = true;
+  struct track_rec *old = pgd_track_find (t, child_id);
+  if (old != NULL)
+    rec_free (t, old);
+  c->next = t->recs;
+  t->recs = c;
+  PGD_SCOPED_LOCK (&c->lock);
+  watch_locked (t, c, dir);
 }
 
 /* Does the filesystem R watches still live (mounted in another namespace too)? Its
@@ -557,11 +631,13 @@ pgd_track_close (struct pgd_tracker *t, const char *id, const char *image, bool 
   pthread_mutex_unlock (&t->lock);
   if (r == NULL)
     return;
-  pgd_track_drain (t, r);
+  if (!r->forked)
+    pgd_track_drain (t, r);
   if (r->trusted && r->taken && !clean)
     pgd_track_distrust (t, r, "not unmounted cleanly");
-  /* a mount left elsewhere could still write, unseen once the group is closed */
-  if (r->trusted && r->taken && r->fan >= 0 && fs_still_alive (r))
+  /* a mount left elsewhere could still write, unseen once the group is closed (after a
+     fork the filesystem lives on as the child's, the parent's image is final) */
+  if (r->trusted && r->taken && r->fan >= 0 && !r->forked && fs_still_alive (r))
     pgd_track_distrust (t, r, "its filesystem is still mounted elsewhere");
   if (r->trusted && r->taken)
     {

@@ -41,6 +41,14 @@ void pgd_track_open (struct pgd_tracker *t, const char *id, const char *image, c
 /* The read-write mount of ID at DIR is up: watch its filesystem. */
 void pgd_track_watch (struct pgd_tracker *t, const char *id, const char *dir);
 
+/* Online snapshot of PARENT_ID (mounted read-write at DIR) into CHILD_ID, called while
+   the filesystem is frozen: the parent's record is completed (its events read) and its
+   watch ends, as at an unmount (pgd_track_close with CLEAN then saves it); the child
+   gets a fresh record from this point, watching the same filesystem (none when
+   tracking is off). */
+void pgd_track_fork (struct pgd_tracker *t, const char *parent_id, const char *child_id,
+                     const char *dir);
+
 /* ID is unmounted (CLEAN: by a successful umount): stop watching and, when the record
    was taken for a read-write mount and is still trusted, write it back stamped with
    the top delta of IMAGE. */

@@ -31,6 +31,8 @@ struct track_rec
   pthread_mutex_t lock; /* guards everything below */
   bool trusted;
   bool taken;    /* off disk for a read-write mount: write back on a clean close */
+  bool forked;   /* read to the end at an online snapshot (pgd_track_fork): FAN no longer
+                    counts; closed later, off the frozen window and the request */
   int fan;       /* fanotify group, -1 when not watching */
   char why[160]; /* why it is not trusted */
   struct pgd_keymap seen;

@@ -147,7 +147,8 @@ pgd_engine_snapshot (const struct pgd_engine *e, const char *image_dir, const ch
   unsigned t_clone = pgd_elapsed_ms (t0), ms[4] = { 0, 0, 0, 0 };
   int rc = switch_frozen (&p, target, cmd, frozen, ctx, ms, err);
   if (pgd_watch_end (&w))
-    rc = pgd_error (err, ETIMEDOUT, "image server %ld made no progress for %u ms", (long)pid,
+    rc = pgd_error (err, PGD_ESTALLED,
+                    "image server %ld made no progress for %u ms and was declared dead", (long)pid,
                     e->stall_ms);
   if (rc < 0)
     {

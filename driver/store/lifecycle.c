@@ -361,8 +361,9 @@ pgd_store_remove (void *ctx, const char *id, struct pgd_err *err)
       if (lay->refs > 0)
         pgd_log (PGD_LOG_WARN, "remove %s: still held by %u reference(s); unmounting", id,
                  lay->refs);
-      /* held or not, the image is deleted next: no flush, and when nobody holds it
-         nothing written back either */
+      /* the image is deleted next: one nobody holds is shut down and unmounted with
+         nothing flushed or written back; a held one (its holder may still read it) is
+         unmounted as before */
       ret = lay->refs > 0 ? pgd_engine_umount (&l->engine, image, run, dir, err)
                           : pgd_engine_discard (&l->engine, image, run, dir, err);
       if (ret < 0 && !pgd_is_mountpoint (dir))

@@ -6,7 +6,7 @@
 #include <jansson.h>
 #include <string.h>
 
-#include "idmap.h"
+#include "initjson.h"
 #include "util.h"
 
 /* jansson's json_auto_t (json_t released at end of scope) under our naming */
@@ -139,33 +139,6 @@ pgd_proto_create_req (const struct pgd_proto_layer_req *in, bool rw, struct pgd_
   out->rw = rw;
 }
 
-static int
-decode_opts (json_t *root, struct pgd_init_req *req, struct pgd_err *err)
-{
-  json_t *opts = json_object_get (root, "Opts");
-  size_t i;
-  json_t *v;
-
-  if (opts == NULL || json_is_null (opts))
-    return 0;
-  if (!json_is_array (opts))
-    return pgd_error (err, 0, "Opts is not an array");
-  if (json_array_size (opts) == 0)
-    return 0;
-  req->opts = calloc (json_array_size (opts), sizeof *req->opts);
-  if (req->opts == NULL)
-    return pgd_error (err, ENOMEM, "Opts");
-  json_array_foreach (opts, i, v)
-  {
-    if (!json_is_string (v))
-      return pgd_error (err, 0, "Opts[%zu] is not a string", i);
-    /* the strings belong to the document, which outlives the request */
-    req->opts[i] = (char *)json_string_value (v);
-    req->nopts = i + 1;
-  }
-  return 0;
-}
-
 int
 pgd_proto_decode_init (const char *body, size_t len, struct pgd_proto_init_req *out,
                        struct pgd_err *err)
@@ -184,9 +157,8 @@ pgd_proto_decode_init (const char *body, size_t len, struct pgd_proto_init_req *
   if (home[0] == '\0')
     return pgd_error (err, 0, "Home is empty");
   r.req.home = home;
-  if (decode_opts (root, &r.req, err) < 0
-      || pgd_idmaps_decode (root, "UIDMaps", &r.req.maps.uid, &r.req.maps.nuid, err) < 0
-      || pgd_idmaps_decode (root, "GIDMaps", &r.req.maps.gid, &r.req.maps.ngid, err) < 0)
+  /* the Opts strings belong to the document, which outlives the request */
+  if (pgd_init_decode_fields (root, &r.req, err) < 0)
     {
       pgd_proto_init_req_free (&r);
       return -1;

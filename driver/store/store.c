@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "engine/engine.h"
-#include "idmap.h"
+#include "initjson.h"
 #include "internal.h"
 #include "log.h"
 #include "track.h"
@@ -232,8 +232,7 @@ pgd_store_init (struct pgd_layers *l, const struct pgd_init_req *req, bool save,
 static int
 state_from_json (json_t *root, struct pgd_init_req *req, struct pgd_err *err)
 {
-  json_t *home, *opts, *v;
-  size_t i;
+  json_t *home;
 
   if (!json_is_object (root))
     return pgd_error (err, 0, "not a JSON object");
@@ -241,23 +240,7 @@ state_from_json (json_t *root, struct pgd_init_req *req, struct pgd_err *err)
   if (!json_is_string (home))
     return pgd_error (err, 0, "Home is not a string");
   req->home = json_string_value (home);
-  opts = json_object_get (root, "Opts");
-  if (opts != NULL && !json_is_null (opts) && !json_is_array (opts))
-    return pgd_error (err, 0, "Opts is not an array");
-  req->nopts = json_is_array (opts) ? json_array_size (opts) : 0;
-  req->opts = calloc (req->nopts + 1, sizeof *req->opts);
-  if (req->opts == NULL)
-    return pgd_error (err, ENOMEM, "Opts");
-  json_array_foreach (opts, i, v)
-  {
-    if (!json_is_string (v))
-      return pgd_error (err, 0, "Opts[%zu] is not a string", i);
-    req->opts[i] = (char *)json_string_value (v);
-  }
-  if (pgd_idmaps_decode (root, "UIDMaps", &req->maps.uid, &req->maps.nuid, err) < 0
-      || pgd_idmaps_decode (root, "GIDMaps", &req->maps.gid, &req->maps.ngid, err) < 0)
-    return -1;
-  return 0;
+  return pgd_init_decode_fields (root, req, err);
 }
 
 /* Resume from the state file: parse it, check every field, apply it as an Init. */

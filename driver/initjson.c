@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-#include "idmap.h"
+#include "initjson.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -19,9 +19,9 @@ field (json_t *obj, const char *key, size_t i, const char *name, uint32_t *out, 
   return 0;
 }
 
-int
-pgd_idmaps_decode (json_t *root, const char *key, struct pgd_idmap **out, size_t *n,
-                   struct pgd_err *err)
+static int
+idmaps_decode (json_t *root, const char *key, struct pgd_idmap **out, size_t *n,
+               struct pgd_err *err)
 {
   json_t *arr = json_object_get (root, key);
   size_t i;
@@ -49,5 +49,41 @@ pgd_idmaps_decode (json_t *root, const char *key, struct pgd_idmap **out, size_t
       return -1;
     *n = i + 1;
   }
+  return 0;
+}
+
+static int
+opts_decode (json_t *root, struct pgd_init_req *req, struct pgd_err *err)
+{
+  json_t *opts = json_object_get (root, "Opts");
+  size_t i;
+  json_t *v;
+
+  if (opts == NULL || json_is_null (opts))
+    return 0;
+  if (!json_is_array (opts))
+    return pgd_error (err, 0, "Opts is not an array");
+  if (json_array_size (opts) == 0)
+    return 0;
+  req->opts = calloc (json_array_size (opts), sizeof *req->opts);
+  if (req->opts == NULL)
+    return pgd_error (err, ENOMEM, "Opts");
+  json_array_foreach (opts, i, v)
+  {
+    if (!json_is_string (v))
+      return pgd_error (err, 0, "Opts[%zu] is not a string", i);
+    req->opts[i] = (char *)json_string_value (v);
+    req->nopts = i + 1;
+  }
+  return 0;
+}
+
+int
+pgd_init_decode_fields (json_t *root, struct pgd_init_req *req, struct pgd_err *err)
+{
+  if (opts_decode (root, req, err) < 0
+      || idmaps_decode (root, "UIDMaps", &req->maps.uid, &req->maps.nuid, err) < 0
+      || idmaps_decode (root, "GIDMaps", &req->maps.gid, &req->maps.ngid, err) < 0)
+    return -1;
   return 0;
 }

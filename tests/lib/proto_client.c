@@ -738,3 +738,49 @@ pc_response_free (struct pc_response *r)
   free (r->body);
   memset (r, 0, sizeof *r);
 }
+
+int
+pc_worker_fail (char *error, size_t cap, atomic_bool *stop, const char *fmt, ...)
+{
+  va_list ap;
+
+  if (error[0] == '\0')
+    {
+      va_start (ap, fmt);
+      vsnprintf (error, cap, fmt, ap);
+      va_end (ap);
+    }
+  atomic_store (stop, true);
+  return -1;
+}
+
+int
+pc_worker_call (const struct pc_server *s, char *error, size_t cap, atomic_bool *stop,
+                bool want_closed, const char *path, const char *body, json_t **out)
+{
+  struct pc_response r;
+  int ret = 0;
+
+  if (pc_post (s, path, body, &r) < 0)
+    return pc_worker_fail (error, cap, stop, "%s %s: no response (%s)", path, body,
+                           strerror (errno));
+  json_t *j = pc_json (&r);
+  json_t *e = j ? json_object_get (j, "Err") : NULL;
+  if (r.status != 200)
+    ret = pc_worker_fail (error, cap, stop, "%s %s: status %d: %s", path, body, r.status,
+                          r.body ? r.body : "");
+  else if (!json_is_object (j))
+    ret = pc_worker_fail (error, cap, stop, "%s %s: not a JSON object: %s", path, body,
+                          r.body ? r.body : "");
+  else if (e != NULL && !json_is_null (e) && !(json_is_string (e) && !*json_string_value (e)))
+    ret = pc_worker_fail (error, cap, stop, "%s %s: 200 with an Err: %s", path, body, r.body);
+  else if (want_closed && !r.closed)
+    ret = pc_worker_fail (error, cap, stop, "%s: the connection stayed open after the answer",
+                          path);
+  pc_response_free (&r);
+  if (ret == 0 && out != NULL)
+    *out = j;
+  else
+    json_decref (j);
+  return ret;
+}

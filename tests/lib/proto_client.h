@@ -7,6 +7,8 @@
 
 #include <jansson.h>
 #include <limits.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -129,5 +131,29 @@ const char *pc_json_str (const struct pc_response *r, const char *key);
 
 /* Free what R holds. */
 void pc_response_free (struct pc_response *r);
+
+/* Record a worker thread's first error into ERROR (CAP bytes; later errors are
+   consequences) and raise STOP, which every worker of the test polls. Returns -1. */
+int pc_worker_fail (char *error, size_t cap, atomic_bool *stop, const char *fmt, ...)
+    __attribute__ ((format (printf, 4, 5)));
+
+/* POST BODY to PATH on S from a worker thread: 0 when the answer is 200 and a JSON object
+   without an Err (and, with WANT_CLOSED, the connection was closed after it); the object
+   goes to *OUT when OUT is not NULL. Otherwise -1 through pc_worker_fail (ERROR, CAP,
+   STOP). No Criterion assertion: this runs in worker threads. */
+int pc_worker_call (const struct pc_server *s, char *error, size_t cap, atomic_bool *stop,
+                    bool want_closed, const char *path, const char *body, json_t **out);
+
+/* A Criterion suite NAME whose every test gets the server SRV started afresh with a
+   Home (SIGPIPE ignored: a server that hangs up while a test writes must not kill the
+   test) and stopped after it, whatever happened; the rest are TestSuite options. */
+#define PC_SERVER_SUITE(name, srv, ...)                                                            \
+  static void name##_setup (void)                                                                  \
+  {                                                                                                \
+    signal (SIGPIPE, SIG_IGN);                                                                     \
+    cr_assert_eq (pc_start (&(srv), true), 0, "the server did not start");                         \
+  }                                                                                                \
+  static void name##_teardown (void) { pc_stop (&(srv)); }                                         \
+  TestSuite (name, .init = name##_setup, .fini = name##_teardown, ##__VA_ARGS__)
 
 #endif

@@ -63,45 +63,16 @@ teardown (void)
 
 TestSuite (diffrace, .init = setup, .fini = teardown, .timeout = 900);
 
-__attribute__ ((format (printf, 2, 3))) static int
-fail (struct worker *w, const char *fmt, ...)
-{
-  va_list ap;
+/* Record W's first error (later ones are consequences) and stop every thread. */
+#define fail(w, ...) pc_worker_fail ((w)->error, sizeof (w)->error, &stop_all, __VA_ARGS__)
 
-  if (w->error[0] == '\0')
-    {
-      va_start (ap, fmt);
-      vsnprintf (w->error, sizeof w->error, fmt, ap);
-      va_end (ap);
-    }
-  atomic_store (&stop_all, true);
-  return -1;
-}
-
-/* POST BODY to PATH: 0 on a 200 whose body is JSON without an Err; the body to *OUT. */
+/* POST BODY to PATH: 0 when the answer is 200, a JSON object without an Err; the
+   object goes to *OUT when OUT is not NULL. */
 static int
 call (struct worker *w, const char *path, const char *body, json_t **out)
 {
-  struct pc_response r;
-  int ret = 0;
-
   w->calls++;
-  if (pc_post (&srv, path, body, &r) < 0)
-    return fail (w, "%s %s: no response (%s)", path, body, strerror (errno));
-  json_t *j = pc_json (&r);
-  json_t *e = j ? json_object_get (j, "Err") : NULL;
-  if (r.status != 200)
-    ret = fail (w, "%s %s: status %d: %s", path, body, r.status, r.body ? r.body : "");
-  else if (!json_is_object (j))
-    ret = fail (w, "%s %s: not a JSON object: %s", path, body, r.body ? r.body : "");
-  else if (e && !json_is_null (e) && !(json_is_string (e) && !*json_string_value (e)))
-    ret = fail (w, "%s %s: 200 with an Err: %s", path, body, r.body);
-  pc_response_free (&r);
-  if (ret == 0 && out)
-    *out = j;
-  else
-    json_decref (j);
-  return ret;
+  return pc_worker_call (&srv, w->error, sizeof w->error, &stop_all, false, path, body, out);
 }
 
 static int

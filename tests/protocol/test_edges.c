@@ -23,19 +23,7 @@
 
 static struct pc_server srv;
 
-static void
-setup (void)
-{
-  cr_assert_eq (pc_start (&srv, true), 0, "the server did not start");
-}
-
-static void
-teardown (void)
-{
-  pc_stop (&srv);
-}
-
-TestSuite (edges, .init = setup, .fini = teardown);
+PC_SERVER_SUITE (edges, srv);
 
 /* POST BODY to PATH; expect 200; the body into OUT (CAP bytes) when OUT is not NULL. */
 static void

@@ -19,21 +19,7 @@
 
 static struct pc_server srv;
 
-static void
-setup (void)
-{
-  /* a server that hangs up while we write must not kill the test */
-  signal (SIGPIPE, SIG_IGN);
-  cr_assert_eq (pc_start (&srv, true), 0, "the server did not start");
-}
-
-static void
-teardown (void)
-{
-  pc_stop (&srv);
-}
-
-TestSuite (hostile, .init = setup, .fini = teardown);
+PC_SERVER_SUITE (hostile, srv);
 
 /* BODY, then the server must exit 0 on SIGTERM (how a sanitizer build reports). */
 #define HOSTILE_TEST(name)                                                                         \

@@ -18,19 +18,7 @@
 
 static struct pc_server srv;
 
-static void
-setup (void)
-{
-  cr_assert_eq (pc_start (&srv, true), 0, "the server did not start");
-}
-
-static void
-teardown (void)
-{
-  pc_stop (&srv);
-}
-
-TestSuite (protocol, .init = setup, .fini = teardown);
+PC_SERVER_SUITE (protocol, srv);
 
 /* A test of this suite: BODY, then the server must exit 0 on SIGTERM, which is also how
    a sanitizer build of it reports leaks and errors (a failed check in .fini would not

@@ -24,20 +24,7 @@
 
 static struct pc_server srv;
 
-static void
-setup (void)
-{
-  signal (SIGPIPE, SIG_IGN);
-  cr_assert_eq (pc_start (&srv, true), 0, "the server did not start");
-}
-
-static void
-teardown (void)
-{
-  pc_stop (&srv);
-}
-
-TestSuite (races_proto, .init = setup, .fini = teardown, .timeout = 600);
+PC_SERVER_SUITE (races_proto, srv, .timeout = 600);
 
 /* POST BODY to PATH; the Err of the answer (NULL when none) into ERRBUF's copy. */
 static int

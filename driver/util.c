@@ -407,6 +407,13 @@ pgd_now_ns (void)
   return (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
 }
 
+struct timespec
+pgd_timespec_at (uint64_t at)
+{
+  return (struct timespec){ .tv_sec = (time_t)(at / 1000000000ULL),
+                            .tv_nsec = (long)(at % 1000000000ULL) };
+}
+
 unsigned
 pgd_elapsed_ms (uint64_t since)
 {

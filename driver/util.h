@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "err.h"
@@ -99,6 +100,10 @@ void pgd_pathf (char *buf, size_t size, const char *fmt, ...)
 
 /* Monotonic clock in nanoseconds. */
 uint64_t pgd_now_ns (void);
+
+/* The pgd_now_ns time AT as a CLOCK_MONOTONIC deadline, for pthread_cond_timedwait on a
+   condition variable made with that clock. */
+struct timespec pgd_timespec_at (uint64_t at);
 
 /* Milliseconds since SINCE (a pgd_now_ns value). */
 unsigned pgd_elapsed_ms (uint64_t since);

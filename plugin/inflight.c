@@ -59,17 +59,7 @@ pgd_routes_release (struct pgd_routes *r)
 static struct timespec
 deadline_in (unsigned timeout_ms)
 {
-  struct timespec until;
-
-  clock_gettime (CLOCK_MONOTONIC, &until);
-  until.tv_sec += timeout_ms / 1000;
-  until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-  if (until.tv_nsec >= 1000000000L)
-    {
-      until.tv_sec++;
-      until.tv_nsec -= 1000000000L;
-    }
-  return until;
+  return pgd_timespec_at (pgd_now_ns () + (uint64_t)timeout_ms * 1000000ULL);
 }
 
 bool

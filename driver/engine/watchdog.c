@@ -158,9 +158,7 @@ watch_main (void *arg)
   PGD_SCOPED_LOCK (&w->lock);
   while (!w->done)
     {
-      uint64_t t = pgd_now_ns () + (uint64_t)step * 1000000ULL;
-      struct timespec ts
-          = { .tv_sec = (time_t)(t / 1000000000ULL), .tv_nsec = (long)(t % 1000000000ULL) };
+      struct timespec ts = pgd_timespec_at (pgd_now_ns () + (uint64_t)step * 1000000ULL);
       pthread_cond_timedwait (&w->cond, &w->lock, &ts);
       if (w->done)
         break;

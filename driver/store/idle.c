@@ -121,8 +121,7 @@ reaper_main (void *arg)
         pthread_cond_wait (&l->cond, &l->lock);
       else
         {
-          struct timespec ts = { .tv_sec = (time_t)(next / 1000000000ULL),
-                                 .tv_nsec = (long)(next % 1000000000ULL) };
+          struct timespec ts = pgd_timespec_at (next);
           pthread_cond_timedwait (&l->cond, &l->lock, &ts);
         }
     }

@@ -154,9 +154,7 @@ claim_wait (struct pgd_layers *l, struct layer *lay, bool cancellable)
           pthread_cond_wait (&l->cond, &l->lock);
           continue;
         }
-      uint64_t t = pgd_now_ns () + (uint64_t)CANCEL_POLL_MS * 1000000ULL;
-      struct timespec ts
-          = { .tv_sec = (time_t)(t / 1000000000ULL), .tv_nsec = (long)(t % 1000000000ULL) };
+      struct timespec ts = pgd_timespec_at (pgd_now_ns () + (uint64_t)CANCEL_POLL_MS * 1000000ULL);
       pthread_cond_timedwait (&l->cond, &l->lock, &ts);
       if (lay->busy && !lay->gone && pgd_request_gone ())
         {
